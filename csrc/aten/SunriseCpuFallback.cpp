@@ -1,0 +1,348 @@
+// The boxed CPU fallback.
+//
+// Any operator without a sunrise kernel lands here. It runs the CPU kernel on
+// the host, correctly and in stream order:
+//   1. Devices are checked as on CUDA: all device tensors on one sunrise
+//      device; CPU tensors only as 0-dim scalars (and index lists, which CUDA
+//      accepts on the CPU too).
+//   2. The current stream of that device is synchronized, so pending device
+//      work on the arguments has finished.
+//   3. Device tensors are passed as CPU views of the same bytes (no copies);
+//      tensors sharing device storage share CPU storage, so in-place ops,
+//      out= arguments and aliasing checks behave as on CPU.
+//   4. Afterwards, a mutated argument whose CPU storage the kernel replaced
+//      (an out= argument grown by resize) is written back to device storage;
+//      returned tensors that alias an argument become device views of it;
+//      fresh results are copied into new device tensors.
+// Random ops draw from the sunrise generator (explicit or the device default),
+// through a CPU generator derived from its (seed, offset).
+#include "SunriseCpuFallback.h"
+
+#include "../kernels/CoreKernels.h"
+#include "../kernels/DeviceView.h"
+
+#include <torch_sunrise/SunriseException.h>
+#include <torch_sunrise/SunriseFunctions.h>
+#include <torch_sunrise/SunriseGenerator.h>
+#include <torch_sunrise/SunriseGuard.h>
+#include <torch_sunrise/SunriseStorage.h>
+
+#include <ATen/EmptyTensor.h>
+#include <ATen/ops/empty_strided.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#include <c10/util/env.h>
+#include <torch/library.h>
+
+#include <chrono>
+#include <mutex>
+#include <unordered_set>
+
+namespace torch_sunrise::aten {
+namespace {
+
+// ---------------------------------------------------------------- accounting
+
+std::mutex g_stats_mutex;  // guards g_stats and g_warned
+std::unordered_map<std::string, FallbackStat> g_stats;
+std::unordered_set<std::string> g_warned;
+
+FallbackMode mode_from_env() {
+  const auto value = c10::utils::get_env("SUNRISE_FALLBACK");
+  if (!value || value->empty() || *value == "warn") return FallbackMode::Warn;
+  if (*value == "silent") return FallbackMode::Silent;
+  if (*value == "error") return FallbackMode::Error;
+  TORCH_WARN("SUNRISE_FALLBACK='", *value, "' is not one of warn, silent, error; using warn");
+  return FallbackMode::Warn;
+}
+
+std::atomic<FallbackMode>& mode_ref() {
+  static std::atomic<FallbackMode> mode{mode_from_env()};
+  return mode;
+}
+
+// ------------------------------------------------------------------- devices
+
+// Ops whose CPU tensor arguments are part of their contract on CUDA too.
+bool accepts_cpu_tensors(const std::string& op_name) {
+  static const std::unordered_set<std::string> ops = {
+      "aten::_pack_padded_sequence", "aten::_pad_packed_sequence", "aten::_pack_padded_sequence_backward",
+  };
+  return ops.count(op_name) != 0;
+}
+
+// Returns of these ops stay on the CPU, as on CUDA (e.g. batch_sizes).
+bool keeps_return_on_cpu(const std::string& op_name, size_t return_index) {
+  return op_name == "aten::_pack_padded_sequence" && return_index == 1;
+}
+
+struct DeviceCheck {
+  std::optional<c10::Device> device;
+  const std::string* op_name;
+  bool allow_cpu;
+
+  void sunrise(const at::Tensor& t) {
+    if (!device) {
+      device = t.device();
+      return;
+    }
+    TORCH_CHECK(*device == t.device(), "Expected all tensors to be on the same device, but found at least two devices, ",
+                *device, " and ", t.device(), "! (when checking arguments for ", *op_name, ")");
+  }
+  void tensor(const at::Tensor& t, bool is_index) {
+    if (!t.defined()) return;
+    if (t.device().is_privateuseone()) {
+      sunrise(t);
+    } else {
+      TORCH_CHECK(t.device().is_cpu(), *op_name, ": sunrise cannot mix with ", t.device(), " tensors");
+      TORCH_CHECK(allow_cpu || is_index || t.dim() == 0,
+                  "Expected all tensors to be on the same device, but found at least two devices, sunrise and cpu! "
+                  "(when checking arguments for ",
+                  *op_name, ")");
+    }
+  }
+};
+
+bool is_optional_generator(const c10::Argument& arg) {
+  const auto opt = arg.type()->cast<c10::OptionalType>();
+  return opt && opt->getElementType()->kind() == c10::TypeKind::GeneratorType;
+}
+
+at::Generator derive_generator(const std::optional<at::Generator>& gen, c10::DeviceIndex device,
+                               const std::string& op_name) {
+  at::Generator source = gen && gen->defined() ? *gen : default_generator(device);
+  TORCH_CHECK(source.device().is_privateuseone(), "Expected a 'sunrise' device type for generator but found '",
+              source.device().type(), "' (in ", op_name, ")");
+  auto* impl = source.get<SunriseGeneratorImpl>();
+  std::lock_guard<std::mutex> lock(impl->mutex_);
+  return impl->derive_cpu_generator();
+}
+
+// A new sunrise tensor holding a copy of a CPU result.
+at::Tensor to_device(const at::Tensor& cpu, c10::Device device) {
+  if (!cpu.defined()) return cpu;
+  const SunriseGuard guard(device);
+  at::Tensor src = cpu;
+  if (!src.is_non_overlapping_and_dense()) src = src.contiguous();
+  at::Tensor out = at::empty_strided(src.sizes(), src.strides(), src.options().device(device));
+  if (src.is_conj()) out._set_conj(true);
+  if (src.is_neg()) out._set_neg(true);
+  kernels::copy_from(src, out, /*non_blocking=*/false);
+  return out;
+}
+
+// A sunrise tensor with the CPU tensor's view metadata on device storage.
+at::Tensor device_alias(const at::Tensor& cpu, c10::StorageImpl* device_storage) {
+  auto out = at::detail::make_tensor<c10::TensorImpl>(
+      c10::Storage(c10::intrusive_ptr<c10::StorageImpl>::reclaim_copy(device_storage)),
+      c10::DispatchKeySet(c10::DispatchKey::PrivateUse1), cpu.dtype());
+  out.unsafeGetTensorImpl()->set_sizes_and_strides(cpu.sizes(), cpu.strides(), cpu.storage_offset());
+  if (cpu.is_conj()) out._set_conj(true);
+  if (cpu.is_neg()) out._set_neg(true);
+  return out;
+}
+
+// After the CPU kernel: bring a mutated argument's new state to the device.
+void write_back(const at::Tensor& dev, const at::Tensor& cpu, const kernels::CpuViewSet& views) {
+  if (!dev.defined() || !cpu.defined()) return;
+  c10::StorageImpl* dstore = dev.storage().unsafeGetStorageImpl();
+  c10::StorageImpl* cstore = cpu.storage().unsafeGetStorageImpl();
+  const bool same_bytes = views.device_storage_of(cstore) == dstore && cstore->data() == dstore->data() &&
+                          cstore->nbytes() == dstore->nbytes();
+  if (!same_bytes) {
+    // The kernel reallocated (grew) the argument's storage on the CPU side.
+    const SunriseGuard guard(dev.device());
+    if (cstore->nbytes() != dstore->nbytes()) resize_storage_bytes(dstore, cstore->nbytes());
+    if (cstore->nbytes() > 0) {
+      SUNRISE_CHECK(srMemcpyAsync(dstore->mutable_data(), cstore->data(), cstore->nbytes(), srMemcpyHostToDevice,
+                                  getCurrentSunriseStream(dev.device().index()).handle()));
+    }
+  }
+  auto* impl = dev.unsafeGetTensorImpl();
+  if (!impl->sizes().equals(cpu.sizes()) || !impl->strides().equals(cpu.strides()) ||
+      impl->storage_offset() != cpu.storage_offset()) {
+    impl->set_sizes_and_strides(cpu.sizes(), cpu.strides(), cpu.storage_offset());
+  }
+}
+
+struct Conversion {
+  c10::Device device{c10::DeviceType::PrivateUse1, 0};
+  kernels::CpuViewSet views;
+  // CPU view TensorImpl -> the device IValue it was made from (for returns
+  // that are an argument, e.g. in-place and out= ops).
+  std::vector<std::pair<const c10::TensorImpl*, at::Tensor>> passed;
+
+  at::Tensor to_cpu(const at::Tensor& t) {
+    if (!t.defined() || !t.device().is_privateuseone()) return t;
+    at::Tensor v = views.view(t);
+    passed.emplace_back(v.unsafeGetTensorImpl(), t);
+    return v;
+  }
+
+  at::Tensor to_sunrise(const at::Tensor& cpu) {
+    if (!cpu.defined()) return cpu;
+    for (const auto& [impl, dev] : passed) {
+      if (impl == cpu.unsafeGetTensorImpl()) return dev;
+    }
+    if (c10::StorageImpl* dstore = views.device_storage_of(cpu.storage().unsafeGetStorageImpl())) {
+      return device_alias(cpu, dstore);
+    }
+    return to_device(cpu, device);
+  }
+};
+
+void record_call(const std::string& name, uint64_t ns) {
+  std::lock_guard<std::mutex> lock(g_stats_mutex);
+  FallbackStat& s = g_stats[name];
+  s.calls += 1;
+  s.nanoseconds += ns;
+}
+
+void announce(const std::string& name) {
+  const FallbackMode mode = fallback_mode();
+  TORCH_CHECK_NOT_IMPLEMENTED(mode != FallbackMode::Error, "The operator '", name,
+                              "' has no sunrise kernel, and SUNRISE_FALLBACK=error forbids running it on the CPU. "
+                              "Unset SUNRISE_FALLBACK (or set it to warn) to allow the CPU fallback.");
+  if (mode == FallbackMode::Silent) return;
+  {
+    std::lock_guard<std::mutex> lock(g_stats_mutex);
+    if (!g_warned.insert(name).second) return;
+  }
+  TORCH_WARN("The operator '", name,
+             "' has no sunrise kernel and ran on the CPU (results are correct; it synchronizes the device). "
+             "SUNRISE_FALLBACK=silent hides these warnings, =error forbids the fallback; "
+             "torch_sunrise.fallback_stats() counts the calls.");
+}
+
+void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  const auto start = std::chrono::steady_clock::now();
+  const c10::FunctionSchema& schema = op.schema();
+  const std::string name = schema.overload_name().empty()
+                               ? schema.name()
+                               : schema.name() + "." + schema.overload_name();
+  announce(name);
+
+  const auto& arguments = schema.arguments();
+  const size_t num_args = arguments.size();
+  const size_t first = stack->size() - num_args;
+
+  // 1. Devices.
+  DeviceCheck check{std::nullopt, &name, accepts_cpu_tensors(schema.name())};
+  for (size_t i = 0; i < num_args; ++i) {
+    const c10::IValue& v = (*stack)[first + i];
+    if (v.isTensor()) {
+      check.tensor(v.toTensor(), false);
+    } else if (v.isTensorList()) {
+      for (const at::Tensor& t : v.toTensorList().vec()) check.tensor(t, false);
+    } else if (v.isOptionalTensorList()) {
+      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList().vec()) {
+        if (t) check.tensor(*t, true);
+      }
+    } else if (v.isDevice() && v.toDevice().is_privateuseone() && !check.device) {
+      check.device = v.toDevice();
+    }
+  }
+  Conversion conv;
+  {
+    c10::Device device = check.device.value_or(c10::Device(c10::DeviceType::PrivateUse1, current_device()));
+    if (!device.has_index()) device = c10::Device(c10::DeviceType::PrivateUse1, current_device());
+    check_device_index(device.index());
+    conv.device = device;
+  }
+  const SunriseGuard guard(conv.device);
+
+  // 2. Stream order: pending device work on the arguments finishes first.
+  getCurrentSunriseStream(conv.device.index()).synchronize();
+
+  // 3. CPU arguments over device memory.
+  std::vector<c10::IValue> cpu_args;
+  cpu_args.reserve(num_args);
+  for (size_t i = 0; i < num_args; ++i) {
+    const c10::IValue& v = (*stack)[first + i];
+    if (v.isTensor()) {
+      cpu_args.emplace_back(conv.to_cpu(v.toTensor()));
+    } else if (v.isTensorList()) {
+      c10::List<at::Tensor> list;
+      for (const at::Tensor& t : v.toTensorList().vec()) list.push_back(conv.to_cpu(t));
+      cpu_args.emplace_back(std::move(list));
+    } else if (v.isOptionalTensorList()) {
+      c10::List<std::optional<at::Tensor>> list;
+      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList().vec()) {
+        list.push_back(t ? std::optional<at::Tensor>(conv.to_cpu(*t)) : std::nullopt);
+      }
+      cpu_args.emplace_back(std::move(list));
+    } else if (v.isDevice() && v.toDevice().is_privateuseone()) {
+      cpu_args.emplace_back(c10::Device(c10::DeviceType::CPU));
+    } else if (v.isGenerator() || (v.isNone() && is_optional_generator(arguments[i]))) {
+      std::optional<at::Generator> gen;
+      if (v.isGenerator()) gen = v.toGenerator();
+      cpu_args.emplace_back(derive_generator(gen, conv.device.index(), name));
+    } else {
+      cpu_args.emplace_back(v);
+    }
+  }
+
+  // Run the CPU kernel.
+  torch::jit::Stack cpu_stack(cpu_args.begin(), cpu_args.end());
+  op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), &cpu_stack);
+
+  // 4. Mutated arguments back to the device.
+  for (size_t i = 0; i < num_args; ++i) {
+    const auto* alias = arguments[i].alias_info();
+    if (alias == nullptr || !alias->isWrite()) continue;
+    const c10::IValue& dev = (*stack)[first + i];
+    const c10::IValue& cpu = cpu_args[i];
+    if (dev.isTensor()) {
+      write_back(dev.toTensor(), cpu.toTensor(), conv.views);
+    } else if (dev.isTensorList()) {
+      const auto devs = dev.toTensorList().vec();
+      const auto cpus = cpu.toTensorList().vec();
+      for (size_t k = 0; k < devs.size(); ++k) write_back(devs[k], cpus[k], conv.views);
+    }
+  }
+
+  // Returns.
+  const size_t num_returns = schema.returns().size();
+  TORCH_INTERNAL_ASSERT(cpu_stack.size() == num_returns, name, ": expected ", num_returns, " returns, got ",
+                        cpu_stack.size());
+  torch::jit::drop(*stack, num_args);
+  for (size_t j = 0; j < num_returns; ++j) {
+    c10::IValue& r = cpu_stack[j];
+    if (keeps_return_on_cpu(schema.name(), j)) {
+      stack->push_back(std::move(r));
+    } else if (r.isTensor()) {
+      stack->emplace_back(conv.to_sunrise(r.toTensor()));
+    } else if (r.isTensorList()) {
+      c10::List<at::Tensor> list;
+      for (const at::Tensor& t : r.toTensorList().vec()) list.push_back(conv.to_sunrise(t));
+      stack->emplace_back(std::move(list));
+    } else {
+      stack->push_back(std::move(r));
+    }
+  }
+  record_call(name, static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                              std::chrono::steady_clock::now() - start)
+                                              .count()));
+}
+
+}  // namespace
+
+FallbackMode fallback_mode() { return mode_ref().load(std::memory_order_relaxed); }
+void set_fallback_mode(FallbackMode mode) { mode_ref().store(mode, std::memory_order_relaxed); }
+
+std::unordered_map<std::string, FallbackStat> fallback_stats() {
+  std::lock_guard<std::mutex> lock(g_stats_mutex);
+  return g_stats;
+}
+
+void reset_fallback_stats() {
+  std::lock_guard<std::mutex> lock(g_stats_mutex);
+  g_stats.clear();
+  g_warned.clear();
+}
+
+TORCH_LIBRARY_IMPL(_, PrivateUse1, m) {
+  m.fallback(torch::CppFunction::makeFromBoxedFunction<&sunrise_cpu_fallback>());
+}
+
+}  // namespace torch_sunrise::aten

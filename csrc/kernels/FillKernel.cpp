@@ -1,0 +1,50 @@
+#include "CoreKernels.h"
+#include "DeviceView.h"
+
+#include <torch_sunrise/SunriseGuard.h>
+#include <torch_sunrise/SunriseLaunch.h>
+
+#include <ATen/EmptyTensor.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+
+namespace torch_sunrise::kernels {
+
+void fill(const at::Tensor& self, const c10::Scalar& value) {
+  if (self.numel() == 0) return;
+  SunriseGuard guard(self.device());
+  const SunriseStream stream = getCurrentSunriseStream(self.device().index());
+  launch_task(stream, [dst = cpu_view(self), value]() mutable {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    dst.fill_(value);
+  });
+}
+
+void zero(const at::Tensor& self) {
+  if (self.numel() == 0) return;
+  if (!self.is_non_overlapping_and_dense()) {
+    fill(self, 0);
+    return;
+  }
+  SunriseGuard guard(self.device());
+  const SunriseStream stream = getCurrentSunriseStream(self.device().index());
+  SUNRISE_CHECK(srMemsetAsync(self.data_ptr(), 0, static_cast<size_t>(self.numel()) * self.element_size(),
+                              stream.handle()));
+}
+
+c10::Scalar local_scalar(const at::Tensor& self) {
+  TORCH_CHECK(self.numel() == 1, "a Tensor with ", self.numel(), " elements cannot be converted to Scalar");
+  SunriseGuard guard(self.device());
+  const SunriseStream stream = getCurrentSunriseStream(self.device().index());
+  at::Tensor host = at::detail::empty_cpu({}, self.scalar_type(), std::nullopt, std::nullopt, std::nullopt,
+                                          std::nullopt);
+  // A pageable destination: the runtime returns once the stream has reached
+  // and run this copy, which is exactly the sync point .item() is.
+  SUNRISE_CHECK(srMemcpyAsync(host.data_ptr(), self.data_ptr(), self.element_size(), srMemcpyDeviceToHost,
+                              stream.handle()));
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  if (self.is_conj()) host = host.conj();
+  if (self.is_neg()) host = host.neg();
+  return host.item();
+}
+
+}  // namespace torch_sunrise::kernels

@@ -1,0 +1,241 @@
+// torch_sunrise._C: the Python bindings. Thin: every function forwards to the
+// C++ layers (runtime glue, allocator, fallback); Python-facing names and
+// behaviour are shaped in torch_sunrise/sunrise/*.py.
+#include "../aten/SunriseCpuFallback.h"
+
+#include <torch_sunrise/SunriseCachingAllocator.h>
+#include <torch_sunrise/SunriseException.h>
+#include <torch_sunrise/SunriseFunctions.h>
+#include <torch_sunrise/SunriseGenerator.h>
+#include <torch_sunrise/SunriseHostAllocator.h>
+#include <torch_sunrise/SunriseStream.h>
+
+#include <ATen/Context.h>
+#include <torch/csrc/Generator.h>
+#include <torch/csrc/utils/device_lazy_init.h>
+#include <torch/csrc/utils/pybind.h>
+
+namespace py = pybind11;
+
+namespace torch_sunrise {
+namespace {
+
+py::dict stat_dict(const c10::CachingAllocator::Stat& s) {
+  py::dict d;
+  d["current"] = s.current;
+  d["peak"] = s.peak;
+  d["allocated"] = s.allocated;
+  d["freed"] = s.freed;
+  return d;
+}
+
+py::dict stat_array_dict(const c10::CachingAllocator::StatArray& a) {
+  py::dict d;
+  d["all"] = stat_dict(a[0]);
+  d["small_pool"] = stat_dict(a[1]);
+  d["large_pool"] = stat_dict(a[2]);
+  return d;
+}
+
+py::dict device_stats(c10::DeviceIndex device) {
+  const auto s = caching_allocator::getDeviceStats(device);
+  py::dict d;
+  d["allocation"] = stat_array_dict(s.allocation);
+  d["segment"] = stat_array_dict(s.segment);
+  d["active"] = stat_array_dict(s.active);
+  d["inactive_split"] = stat_array_dict(s.inactive_split);
+  d["allocated_bytes"] = stat_array_dict(s.allocated_bytes);
+  d["reserved_bytes"] = stat_array_dict(s.reserved_bytes);
+  d["active_bytes"] = stat_array_dict(s.active_bytes);
+  d["inactive_split_bytes"] = stat_array_dict(s.inactive_split_bytes);
+  d["requested_bytes"] = stat_array_dict(s.requested_bytes);
+  d["num_alloc_retries"] = s.num_alloc_retries;
+  d["num_ooms"] = s.num_ooms;
+  d["num_sync_all_streams"] = s.num_sync_all_streams;
+  d["num_device_alloc"] = s.num_device_alloc;
+  d["num_device_free"] = s.num_device_free;
+  d["oversize_allocations"] = stat_dict(s.oversize_allocations);
+  d["oversize_segments"] = stat_dict(s.oversize_segments);
+  d["max_split_size"] = s.max_split_size;
+  return d;
+}
+
+py::list memory_snapshot() {
+  py::list segments;
+  for (const auto& seg : caching_allocator::snapshot()) {
+    py::dict d;
+    d["device"] = static_cast<int>(seg.device);
+    d["address"] = seg.address;
+    d["total_size"] = seg.total_size;
+    d["allocated_size"] = seg.allocated_size;
+    d["active_size"] = seg.active_size;
+    d["requested_size"] = seg.requested_size;
+    d["stream"] = reinterpret_cast<uintptr_t>(seg.stream);
+    d["segment_type"] = seg.is_large ? "large" : "small";
+    py::list blocks;
+    size_t address = seg.address;
+    for (const auto& b : seg.blocks) {
+      py::dict bd;
+      bd["address"] = address;
+      bd["size"] = b.size;
+      bd["requested_size"] = b.requested_size;
+      bd["state"] = b.allocated ? "active_allocated" : (b.active ? "active_pending_free" : "inactive");
+      blocks.append(bd);
+      address += b.size;
+    }
+    d["blocks"] = blocks;
+    segments.append(d);
+  }
+  return segments;
+}
+
+py::tuple stream_tuple(const SunriseStream& s) {
+  return py::make_tuple(s.id(), static_cast<int>(s.device_index()), static_cast<int>(s.device().type()));
+}
+
+SunriseStream stream_from(int64_t stream_id, int device_index) {
+  return SunriseStream(c10::Stream(c10::Stream::UNSAFE,
+                                   c10::Device(c10::DeviceType::PrivateUse1, static_cast<c10::DeviceIndex>(device_index)),
+                                   stream_id));
+}
+
+aten::FallbackMode parse_mode(const std::string& mode) {
+  if (mode == "warn") return aten::FallbackMode::Warn;
+  if (mode == "silent") return aten::FallbackMode::Silent;
+  if (mode == "error") return aten::FallbackMode::Error;
+  TORCH_CHECK_VALUE(false, "fallback mode must be 'warn', 'silent' or 'error', got '", mode, "'");
+}
+
+// Direct access to the runtime's C API, for tests of its error reporting and
+// for framework engineers poking at the emulator. Pointers and handles are ints.
+void bind_runtime(py::module_& m) {
+  auto rt = m.def_submodule("_runtime", "The emulated GPGPU runtime's C API (sunrise_rt), unwrapped.");
+  rt.def("malloc", [](size_t size) {
+    void* p = nullptr;
+    SUNRISE_CHECK(srMalloc(&p, size));
+    return reinterpret_cast<uintptr_t>(p);
+  });
+  rt.def("free", [](uintptr_t p) { SUNRISE_CHECK(srFree(reinterpret_cast<void*>(p))); });
+  rt.def("stream_synchronize", [](uintptr_t handle) {
+    SUNRISE_CHECK(srStreamSynchronize(reinterpret_cast<srStream_t>(handle)));
+  });
+  rt.def("stream_query", [](uintptr_t handle) {
+    const srError_t err = srStreamQuery(reinterpret_cast<srStream_t>(handle));
+    if (err == srErrorNotReady) return false;
+    SUNRISE_CHECK(err);
+    return true;
+  });
+  rt.def("memcpy_htod", [](uintptr_t dst, uintptr_t src, size_t n) {
+    SUNRISE_CHECK(srMemcpy(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n, srMemcpyHostToDevice));
+  });
+  rt.def("memcpy_dtoh", [](uintptr_t dst, uintptr_t src, size_t n) {
+    SUNRISE_CHECK(srMemcpy(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n, srMemcpyDeviceToHost));
+  });
+  rt.def("pointer_type", [](uintptr_t p) {
+    srPointerAttributes attr{};
+    SUNRISE_CHECK(srPointerGetAttributes(&attr, reinterpret_cast<const void*>(p)));
+    switch (attr.type) {
+      case srMemoryTypeDevice: return std::string("device");
+      case srMemoryTypeHost: return std::string("pinned");
+      default: return std::string("pageable");
+    }
+  });
+}
+
+}  // namespace
+}  // namespace torch_sunrise
+
+PYBIND11_MODULE(_C, m) {
+  using namespace torch_sunrise;
+  m.doc() = "torch_sunrise native extension";
+
+  m.def("_init", [] {
+    torch::utils::register_fork_handler_for_device_init(at::kPrivateUse1);
+    at::globalContext().lazyInitDevice(c10::DeviceType::PrivateUse1);
+  });
+  m.def("_is_in_bad_fork", [] { return torch::utils::is_device_in_bad_fork(at::kPrivateUse1); });
+
+  m.def("_device_count", [] { return static_cast<int>(device_count()); });
+  m.def("_get_device", [] { return static_cast<int>(current_device()); });
+  m.def("_set_device", [](int d) { set_device(static_cast<c10::DeviceIndex>(d)); });
+  m.def("_exchange_device", [](int d) {
+    if (d < 0) return -1;
+    return static_cast<int>(exchange_device(static_cast<c10::DeviceIndex>(d)));
+  });
+  m.def("_synchronize", [](int d) {
+    py::gil_scoped_release no_gil;
+    device_synchronize(static_cast<c10::DeviceIndex>(d));
+  });
+  m.def("_get_device_properties", [](int d) {
+    check_device_index(static_cast<c10::DeviceIndex>(d));
+    srDeviceProp p{};
+    SUNRISE_CHECK(srGetDeviceProperties(&p, d));
+    py::dict out;
+    out["name"] = std::string(p.name);
+    out["total_memory"] = p.totalGlobalMem;
+    out["multi_processor_count"] = p.multiProcessorCount;
+    out["major"] = p.major;
+    out["minor"] = p.minor;
+    out["max_threads_per_block"] = p.maxThreadsPerBlock;
+    out["warp_size"] = p.warpSize;
+    out["shared_memory_per_block"] = p.sharedMemPerBlock;
+    return out;
+  });
+
+  m.def("_get_default_generator", [](int d) {
+    return py::reinterpret_steal<py::object>(
+        THPGenerator_initDefaultGenerator(default_generator(static_cast<c10::DeviceIndex>(d))));
+  });
+
+  m.def("_current_stream", [](int d) { return stream_tuple(getCurrentSunriseStream(static_cast<c10::DeviceIndex>(d))); });
+  m.def("_default_stream", [](int d) { return stream_tuple(getDefaultSunriseStream(static_cast<c10::DeviceIndex>(d))); });
+  m.def("_stream_from_pool", [](int priority, int d) {
+    return stream_tuple(getStreamFromPool(priority, static_cast<c10::DeviceIndex>(d)));
+  });
+  m.def("_set_stream", [](int64_t id, int d) { setCurrentSunriseStream(stream_from(id, d)); });
+  m.def("_stream_handle", [](int64_t id, int d) { return reinterpret_cast<uintptr_t>(stream_from(id, d).handle()); });
+  m.def("_stream_priority_range", [] { return SunriseStream::priority_range(); });
+
+  m.def("_memory_stats", [](int d) { return device_stats(static_cast<c10::DeviceIndex>(d)); });
+  m.def("_memory_snapshot", &memory_snapshot);
+  m.def("_empty_cache", [] {
+    py::gil_scoped_release no_gil;
+    caching_allocator::emptyCache();
+  });
+  m.def("_reset_peak_memory_stats", [](int d) { caching_allocator::resetPeakStats(static_cast<c10::DeviceIndex>(d)); });
+  m.def("_reset_accumulated_memory_stats",
+        [](int d) { caching_allocator::resetAccumulatedStats(static_cast<c10::DeviceIndex>(d)); });
+  m.def("_mem_get_info", [](int d) { return caching_allocator::get()->getMemoryInfo(static_cast<c10::DeviceIndex>(d)); });
+  m.def("_set_memory_fraction",
+        [](double f, int d) { caching_allocator::setMemoryFraction(f, static_cast<c10::DeviceIndex>(d)); });
+  m.def("_host_memory_stats", [] {
+    const auto s = host_allocator()->get_stats();
+    py::dict d;
+    d["allocations"] = stat_dict(s.allocations);
+    d["allocated_bytes"] = stat_dict(s.allocated_bytes);
+    d["active_requests"] = stat_dict(s.active_requests);
+    d["active_bytes"] = stat_dict(s.active_bytes);
+    d["num_host_alloc"] = s.num_host_alloc;
+    d["num_host_free"] = s.num_host_free;
+    return d;
+  });
+  m.def("_host_empty_cache", [] { host_allocator()->empty_cache(); });
+
+  m.def("_fallback_stats", [] {
+    py::dict d;
+    for (const auto& [name, stat] : aten::fallback_stats()) d[py::str(name)] = py::make_tuple(stat.calls, stat.nanoseconds);
+    return d;
+  });
+  m.def("_reset_fallback_stats", &aten::reset_fallback_stats);
+  m.def("_set_fallback_mode", [](const std::string& mode) { aten::set_fallback_mode(parse_mode(mode)); });
+  m.def("_get_fallback_mode", [] {
+    switch (aten::fallback_mode()) {
+      case aten::FallbackMode::Warn: return std::string("warn");
+      case aten::FallbackMode::Silent: return std::string("silent");
+      case aten::FallbackMode::Error: return std::string("error");
+    }
+    return std::string("warn");
+  });
+
+  bind_runtime(m);
+}

@@ -1,0 +1,619 @@
+// Design note — the sunrise caching device allocator.
+//
+// Why cache: srFree waits for the whole device to go idle (as cudaFree does),
+// so freeing device memory per tensor would serialise every op with the host.
+// Instead, freed blocks stay reserved and are handed out again.
+//
+// Size classes (all sizes in bytes):
+//   - requests are rounded up to kMinBlockSize (512 B);
+//   - requests <= kSmallSize (1 MiB) come from the small pool, carved out of
+//     kSmallBuffer (2 MiB) segments;
+//   - larger requests come from the large pool: segments of kLargeBuffer
+//     (20 MiB) for requests under kMinLargeAlloc (10 MiB), otherwise the
+//     request rounded up to kRoundLarge (2 MiB).
+// A free block bigger than a request is split; the remainder stays in the pool
+// if it is at least kMinBlockSize (small pool) or above kSmallSize (large
+// pool). Adjacent free blocks of one segment are merged on free.
+//
+// Streams: a block belongs to the stream it was allocated on, and is reused
+// only for allocations on that same stream: stream order then guarantees that
+// the previous user's work has run before the next user's. A block that was
+// also used on other streams (Tensor.record_stream) is not returned to the pool
+// on free; instead an event is recorded on each of those streams, and the block
+// comes back once all those events have completed (checked on each malloc).
+//
+// Out of memory: (1) look for a cached block; (2) reserve a new segment from the
+// runtime; (3) on failure, wait for pending cross-stream frees, release every
+// unused cached segment, and retry; (4) raise torch.OutOfMemoryError with the
+// numbers a user needs. The allocator state is untouched by a failure, so the
+// process stays usable.
+//
+// Locking: one mutex per device guards all of that device's blocks and stats;
+// no runtime call that waits on device work is made while holding it, except
+// srFree in release paths, which only waits for already-queued device work and
+// never for this allocator.
+#include <torch_sunrise/SunriseCachingAllocator.h>
+#include <torch_sunrise/SunriseException.h>
+#include <torch_sunrise/SunriseFunctions.h>
+
+#include <c10/core/Allocator.h>
+#include <c10/util/flat_hash_map.h>
+
+#include <algorithm>
+#include <iomanip>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <sstream>
+
+namespace torch_sunrise::caching_allocator {
+namespace {
+
+using c10::CachingAllocator::Stat;
+using c10::CachingAllocator::StatArray;
+using c10::CachingAllocator::StatType;
+
+constexpr size_t kMinBlockSize = 512;
+constexpr size_t kSmallSize = size_t{1} << 20;
+constexpr size_t kSmallBuffer = size_t{2} << 20;
+constexpr size_t kMinLargeAlloc = size_t{10} << 20;
+constexpr size_t kLargeBuffer = size_t{20} << 20;
+constexpr size_t kRoundLarge = size_t{2} << 20;
+
+struct BlockPool;
+
+struct Block {
+  c10::DeviceIndex device = 0;
+  srStream_t stream = nullptr;
+  size_t size = 0;
+  size_t requested_size = 0;
+  char* ptr = nullptr;
+  BlockPool* pool = nullptr;
+  bool allocated = false;
+  Block* prev = nullptr;  // neighbours within the same segment
+  Block* next = nullptr;
+  std::vector<srStream_t> stream_uses;  // other streams that used it (record_stream)
+  int pending_events = 0;
+
+  bool is_split() const { return prev != nullptr || next != nullptr; }
+};
+
+struct BlockOrder {
+  bool operator()(const Block* a, const Block* b) const {
+    if (a->stream != b->stream) return reinterpret_cast<uintptr_t>(a->stream) < reinterpret_cast<uintptr_t>(b->stream);
+    if (a->size != b->size) return a->size < b->size;
+    return reinterpret_cast<uintptr_t>(a->ptr) < reinterpret_cast<uintptr_t>(b->ptr);
+  }
+};
+
+struct BlockPool {
+  explicit BlockPool(bool small) : is_small(small) {}
+  std::set<Block*, BlockOrder> blocks;
+  const bool is_small;
+};
+
+std::string format_size(uint64_t size) {
+  std::ostringstream os;
+  os.precision(2);
+  os << std::fixed;
+  if (size <= 1024) os << size << " bytes";
+  else if (size <= 1048576) os << (static_cast<double>(size) / 1024.0) << " KiB";
+  else if (size <= 1073741824ULL) os << static_cast<double>(size) / 1048576.0 << " MiB";
+  else os << static_cast<double>(size) / 1073741824.0 << " GiB";
+  return os.str();
+}
+
+size_t round_size(size_t size) {
+  if (size < kMinBlockSize) return kMinBlockSize;
+  return kMinBlockSize * ((size + kMinBlockSize - 1) / kMinBlockSize);
+}
+
+size_t segment_size_for(size_t size) {
+  if (size <= kSmallSize) return kSmallBuffer;
+  if (size < kMinLargeAlloc) return kLargeBuffer;
+  return kRoundLarge * ((size + kRoundLarge - 1) / kRoundLarge);
+}
+
+template <typename F>
+void for_each_stat(BlockPool* pool, F&& f) {
+  f(static_cast<size_t>(StatType::AGGREGATE));
+  f(static_cast<size_t>(pool->is_small ? StatType::SMALL_POOL : StatType::LARGE_POOL));
+}
+
+class DeviceCachingAllocator {
+ public:
+  explicit DeviceCachingAllocator(c10::DeviceIndex device) : device_(device), small_(true), large_(false) {}
+
+  Block* malloc(size_t requested, srStream_t stream) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    process_events_locked();
+    const size_t size = round_size(requested);
+    BlockPool& pool = size <= kSmallSize ? small_ : large_;
+    Block* block = take_free_block_locked(pool, stream, size);
+    if (block == nullptr) block = reserve_segment_locked(pool, stream, segment_size_for(size));
+    if (block == nullptr) {
+      // Free what we can and retry once before giving up.
+      stats_.num_alloc_retries += 1;
+      synchronize_and_process_events_locked();
+      release_cached_locked();
+      block = take_free_block_locked(pool, stream, size);
+      if (block == nullptr) block = reserve_segment_locked(pool, stream, segment_size_for(size));
+    }
+    if (block == nullptr) {
+      stats_.num_ooms += 1;
+      throw_oom_locked(requested);
+    }
+    block = split_locked(block, size);
+    block->allocated = true;
+    block->requested_size = requested;
+    allocated_.emplace(block->ptr, block);
+    for_each_stat(block->pool, [&](size_t t) {
+      stats_.allocation[t].increase(1);
+      stats_.allocated_bytes[t].increase(block->size);
+      stats_.active[t].increase(1);
+      stats_.active_bytes[t].increase(block->size);
+      stats_.requested_bytes[t].increase(block->requested_size);
+    });
+    if (block->size >= kMinLargeAlloc) stats_.oversize_allocations.increase(1);
+    c10::reportMemoryUsageToProfiler(block->ptr, static_cast<int64_t>(block->size),
+                                     stats_.allocated_bytes[0].current, stats_.reserved_bytes[0].current,
+                                     c10::Device(c10::DeviceType::PrivateUse1, device_));
+    return block;
+  }
+
+  void free(void* ptr) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = allocated_.find(ptr);
+    TORCH_INTERNAL_ASSERT(it != allocated_.end(), "sunrise allocator: freeing unknown pointer ", ptr);
+    Block* block = it->second;
+    allocated_.erase(it);
+    block->allocated = false;
+    for_each_stat(block->pool, [&](size_t t) {
+      stats_.allocation[t].decrease(1);
+      stats_.allocated_bytes[t].decrease(block->size);
+      stats_.requested_bytes[t].decrease(block->requested_size);
+    });
+    if (block->size >= kMinLargeAlloc) stats_.oversize_allocations.decrease(1);
+    c10::reportMemoryUsageToProfiler(block->ptr, -static_cast<int64_t>(block->size),
+                                     stats_.allocated_bytes[0].current, stats_.reserved_bytes[0].current,
+                                     c10::Device(c10::DeviceType::PrivateUse1, device_));
+    if (!block->stream_uses.empty()) {
+      insert_events_locked(block);
+    } else {
+      return_block_locked(block);
+    }
+  }
+
+  void record_stream(void* ptr, srStream_t stream) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = allocated_.find(ptr);
+    if (it == allocated_.end()) return;  // not a base pointer of ours: nothing to track
+    Block* block = it->second;
+    if (stream == block->stream) return;
+    if (std::find(block->stream_uses.begin(), block->stream_uses.end(), stream) == block->stream_uses.end())
+      block->stream_uses.push_back(stream);
+  }
+
+  void empty_cache() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    synchronize_and_process_events_locked();
+    release_cached_locked();
+  }
+
+  DeviceStats stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stats_;
+  }
+
+  void reset_accumulated() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto reset = [](StatArray& a) {
+      for (Stat& s : a) s.reset_accumulated();
+    };
+    reset(stats_.allocation);
+    reset(stats_.segment);
+    reset(stats_.active);
+    reset(stats_.inactive_split);
+    reset(stats_.allocated_bytes);
+    reset(stats_.reserved_bytes);
+    reset(stats_.active_bytes);
+    reset(stats_.inactive_split_bytes);
+    reset(stats_.requested_bytes);
+    stats_.num_alloc_retries = 0;
+    stats_.num_ooms = 0;
+    stats_.num_sync_all_streams = 0;
+    stats_.num_device_alloc = 0;
+    stats_.num_device_free = 0;
+    stats_.oversize_allocations.reset_accumulated();
+    stats_.oversize_segments.reset_accumulated();
+  }
+
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto reset = [](StatArray& a) {
+      for (Stat& s : a) s.reset_peak();
+    };
+    reset(stats_.allocation);
+    reset(stats_.segment);
+    reset(stats_.active);
+    reset(stats_.inactive_split);
+    reset(stats_.allocated_bytes);
+    reset(stats_.reserved_bytes);
+    reset(stats_.active_bytes);
+    reset(stats_.inactive_split_bytes);
+    reset(stats_.requested_bytes);
+    stats_.oversize_allocations.reset_peak();
+    stats_.oversize_segments.reset_peak();
+  }
+
+  void set_fraction(double fraction) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    fraction_ = fraction;
+  }
+  double fraction() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return fraction_;
+  }
+
+  void append_snapshot(std::vector<SegmentInfo>& out) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& entry : blocks_) {
+      Block* head = entry.second.get();
+      if (head->prev != nullptr) continue;  // visit each segment from its first block
+      SegmentInfo seg;
+      seg.device = device_;
+      seg.address = reinterpret_cast<size_t>(head->ptr);
+      seg.stream = head->stream;
+      seg.is_large = !head->pool->is_small;
+      for (Block* b = head; b != nullptr; b = b->next) {
+        c10::CachingDeviceAllocator::BlockInfo info;
+        info.size = b->size;
+        info.requested_size = b->allocated ? b->requested_size : 0;
+        info.allocated = b->allocated;
+        info.active = b->allocated || b->pending_events > 0;
+        seg.total_size += b->size;
+        if (info.allocated) {
+          seg.allocated_size += b->size;
+          seg.requested_size += b->requested_size;
+        }
+        if (info.active) seg.active_size += b->size;
+        seg.blocks.push_back(info);
+      }
+      out.push_back(std::move(seg));
+    }
+    std::sort(out.begin(), out.end(), [](const SegmentInfo& a, const SegmentInfo& b) { return a.address < b.address; });
+  }
+
+ private:
+  Block* take_free_block_locked(BlockPool& pool, srStream_t stream, size_t size) {
+    Block key;
+    key.stream = stream;
+    key.size = size;
+    auto it = pool.blocks.lower_bound(&key);
+    if (it == pool.blocks.end() || (*it)->stream != stream) return nullptr;
+    Block* block = *it;
+    pool.blocks.erase(it);
+    if (block->is_split()) {
+      for_each_stat(&pool, [&](size_t t) {
+        stats_.inactive_split[t].decrease(1);
+        stats_.inactive_split_bytes[t].decrease(block->size);
+      });
+    }
+    return block;
+  }
+
+  Block* reserve_segment_locked(BlockPool& pool, srStream_t stream, size_t size) {
+    int64_t reserved = stats_.reserved_bytes[0].current;
+    if (fraction_ < 1.0) {
+      const auto cap = static_cast<int64_t>(fraction_ * static_cast<double>(capacity()));
+      if (reserved + static_cast<int64_t>(size) > cap) return nullptr;
+    }
+    int previous = 0;
+    SUNRISE_CHECK(srGetDevice(&previous));
+    if (previous != device_) SUNRISE_CHECK(srSetDevice(device_));
+    void* ptr = nullptr;
+    const srError_t err = srMalloc(&ptr, size);
+    if (previous != device_) SUNRISE_WARN(srSetDevice(previous));
+    if (err == srErrorMemoryAllocation) return nullptr;
+    SUNRISE_CHECK(err);
+    auto owned = std::make_unique<Block>();
+    Block* block = owned.get();
+    block->device = device_;
+    block->stream = stream;
+    block->size = size;
+    block->ptr = static_cast<char*>(ptr);
+    block->pool = &pool;
+    blocks_.emplace(block, std::move(owned));
+    stats_.num_device_alloc += 1;
+    for_each_stat(&pool, [&](size_t t) {
+      stats_.segment[t].increase(1);
+      stats_.reserved_bytes[t].increase(size);
+    });
+    if (size >= kMinLargeAlloc) stats_.oversize_segments.increase(1);
+    return block;
+  }
+
+  bool should_split(const Block* block, size_t size) const {
+    const size_t remaining = block->size - size;
+    return block->pool->is_small ? remaining >= kMinBlockSize : remaining > kSmallSize;
+  }
+
+  Block* split_locked(Block* block, size_t size) {
+    if (!should_split(block, size)) return block;
+    auto owned = std::make_unique<Block>();
+    Block* rest = owned.get();
+    rest->device = device_;
+    rest->stream = block->stream;
+    rest->pool = block->pool;
+    rest->ptr = block->ptr + size;
+    rest->size = block->size - size;
+    rest->prev = block;
+    rest->next = block->next;
+    if (rest->next != nullptr) rest->next->prev = rest;
+    block->next = rest;
+    block->size = size;
+    blocks_.emplace(rest, std::move(owned));
+    rest->pool->blocks.insert(rest);
+    for_each_stat(rest->pool, [&](size_t t) {
+      stats_.inactive_split[t].increase(1);
+      stats_.inactive_split_bytes[t].increase(rest->size);
+    });
+    return block;
+  }
+
+  bool mergeable(const Block* b) const { return b != nullptr && !b->allocated && b->pending_events == 0; }
+
+  // Merges `src` (a free neighbour, currently in the pool) into `dst`.
+  void merge_locked(Block* dst, Block* src) {
+    src->pool->blocks.erase(src);
+    for_each_stat(src->pool, [&](size_t t) {
+      stats_.inactive_split[t].decrease(1);
+      stats_.inactive_split_bytes[t].decrease(src->size);
+    });
+    if (dst->prev == src) {
+      dst->ptr = src->ptr;
+      dst->prev = src->prev;
+      if (dst->prev != nullptr) dst->prev->next = dst;
+    } else {
+      dst->next = src->next;
+      if (dst->next != nullptr) dst->next->prev = dst;
+    }
+    dst->size += src->size;
+    blocks_.erase(src);
+  }
+
+  void return_block_locked(Block* block) {
+    for_each_stat(block->pool, [&](size_t t) {
+      stats_.active[t].decrease(1);
+      stats_.active_bytes[t].decrease(block->size);
+    });
+    block->stream_uses.clear();
+    if (mergeable(block->prev)) merge_locked(block, block->prev);
+    if (mergeable(block->next)) merge_locked(block, block->next);
+    if (block->is_split()) {
+      for_each_stat(block->pool, [&](size_t t) {
+        stats_.inactive_split[t].increase(1);
+        stats_.inactive_split_bytes[t].increase(block->size);
+      });
+    }
+    block->pool->blocks.insert(block);
+  }
+
+  srEvent_t take_event_locked() {
+    if (!event_pool_.empty()) {
+      srEvent_t e = event_pool_.back();
+      event_pool_.pop_back();
+      return e;
+    }
+    srEvent_t e = nullptr;
+    SUNRISE_CHECK(srEventCreateWithFlags(&e, srEventDisableTiming));
+    return e;
+  }
+
+  void insert_events_locked(Block* block) {
+    for (srStream_t s : block->stream_uses) {
+      srEvent_t e = take_event_locked();
+      SUNRISE_CHECK(srEventRecord(e, s));
+      block->pending_events += 1;
+      pending_.emplace_back(e, block);
+    }
+    block->stream_uses.clear();
+  }
+
+  void finish_event_locked(size_t i) {
+    Block* block = pending_[i].second;
+    event_pool_.push_back(pending_[i].first);
+    if (--block->pending_events == 0) return_block_locked(block);
+  }
+
+  void process_events_locked() {
+    if (pending_.empty()) return;
+    size_t kept = 0;
+    for (size_t i = 0; i < pending_.size(); ++i) {
+      const srError_t err = srEventQuery(pending_[i].first);
+      if (err == srErrorNotReady) {
+        pending_[kept++] = pending_[i];
+        continue;
+      }
+      finish_event_locked(i);
+    }
+    pending_.resize(kept);
+  }
+
+  void synchronize_and_process_events_locked() {
+    if (pending_.empty()) return;
+    stats_.num_sync_all_streams += 1;
+    for (size_t i = 0; i < pending_.size(); ++i) {
+      SUNRISE_WARN(srEventSynchronize(pending_[i].first));
+      finish_event_locked(i);
+    }
+    pending_.clear();
+  }
+
+  void release_pool_locked(BlockPool& pool) {
+    for (auto it = pool.blocks.begin(); it != pool.blocks.end();) {
+      Block* block = *it;
+      if (block->is_split()) {
+        ++it;
+        continue;
+      }
+      it = pool.blocks.erase(it);
+      SUNRISE_CHECK(srFree(block->ptr));
+      stats_.num_device_free += 1;
+      for_each_stat(&pool, [&](size_t t) {
+        stats_.segment[t].decrease(1);
+        stats_.reserved_bytes[t].decrease(block->size);
+      });
+      if (block->size >= kMinLargeAlloc) stats_.oversize_segments.decrease(1);
+      blocks_.erase(block);
+    }
+  }
+
+  void release_cached_locked() {
+    release_pool_locked(large_);
+    release_pool_locked(small_);
+  }
+
+  size_t capacity() const {
+    srDeviceProp prop{};
+    SUNRISE_CHECK(srGetDeviceProperties(&prop, device_));
+    return prop.totalGlobalMem;
+  }
+
+  [[noreturn]] void throw_oom_locked(size_t requested) {
+    size_t free_bytes = 0, total = 0;
+    int previous = 0;
+    SUNRISE_CHECK(srGetDevice(&previous));
+    SUNRISE_CHECK(srSetDevice(device_));
+    SUNRISE_CHECK(srMemGetInfo(&free_bytes, &total));
+    SUNRISE_CHECK(srSetDevice(previous));
+    const auto allocated = static_cast<uint64_t>(stats_.allocated_bytes[0].current);
+    const auto reserved = static_cast<uint64_t>(stats_.reserved_bytes[0].current);
+    std::ostringstream extra;
+    if (fraction_ < 1.0) {
+      extra << " This process is limited to " << format_size(static_cast<uint64_t>(fraction_ * double(total)))
+            << " by set_per_process_memory_fraction(" << fraction_ << ").";
+    }
+    TORCH_CHECK_WITH(OutOfMemoryError, false, "Sunrise out of memory. Tried to allocate ", format_size(requested),
+                     ". sunrise:", static_cast<int>(device_), " has a total capacity of ", format_size(total),
+                     " of which ", format_size(free_bytes), " is free. Of the memory in use, ",
+                     format_size(allocated), " is allocated by PyTorch, and ", format_size(reserved - allocated),
+                     " is reserved by PyTorch but unallocated.", extra.str(),
+                     " Try: freeing tensors you no longer need (del, then torch.sunrise.empty_cache()), a smaller "
+                     "batch size, or a larger device (SUNRISE_DEVICE_MEMORY, e.g. 32GiB).");
+  }
+
+  const c10::DeviceIndex device_;
+  std::mutex mutex_;  // guards everything below
+  BlockPool small_;
+  BlockPool large_;
+  ska::flat_hash_map<Block*, std::unique_ptr<Block>> blocks_;  // owns every block
+  ska::flat_hash_map<void*, Block*> allocated_;
+  std::vector<std::pair<srEvent_t, Block*>> pending_;  // cross-stream frees in flight
+  std::vector<srEvent_t> event_pool_;
+  DeviceStats stats_;
+  double fraction_ = 1.0;
+};
+
+void free_sunrise_memory(void* ctx);
+
+class SunriseCachingAllocator final : public c10::DeviceAllocator {
+ public:
+  DeviceCachingAllocator& device(c10::DeviceIndex index) {
+    check_device_index(index);
+    std::call_once(init_once_, [this] {
+      const c10::DeviceIndex n = device_count();
+      for (c10::DeviceIndex i = 0; i < n; ++i) devices_.push_back(std::make_unique<DeviceCachingAllocator>(i));
+    });
+    return *devices_[static_cast<size_t>(index)];
+  }
+
+  c10::DataPtr allocate(size_t nbytes) override {
+    const c10::DeviceIndex index = current_device();
+    const c10::Device dev(c10::DeviceType::PrivateUse1, index);
+    if (nbytes == 0) return {nullptr, nullptr, &free_sunrise_memory, dev};
+    Block* block = device(index).malloc(nbytes, getCurrentSunriseStream(index).handle());
+    return {block->ptr, block, &free_sunrise_memory, dev};
+  }
+
+  c10::DeleterFnPtr raw_deleter() const override { return &free_sunrise_memory; }
+
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    SUNRISE_CHECK(srMemcpy(dest, src, count, srMemcpyDeviceToDevice));
+  }
+
+  bool initialized() override { return true; }
+
+  void emptyCache(c10::MempoolId_t /*mempool_id*/) override {
+    for (c10::DeviceIndex i = 0; i < device_count(); ++i) device(i).empty_cache();
+  }
+
+  void recordStream(const c10::DataPtr& ptr, c10::Stream stream) override {
+    if (ptr.get() == nullptr) return;
+    const SunriseStream s(stream);
+    device(ptr.device().index()).record_stream(ptr.get(), s.handle());
+  }
+
+  DeviceStats getDeviceStats(c10::DeviceIndex index) override { return device(index).stats(); }
+  void resetAccumulatedStats(c10::DeviceIndex index) override { device(index).reset_accumulated(); }
+  void resetPeakStats(c10::DeviceIndex index) override { device(index).reset_peak(); }
+
+  std::pair<size_t, size_t> getMemoryInfo(c10::DeviceIndex index) override {
+    check_device_index(index);
+    int previous = 0;
+    SUNRISE_CHECK(srGetDevice(&previous));
+    SUNRISE_CHECK(srSetDevice(index));
+    size_t free_bytes = 0, total = 0;
+    const srError_t err = srMemGetInfo(&free_bytes, &total);
+    SUNRISE_CHECK(srSetDevice(previous));
+    SUNRISE_CHECK(err);
+    return {free_bytes, total};
+  }
+
+  void free_block(Block* block) { device(block->device).free(block->ptr); }
+
+ private:
+  std::once_flag init_once_;
+  std::vector<std::unique_ptr<DeviceCachingAllocator>> devices_;
+};
+
+SunriseCachingAllocator& instance() {
+  // Leaked on purpose: tensors freed during interpreter shutdown still need it.
+  static auto& a = *std::make_unique<SunriseCachingAllocator>().release();
+  return a;
+}
+
+void free_sunrise_memory(void* ctx) {
+  if (ctx == nullptr) return;
+  instance().free_block(static_cast<Block*>(ctx));
+}
+
+struct Registerer {
+  Registerer() { c10::SetAllocator(c10::DeviceType::PrivateUse1, &instance()); }
+};
+const Registerer g_registerer;
+
+}  // namespace
+
+c10::DeviceAllocator* get() { return &instance(); }
+void recordStream(const c10::DataPtr& data_ptr, SunriseStream stream) { instance().recordStream(data_ptr, stream); }
+void emptyCache() { instance().emptyCache({0, 0}); }
+DeviceStats getDeviceStats(c10::DeviceIndex device) { return instance().getDeviceStats(device); }
+void resetAccumulatedStats(c10::DeviceIndex device) { instance().resetAccumulatedStats(device); }
+void resetPeakStats(c10::DeviceIndex device) { instance().resetPeakStats(device); }
+
+std::vector<SegmentInfo> snapshot() {
+  std::vector<SegmentInfo> out;
+  for (c10::DeviceIndex i = 0; i < device_count(); ++i) instance().device(i).append_snapshot(out);
+  return out;
+}
+
+void setMemoryFraction(double fraction, c10::DeviceIndex device) {
+  TORCH_CHECK_VALUE(fraction >= 0.0 && fraction <= 1.0, "Invalid fraction value: ", fraction,
+                    ". Allowed range: 0~1");
+  instance().device(device).set_fraction(fraction);
+}
+
+double getMemoryFraction(c10::DeviceIndex device) { return instance().device(device).fraction(); }
+
+}  // namespace torch_sunrise::caching_allocator

@@ -1,0 +1,48 @@
+#include <torch_sunrise/SunriseException.h>
+#include <torch_sunrise/SunriseFunctions.h>
+
+namespace torch_sunrise {
+
+c10::DeviceIndex device_count() noexcept {
+  static const c10::DeviceIndex count = [] {
+    int n = 0;
+    if (srGetDeviceCount(&n) != srSuccess) return c10::DeviceIndex{0};
+    return static_cast<c10::DeviceIndex>(n);
+  }();
+  return count;
+}
+
+void check_device_index(c10::DeviceIndex device) {
+  const c10::DeviceIndex count = device_count();
+  TORCH_CHECK_INDEX(device >= 0 && device < count, "sunrise:", static_cast<int>(device),
+                    " is not a valid device: there ", count == 1 ? "is " : "are ", static_cast<int>(count),
+                    " sunrise device", count == 1 ? "" : "s", " (indices 0..", static_cast<int>(count) - 1,
+                    "; SUNRISE_DEVICE_COUNT sets how many)");
+}
+
+c10::DeviceIndex current_device() {
+  int d = 0;
+  SUNRISE_CHECK(srGetDevice(&d));
+  return static_cast<c10::DeviceIndex>(d);
+}
+
+void set_device(c10::DeviceIndex device) {
+  check_device_index(device);
+  SUNRISE_CHECK(srSetDevice(device));
+}
+
+c10::DeviceIndex exchange_device(c10::DeviceIndex device) {
+  const c10::DeviceIndex previous = current_device();
+  if (device != previous) set_device(device);
+  return previous;
+}
+
+void device_synchronize(c10::DeviceIndex device) {
+  check_device_index(device);
+  const c10::DeviceIndex previous = exchange_device(device);
+  const srError_t err = srDeviceSynchronize();
+  SUNRISE_WARN(srSetDevice(previous));
+  SUNRISE_CHECK(err);
+}
+
+}  // namespace torch_sunrise

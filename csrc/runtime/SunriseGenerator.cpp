@@ -1,0 +1,111 @@
+#include <torch_sunrise/SunriseFunctions.h>
+#include <torch_sunrise/SunriseGenerator.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/GeneratorForPrivateuseone.h>
+#include <ATen/EmptyTensor.h>
+#include <c10/core/TensorImpl.h>
+
+#include <cstring>
+#include <deque>
+#include <mutex>
+
+namespace torch_sunrise {
+namespace {
+
+constexpr size_t kStateBytes = 2 * sizeof(uint64_t);
+
+// SplitMix64 finaliser: turns (seed, offset) into a well-mixed CPU seed.
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+SunriseGeneratorImpl::SunriseGeneratorImpl(c10::DeviceIndex device_index, uint64_t seed)
+    : c10::GeneratorImpl(c10::Device(c10::DeviceType::PrivateUse1, device_index),
+                         c10::DispatchKeySet(c10::DispatchKey::PrivateUse1)),
+      seed_(seed) {}
+
+void SunriseGeneratorImpl::set_current_seed(uint64_t seed) {
+  seed_ = seed;
+  offset_ = 0;
+}
+
+uint64_t SunriseGeneratorImpl::current_seed() const { return seed_; }
+
+uint64_t SunriseGeneratorImpl::seed() {
+  const uint64_t s = c10::detail::getNonDeterministicRandom(/*is_cuda=*/true);
+  set_current_seed(s);
+  return s;
+}
+
+void SunriseGeneratorImpl::set_offset(uint64_t offset) { offset_ = offset; }
+uint64_t SunriseGeneratorImpl::get_offset() const { return offset_; }
+
+void SunriseGeneratorImpl::set_state(const c10::TensorImpl& new_state) {
+  TORCH_CHECK_TYPE(new_state.dtype() == caffe2::TypeMeta::Make<uint8_t>(),
+                   "RNG state must be a torch.ByteTensor, got ", new_state.dtype());
+  TORCH_CHECK(new_state.numel() == static_cast<int64_t>(kStateBytes), "RNG state is wrong size: expected ",
+              kStateBytes, " bytes, got ", new_state.numel());
+  TORCH_CHECK(new_state.is_contiguous() && new_state.device().is_cpu(), "RNG state must be a contiguous CPU tensor");
+  const auto* bytes = static_cast<const uint8_t*>(new_state.data());
+  std::memcpy(&seed_, bytes, sizeof(uint64_t));
+  std::memcpy(&offset_, bytes + sizeof(uint64_t), sizeof(uint64_t));
+}
+
+c10::intrusive_ptr<c10::TensorImpl> SunriseGeneratorImpl::get_state() const {
+  auto state = at::detail::empty_cpu({static_cast<int64_t>(kStateBytes)}, c10::ScalarType::Byte, std::nullopt,
+                                     std::nullopt, std::nullopt, std::nullopt);
+  auto* bytes = static_cast<uint8_t*>(state.data_ptr());
+  std::memcpy(bytes, &seed_, sizeof(uint64_t));
+  std::memcpy(bytes + sizeof(uint64_t), &offset_, sizeof(uint64_t));
+  return state.getIntrusivePtr();
+}
+
+uint64_t SunriseGeneratorImpl::philox_offset(uint64_t increment) {
+  // Multiples of 4, as CUDA's Philox consumes 4 values per counter step.
+  increment = ((increment + 3) / 4) * 4;
+  const uint64_t start = offset_;
+  offset_ += increment;
+  return start;
+}
+
+at::Generator SunriseGeneratorImpl::derive_cpu_generator() {
+  const uint64_t start = philox_offset(4);
+  return at::detail::createCPUGenerator(mix(seed_ ^ mix(start)));
+}
+
+SunriseGeneratorImpl* SunriseGeneratorImpl::clone_impl() const {
+  auto gen = std::make_unique<SunriseGeneratorImpl>(device_.index(), seed_);
+  gen->offset_ = offset_;
+  return gen.release();
+}
+
+const at::Generator& default_generator(c10::DeviceIndex device_index) {
+  static std::once_flag once;
+  static std::deque<at::Generator>* generators = nullptr;
+  std::call_once(once, [] {
+    // Leaked on purpose: generators are referenced by Python objects that can
+    // outlive static destruction.
+    generators = std::make_unique<std::deque<at::Generator>>().release();
+    for (c10::DeviceIndex i = 0; i < device_count(); ++i) {
+      // Seeded with the same default as CUDA's, so initial_seed() matches.
+      generators->push_back(at::make_generator<SunriseGeneratorImpl>(i));
+    }
+  });
+  const c10::DeviceIndex index = device_index < 0 ? current_device() : device_index;
+  check_device_index(index);
+  return (*generators)[static_cast<size_t>(index)];
+}
+
+at::Generator new_generator(c10::DeviceIndex device_index) {
+  const c10::DeviceIndex index = device_index < 0 ? current_device() : device_index;
+  check_device_index(index);
+  return at::make_generator<SunriseGeneratorImpl>(index);
+}
+
+}  // namespace torch_sunrise

@@ -1,0 +1,52 @@
+// Pinned host memory for sunrise: PyTorch's generic caching host allocator
+// (power-of-two size classes, blocks kept until the events of every stream that
+// used them have completed), over the runtime's srMallocHost/srFreeHost.
+// An asynchronous copy from pinned memory records its stream on the block, so
+// the buffer is not handed out again before that copy has run.
+#include <torch_sunrise/SunriseEvent.h>
+#include <torch_sunrise/SunriseHostAllocator.h>
+#include <torch_sunrise/SunriseStream.h>
+
+#include <ATen/core/CachingHostAllocator.h>
+
+namespace torch_sunrise {
+namespace {
+
+struct SunriseHostAllocatorImpl final : public at::CachingHostAllocatorImpl<SunriseStream, SunriseEvent> {
+  void allocate_host_memory(size_t size, void** ptr) override { SUNRISE_CHECK(srMallocHost(ptr, size)); }
+
+  void free_block(at::HostBlock<SunriseStream>* block) override { SUNRISE_CHECK(srFreeHost(block->ptr_)); }
+
+  void record_stream(std::optional<std::vector<SunriseEvent>>& events, SunriseStream stream) override {
+    SunriseEvent event;
+    event.record(stream);
+    events->push_back(std::move(event));
+  }
+
+  bool query_event(SunriseEvent& event) override { return event.query(); }
+
+  SunriseStream get_current_stream() const override { return getCurrentSunriseStream(); }
+
+  bool stream_is_capturing(SunriseStream /*stream*/) const override { return false; }
+
+  // The background event thread only pays off with many in-flight pinned
+  // blocks; on a 2-core machine it competes with the device threads.
+  bool pinned_use_background_threads() override { return false; }
+
+  void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
+};
+
+DECLARE_HOST_ALLOCATOR(SunriseHostAllocator, SunriseHostAllocatorImpl, sunrise_host_deleter, g_host_allocator)
+REGISTER_HOST_ALLOCATOR(at::kPrivateUse1, &g_host_allocator)
+
+}  // namespace
+
+at::HostAllocator* host_allocator() { return &g_host_allocator; }
+
+bool is_pinned_ptr(const void* ptr) {
+  srPointerAttributes attr{};
+  if (srPointerGetAttributes(&attr, ptr) != srSuccess) return false;
+  return attr.type == srMemoryTypeHost;
+}
+
+}  // namespace torch_sunrise

@@ -1,0 +1,34 @@
+// The sunrise caching device allocator (see SunriseCachingAllocator.cpp for the
+// design note). Registered as the PrivateUse1 allocator, so at::empty on a
+// sunrise device, torch.accelerator.memory_* and torch.sunrise.memory_* all go
+// through it.
+#pragma once
+
+#include <c10/core/CachingDeviceAllocator.h>
+
+#include <torch_sunrise/SunriseStream.h>
+
+#include <vector>
+
+namespace torch_sunrise::caching_allocator {
+
+using c10::CachingDeviceAllocator::DeviceStats;
+using c10::CachingDeviceAllocator::SegmentInfo;
+
+c10::DeviceAllocator* get();
+
+// Marks the memory as used by `stream`: when freed, the block is not reused
+// until the work queued on that stream up to the free has finished.
+void recordStream(const c10::DataPtr& data_ptr, SunriseStream stream);
+// Returns every cached, unused segment of every device to the runtime.
+void emptyCache();
+DeviceStats getDeviceStats(c10::DeviceIndex device);
+void resetAccumulatedStats(c10::DeviceIndex device);
+void resetPeakStats(c10::DeviceIndex device);
+// Segments and their blocks, for memory_snapshot().
+std::vector<SegmentInfo> snapshot();
+// Caps what this process may reserve on `device` to fraction * capacity.
+void setMemoryFraction(double fraction, c10::DeviceIndex device);
+double getMemoryFraction(c10::DeviceIndex device);
+
+}  // namespace torch_sunrise::caching_allocator

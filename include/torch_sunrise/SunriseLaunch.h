@@ -1,0 +1,91 @@
+// Putting work on a sunrise stream from C++.
+//
+//   launch_blocks(stream, num_blocks, f)  f(block_index) runs once per block,
+//       blocks spread over the device's compute units. f is copied into the
+//       launch (like CUDA kernel parameters) and must be trivially copyable.
+//   launch_task(stream, f)  f() runs once on the stream's device thread, in
+//       stream order. f may own anything (tensors, vectors): it is destroyed on
+//       the device thread after running.
+//
+// Both return as soon as the work is queued. An exception thrown by device
+// work is recorded as the device's sticky error and raised by the next
+// synchronizing call, as asynchronous GPU errors are.
+#pragma once
+
+#include <torch_sunrise/SunriseException.h>
+#include <torch_sunrise/SunriseStream.h>
+
+#include <exception>
+#include <memory>
+#include <type_traits>
+
+namespace torch_sunrise {
+
+namespace detail {
+
+struct HostTask {
+  virtual ~HostTask() = default;
+  virtual void run() = 0;
+};
+
+template <typename F>
+struct HostTaskImpl final : HostTask {
+  explicit HostTaskImpl(F&& f) : f_(std::move(f)) {}
+  void run() override { f_(); }
+  F f_;
+};
+
+inline void run_host_task(void* user_data) {
+  std::unique_ptr<HostTask> task(static_cast<HostTask*>(user_data));
+  try {
+    task->run();
+  } catch (const c10::Error& e) {
+    srReportAsyncError(srErrorLaunchFailure, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    srReportAsyncError(srErrorLaunchFailure, e.what());
+  }
+}
+
+template <typename F>
+void block_trampoline(const srKernelContext* ctx, void* args) {
+  const F& f = *static_cast<const F*>(args);
+  const uint64_t index =
+      ctx->blockIdx.x + uint64_t{ctx->gridDim.x} * (ctx->blockIdx.y + uint64_t{ctx->gridDim.y} * ctx->blockIdx.z);
+  try {
+    f(index);
+  } catch (const c10::Error& e) {
+    srReportAsyncError(srErrorLaunchFailure, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    srReportAsyncError(srErrorLaunchFailure, e.what());
+  }
+}
+
+}  // namespace detail
+
+template <typename F>
+void launch_task(const SunriseStream& stream, F&& f) {
+  using Fn = std::decay_t<F>;
+  auto task = std::make_unique<detail::HostTaskImpl<Fn>>(Fn(std::forward<F>(f)));
+  SUNRISE_CHECK(srLaunchHostFunc(stream.handle(), &detail::run_host_task, task.get()));
+  task.release();  // now owned by the queued host function
+}
+
+template <typename F>
+void launch_blocks(const SunriseStream& stream, uint64_t num_blocks, const F& f) {
+  static_assert(std::is_trivially_copyable_v<F>, "launch_blocks copies its functor like kernel arguments");
+  static_assert(sizeof(F) <= SR_MAX_KERNEL_ARGS_BYTES, "kernel functor too large");
+  if (num_blocks == 0) return;
+  // Grids are three-dimensional in the runtime, as on a GPU.
+  srDim3 grid{1, 1, 1};
+  if (num_blocks <= 0x7fffffffULL) {
+    grid.x = static_cast<unsigned>(num_blocks);
+  } else {
+    grid.x = 65536;
+    grid.y = static_cast<unsigned>((num_blocks + 65535) / 65536);
+  }
+  TORCH_CHECK(uint64_t{grid.x} * grid.y == num_blocks || grid.y == 1, "launch_blocks: ", num_blocks,
+              " blocks do not fit a grid exactly");
+  SUNRISE_CHECK(srLaunchKernel(&detail::block_trampoline<F>, grid, srDim3{1, 1, 1}, &f, sizeof(F), stream.handle()));
+}
+
+}  // namespace torch_sunrise

@@ -1,0 +1,62 @@
+"""Build torch_sunrise: CMake + Ninja compile the runtime and the torch glue.
+
+Install with ``pip install --no-build-isolation -e .`` into an environment that
+already has torch==2.13.0 (build isolation would fetch another torch). The CMake
+build directory (build/cmake) persists, so rebuilds are incremental.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name: str) -> None:
+        super().__init__(name, sources=[])
+
+
+class CMakeBuild(build_ext):
+    def build_extension(self, ext: Extension) -> None:
+        output_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
+        build_dir = ROOT / "build" / "cmake"
+        build_dir.mkdir(parents=True, exist_ok=True)
+        configure = [
+            "cmake",
+            "-S",
+            str(ROOT),
+            "-B",
+            str(build_dir),
+            "-G",
+            "Ninja",
+            f"-DPython3_EXECUTABLE={sys.executable}",
+            f"-DSUNRISE_OUTPUT_DIR={output_dir}",
+            f"-DCMAKE_BUILD_TYPE={os.environ.get('SUNRISE_BUILD_TYPE', 'Release')}",
+        ]
+        env = dict(os.environ, TORCH_DEVICE_BACKEND_AUTOLOAD="0")
+        subprocess.run(configure, check=True, env=env)
+        jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 2))
+        subprocess.run(["cmake", "--build", str(build_dir), "--", f"-j{jobs}"], check=True, env=env)
+
+
+setup(
+    name="torch_sunrise",
+    version="0.1.0",
+    description="The Sunrise GPGPU as a PyTorch device (PrivateUse1), on a CPU-emulated runtime",
+    packages=find_packages(include=["torch_sunrise", "torch_sunrise.*"]),
+    ext_modules=[CMakeExtension("torch_sunrise._C")],
+    cmdclass={"build_ext": CMakeBuild},
+    python_requires=">=3.10",
+    install_requires=["torch==2.13.0", "numpy"],
+    entry_points={
+        # `import torch` loads the backend (TORCH_DEVICE_BACKEND_AUTOLOAD=0 disables).
+        "torch.backends": ["sunrise = torch_sunrise:_autoload"],
+        "console_scripts": ["sunrise-fallback-report = torch_sunrise.tools.fallback_report:main"],
+    },
+    zip_safe=False,
+)

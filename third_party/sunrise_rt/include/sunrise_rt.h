@@ -1,0 +1,210 @@
+/*
+ * sunrise_rt — the emulated Sunrise GPGPU runtime.
+ *
+ * A C API shaped like the CUDA runtime so that code written against one reads
+ * naturally against the other. Every function returns an srError_t; nothing
+ * aborts the process. The runtime knows nothing about PyTorch.
+ *
+ * Semantics that callers rely on:
+ *  - Device memory is its own space as far as the API is concerned: copies go
+ *    through srMemcpy* with an explicit kind that must match the pointers.
+ *  - Streams are in-order asynchronous queues, each drained by its own device
+ *    thread; different streams run concurrently. There is no implicit "null
+ *    stream": callers name a stream (srDeviceGetDefaultStream gives the device's
+ *    default one), and a NULL handle is srErrorInvalidResourceHandle.
+ *  - A kernel launch spreads its grid of blocks over the device's compute units
+ *    and completes, in stream order, when every block has run.
+ *  - Failures inside asynchronous work (a kernel reporting an error, an invalid
+ *    copy discovered late) are sticky per device: every later synchronizing call
+ *    on that device returns the error until srGetLastError() reads and clears it.
+ *
+ * Environment:
+ *  SUNRISE_DEVICE_COUNT     number of devices (default 2)
+ *  SUNRISE_DEVICE_MEMORY    capacity per device, e.g. "16GiB", "512MiB" (default:
+ *                           16 GiB or half the host RAM, whichever is smaller)
+ *  SUNRISE_COMPUTE_UNITS    compute-unit threads per device (default: host cores)
+ *  SUNRISE_LAUNCH_BLOCKING  "1": every submission returns only once it has run
+ *  SUNRISE_SPIN_US          how long idle device threads and waiting hosts spin
+ *                           before sleeping, in microseconds (default 50)
+ */
+#ifndef SUNRISE_RT_H_
+#define SUNRISE_RT_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define SR_API __declspec(dllexport)
+#else
+#define SR_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- errors */
+
+typedef enum srError {
+  srSuccess = 0,
+  srErrorInvalidValue = 1,          /* an argument is out of range or inconsistent */
+  srErrorMemoryAllocation = 2,      /* the device is out of memory */
+  srErrorInitializationError = 3,   /* the runtime could not start (bad environment) */
+  srErrorInvalidDevice = 4,         /* device ordinal out of range */
+  srErrorInvalidResourceHandle = 5, /* NULL or destroyed stream / event */
+  srErrorInvalidDevicePointer = 6,  /* not a live allocation of this runtime */
+  srErrorInvalidMemcpyDirection = 7,/* copy kind does not match the pointers */
+  srErrorNotReady = 8,              /* query: the work has not finished yet */
+  srErrorLaunchFailure = 9,         /* a kernel or host function failed (sticky) */
+  srErrorHostMemoryAllocation = 10, /* pinned host memory could not be allocated */
+  srErrorNotSupported = 11,         /* valid request the emulator cannot serve */
+  srErrorInvalidConfiguration = 12  /* launch grid / block / arguments invalid */
+} srError_t;
+
+SR_API const char* srGetErrorName(srError_t error);
+SR_API const char* srGetErrorString(srError_t error);
+/* Detail about the most recent error returned to the calling thread (which
+ * pointer, which size, what the kernel reported). Never NULL. */
+SR_API const char* srGetLastErrorDetail(void);
+/* Returns and clears the sticky error of the current device. */
+SR_API srError_t srGetLastError(void);
+/* Returns the sticky error of the current device without clearing it. */
+SR_API srError_t srPeekAtLastError(void);
+
+/* --------------------------------------------------------------- devices */
+
+typedef struct srDeviceProp {
+  char name[256];
+  size_t totalGlobalMem;      /* bytes */
+  int multiProcessorCount;    /* compute units (threads executing blocks) */
+  int major;                  /* compute capability */
+  int minor;
+  int maxThreadsPerBlock;
+  int warpSize;
+  int maxGridSize[3];
+  size_t sharedMemPerBlock;   /* bytes of per-block scratch a kernel may assume */
+} srDeviceProp;
+
+SR_API srError_t srGetDeviceCount(int* count);
+SR_API srError_t srGetDevice(int* device); /* per host thread; default 0 */
+SR_API srError_t srSetDevice(int device);
+SR_API srError_t srGetDeviceProperties(srDeviceProp* prop, int device);
+/* Waits for every stream of the current device; returns its sticky error. */
+SR_API srError_t srDeviceSynchronize(void);
+/* free = capacity - bytes held by srMalloc on the current device. */
+SR_API srError_t srMemGetInfo(size_t* free_bytes, size_t* total_bytes);
+
+/* ---------------------------------------------------------------- memory */
+
+typedef enum srMemoryType {
+  srMemoryTypeUnregistered = 0, /* ordinary (pageable) host memory */
+  srMemoryTypeHost = 1,         /* pinned host memory from srMallocHost */
+  srMemoryTypeDevice = 2
+} srMemoryType;
+
+typedef struct srPointerAttributes {
+  srMemoryType type;
+  int device;        /* owning device for device memory, -1 otherwise */
+  void* base;        /* start of the allocation containing the pointer */
+  size_t size;       /* size of that allocation in bytes */
+} srPointerAttributes;
+
+/* Allocates on the current device. Memory is reserved lazily: nothing is
+ * touched until written. Fails with srErrorMemoryAllocation past capacity. */
+SR_API srError_t srMalloc(void** ptr, size_t size);
+/* Waits for the device to be idle (as cudaFree does), then releases. */
+SR_API srError_t srFree(void* ptr);
+SR_API srError_t srMallocHost(void** ptr, size_t size);
+SR_API srError_t srFreeHost(void* ptr);
+SR_API srError_t srPointerGetAttributes(srPointerAttributes* attributes, const void* ptr);
+
+typedef enum srMemcpyKind {
+  srMemcpyHostToHost = 0,
+  srMemcpyHostToDevice = 1,
+  srMemcpyDeviceToHost = 2,
+  srMemcpyDeviceToDevice = 3, /* also across devices */
+  srMemcpyDefault = 4         /* inferred from the pointers */
+} srMemcpyKind;
+
+/* ----------------------------------------------------- streams and events */
+
+typedef struct srStream* srStream_t;
+typedef struct srEvent* srEvent_t;
+
+enum { srStreamDefault = 0, srStreamNonBlocking = 1 };
+enum { srEventDefault = 0, srEventBlockingSync = 1, srEventDisableTiming = 2 };
+
+SR_API srError_t srDeviceGetDefaultStream(int device, srStream_t* stream);
+/* Lower numbers are higher priority, as in CUDA: [greatest, least] = [-1, 0]. */
+SR_API srError_t srDeviceGetStreamPriorityRange(int* least, int* greatest);
+/* Creates a stream on the current device. */
+SR_API srError_t srStreamCreate(srStream_t* stream);
+SR_API srError_t srStreamCreateWithPriority(srStream_t* stream, unsigned flags, int priority);
+/* Pending work still runs to completion; the handle is invalid afterwards. */
+SR_API srError_t srStreamDestroy(srStream_t stream);
+SR_API srError_t srStreamSynchronize(srStream_t stream);
+/* srSuccess when everything submitted has finished, srErrorNotReady while
+ * anything (including a task already being executed) is outstanding. */
+SR_API srError_t srStreamQuery(srStream_t stream);
+SR_API srError_t srStreamWaitEvent(srStream_t stream, srEvent_t event, unsigned flags);
+SR_API srError_t srStreamGetDevice(srStream_t stream, int* device);
+SR_API srError_t srStreamGetPriority(srStream_t stream, int* priority);
+
+SR_API srError_t srEventCreate(srEvent_t* event);
+SR_API srError_t srEventCreateWithFlags(srEvent_t* event, unsigned flags);
+SR_API srError_t srEventDestroy(srEvent_t event);
+SR_API srError_t srEventRecord(srEvent_t event, srStream_t stream);
+/* srSuccess when the recorded work has finished (or nothing was recorded). */
+SR_API srError_t srEventQuery(srEvent_t event);
+SR_API srError_t srEventSynchronize(srEvent_t event);
+/* Milliseconds between two completed, timing-enabled events (device clock). */
+SR_API srError_t srEventElapsedTime(float* ms, srEvent_t start, srEvent_t end);
+
+/* ------------------------------------------------------- copies and sets */
+
+/* Synchronous: returns once the copy is done (waits for the device's streams
+ * first, as cudaMemcpy on the legacy stream does). */
+SR_API srError_t srMemcpy(void* dst, const void* src, size_t count, srMemcpyKind kind);
+/* Asynchronous when the host side is pinned (or for device-to-device);
+ * returns once the copy has run when the host side is pageable memory. */
+SR_API srError_t srMemcpyAsync(void* dst, const void* src, size_t count, srMemcpyKind kind,
+                               srStream_t stream);
+SR_API srError_t srMemset(void* dst, int value, size_t count);
+SR_API srError_t srMemsetAsync(void* dst, int value, size_t count, srStream_t stream);
+
+/* ----------------------------------------------------------------- launch */
+
+typedef struct srDim3 {
+  unsigned x, y, z;
+} srDim3;
+
+typedef struct srKernelContext {
+  srDim3 gridDim;
+  srDim3 blockDim;
+  srDim3 blockIdx;
+  int computeUnit; /* which compute unit runs this block: [0, multiProcessorCount) */
+  int device;
+} srKernelContext;
+
+/* A kernel runs once per block. `args` points at the runtime's copy of the
+ * argument bytes given to srLaunchKernel, shared by all blocks. */
+typedef void (*srKernel_t)(const srKernelContext* ctx, void* args);
+/* A host function runs once, on the stream's device thread, in stream order. */
+typedef void (*srHostFn_t)(void* user_data);
+
+/* Copies argsSize bytes of arguments (at most SR_MAX_KERNEL_ARGS_BYTES), then
+ * enqueues. Returns at once unless SUNRISE_LAUNCH_BLOCKING=1. */
+#define SR_MAX_KERNEL_ARGS_BYTES 4096
+SR_API srError_t srLaunchKernel(srKernel_t kernel, srDim3 grid, srDim3 block, const void* args,
+                                size_t argsSize, srStream_t stream);
+SR_API srError_t srLaunchHostFunc(srStream_t stream, srHostFn_t fn, void* user_data);
+
+/* Called from inside a kernel or host function: marks the launch failed. The
+ * error becomes the device's sticky error with `message` as its detail. */
+SR_API void srReportAsyncError(srError_t error, const char* message);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* SUNRISE_RT_H_ */

@@ -1,0 +1,227 @@
+// Internal structures of the emulated runtime. Not installed; the C API in
+// include/sunrise_rt.h is the only contract with the outside.
+#pragma once
+
+#include "sunrise_rt.h"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace sunrise_rt {
+
+class ComputePool;
+
+// ------------------------------------------------------------------ config
+
+struct Config {
+  int device_count = 2;
+  size_t memory_bytes = 0;      // per device
+  int compute_units = 1;        // per device, including the stream's own thread
+  bool launch_blocking = false;
+  int64_t spin_ns = 50'000;     // spin before sleeping, nanoseconds
+  std::string error;            // non-empty: the environment was invalid
+};
+
+const Config& config();
+
+// Parses "16GiB", "512MiB", "1.5GB", "4096" (bytes). Returns false on junk.
+bool parse_byte_size(const std::string& text, size_t* out);
+
+// ------------------------------------------------------------------ errors
+
+// Records `detail` as the calling thread's last error detail and returns err.
+srError_t fail(srError_t err, std::string detail);
+// Success also clears the thread's detail so that stale text never leaks into
+// an unrelated message.
+srError_t ok();
+
+// ------------------------------------------------------------------ timing
+
+inline int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Spins up to spin_ns on `done`, then returns its last value. Keeps short
+// waits off the scheduler: a futex sleep+wake costs more than most small ops.
+template <typename Pred>
+bool spin_until(Pred done, int64_t spin_ns) {
+  if (done()) return true;
+  const int64_t deadline = now_ns() + spin_ns;
+  for (unsigned i = 1;; ++i) {
+    cpu_relax();
+    if (done()) return true;
+    if ((i & 63u) == 0 && now_ns() > deadline) return false;
+  }
+}
+
+// ----------------------------------------------------------------- devices
+
+struct Device {
+  int index = 0;
+  srDeviceProp prop{};
+  size_t capacity = 0;
+  std::atomic<size_t> used{0};  // bytes mapped for srMalloc on this device
+
+  // Sticky error from asynchronous work; guarded by error_mutex.
+  std::mutex error_mutex;
+  std::atomic<int> sticky_error{srSuccess};
+  std::string sticky_detail;
+
+  srStream* default_stream = nullptr;
+
+  // Lock order: streams_mutex is never held while taking a stream's mutex
+  // for submission, so synchronize-all cannot deadlock against submitters.
+  std::mutex streams_mutex;
+  std::vector<srStream*> live_streams;
+
+  std::once_flag pool_once;
+  std::unique_ptr<ComputePool> pool;
+  ComputePool& compute_pool();
+
+  void set_sticky(srError_t err, const std::string& detail);
+  srError_t sticky() const { return static_cast<srError_t>(sticky_error.load(std::memory_order_acquire)); }
+  // Returns the sticky error with its detail recorded for the calling thread.
+  srError_t report_sticky();
+};
+
+// Validates the index and returns the device, starting the runtime on first use.
+srError_t get_device(int index, Device** out);
+srError_t current_device(Device** out);
+int device_count_unchecked();
+// Waits for every live stream of the device.
+srError_t synchronize_device(Device& dev);
+
+// ------------------------------------------------------------------ memory
+
+struct AllocationInfo {
+  uintptr_t base = 0;
+  size_t size = 0;
+  srMemoryType type = srMemoryTypeUnregistered;
+  int device = -1;
+};
+
+// Finds the live allocation containing ptr; false for ordinary host memory.
+bool find_allocation(const void* ptr, AllocationInfo* out);
+
+// Executes a copy on the calling (device) thread, splitting large copies over
+// the device's compute units.
+void execute_copy(Device* dev, void* dst, const void* src, size_t count);
+void execute_set(Device* dev, void* dst, int value, size_t count);
+
+// ----------------------------------------------------------------- streams
+
+// Executed by the stream's device thread. Kept as a tagged struct rather than a
+// std::function so that submission does not allocate for the common cases.
+struct Task {
+  enum class Kind : uint8_t { Kernel, HostFn, Copy, Set, EventRecord, WaitStream };
+  Kind kind = Kind::HostFn;
+  uint64_t seq = 0;
+
+  srKernel_t kernel = nullptr;
+  srDim3 grid{1, 1, 1};
+  srDim3 block{1, 1, 1};
+  static constexpr size_t kInlineArgs = 128;
+  alignas(16) unsigned char inline_args[kInlineArgs];
+  std::unique_ptr<unsigned char[]> heap_args;
+  size_t args_size = 0;
+
+  srHostFn_t host_fn = nullptr;
+  void* user_data = nullptr;
+
+  void* dst = nullptr;
+  const void* src = nullptr;
+  size_t count = 0;
+  int value = 0;
+
+  srEvent* event = nullptr;
+  uint64_t event_generation = 0;
+
+  srStream* wait_stream = nullptr;
+  uint64_t wait_seq = 0;
+
+  void* args() { return heap_args ? heap_args.get() : inline_args; }
+};
+
+}  // namespace sunrise_rt
+
+// The opaque handle types of the C API.
+struct srStream {
+  static constexpr uint32_t kLive = 0x5354524du;  // "STRM"
+  std::atomic<uint32_t> magic{kLive};
+  sunrise_rt::Device* device = nullptr;
+  int priority = 0;
+  unsigned flags = 0;
+  bool is_default = false;
+
+  // Submission side. `submitted` and `completed` count tasks; the stream is
+  // idle exactly when they are equal, which — unlike "the queue is empty" —
+  // also covers a task that has been dequeued and is still running.
+  std::mutex queue_mutex;
+  std::condition_variable queue_cv;  // wakes the device thread
+  std::vector<sunrise_rt::Task> ring;  // power-of-two ring buffer
+  size_t head = 0, tail = 0;           // guarded by queue_mutex
+  std::atomic<uint64_t> pending{0};    // tasks in the ring, for lock-free spinning
+  bool worker_sleeping = false;        // guarded by queue_mutex
+  bool stopping = false;               // guarded by queue_mutex
+  std::thread worker;
+
+  std::atomic<uint64_t> submitted{0};
+  std::atomic<uint64_t> completed{0};
+
+  // Completion side: host threads block here after spinning.
+  std::mutex done_mutex;
+  std::condition_variable done_cv;
+  std::atomic<int> waiters{0};
+
+  bool valid() const { return magic.load(std::memory_order_acquire) == kLive; }
+};
+
+struct srEvent {
+  static constexpr uint32_t kLive = 0x45564e54u;  // "EVNT"
+  std::atomic<uint32_t> magic{kLive};
+  unsigned flags = 0;
+
+  // The recorded point: complete when stream->completed >= seq. Guarded by
+  // mutex for writers; readers take the lock too (records are rare).
+  std::mutex mutex;
+  srStream* stream = nullptr;
+  uint64_t seq = 0;
+  uint64_t generation = 0;
+  bool recorded = false;
+  std::atomic<int64_t> timestamp_ns{0};
+  std::atomic<uint64_t> timestamp_generation{0};
+
+  bool valid() const { return magic.load(std::memory_order_acquire) == kLive; }
+  bool timing() const { return (flags & srEventDisableTiming) == 0; }
+};
+
+namespace sunrise_rt {
+
+srError_t check_stream(srStream_t stream);
+srError_t check_event(srEvent_t event);
+// Enqueues the task and returns its sequence number (0 when it failed).
+srError_t submit(srStream* stream, Task&& task, uint64_t* seq_out = nullptr);
+srError_t synchronize_stream(srStream* stream);
+// Blocks until stream->completed >= seq (spins first).
+void wait_for(srStream* stream, uint64_t seq, bool allow_spin = true);
+srError_t create_stream(Device* dev, int priority, unsigned flags, bool is_default, srStream** out);
+void execute_event_record(Task& task);
+
+}  // namespace sunrise_rt

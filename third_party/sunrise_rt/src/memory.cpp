@@ -1,0 +1,333 @@
+// Device and pinned memory, the pointer registry, copies and sets.
+//
+// Device memory is an anonymous private mapping with MAP_NORESERVE: capacity is
+// accounted by the runtime, and pages are only backed once written. The
+// registry maps address ranges to (kind, device) so that every copy can check
+// its direction and bounds before it is queued.
+#include "compute_pool.h"
+#include "internal.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+#include <shared_mutex>
+#include <sstream>
+
+namespace sunrise_rt {
+namespace {
+
+std::shared_mutex g_registry_mutex;
+std::map<uintptr_t, AllocationInfo>& registry() {
+  static auto& m = *std::make_unique<std::map<uintptr_t, AllocationInfo>>().release();
+  return m;
+}
+
+size_t page_size() {
+  static const size_t p = static_cast<size_t>(sysconf(_SC_PAGE_SIZE));
+  return p;
+}
+
+size_t round_to_pages(size_t n) { return (n + page_size() - 1) / page_size() * page_size(); }
+
+std::string hex(const void* p) {
+  std::ostringstream s;
+  s << p;
+  return s.str();
+}
+
+std::string bytes_text(size_t n) {
+  std::ostringstream s;
+  if (n >= (size_t{1} << 30)) s << static_cast<double>(n) / double(size_t{1} << 30) << " GiB";
+  else if (n >= (size_t{1} << 20)) s << static_cast<double>(n) / double(size_t{1} << 20) << " MiB";
+  else s << n << " bytes";
+  return s.str();
+}
+
+void* map_pages(size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+// Large copies are split into chunks run by the compute units, which is what
+// lets device copies reach more than one core's memory bandwidth.
+constexpr size_t kCopyChunkBytes = size_t{4} << 20;
+constexpr size_t kSplitCopyThreshold = size_t{8} << 20;
+
+struct CopyArgs {
+  char* dst;
+  const char* src;
+  size_t count;
+  int value;
+  bool is_set;
+};
+
+void copy_chunk_kernel(const srKernelContext* ctx, void* raw) {
+  const auto* a = static_cast<const CopyArgs*>(raw);
+  const size_t begin = size_t{ctx->blockIdx.x} * kCopyChunkBytes;
+  const size_t n = std::min(kCopyChunkBytes, a->count - begin);
+  if (a->is_set) std::memset(a->dst + begin, a->value, n);
+  else std::memcpy(a->dst + begin, a->src + begin, n);
+}
+
+void execute_chunked(Device* dev, CopyArgs args) {
+  if (args.count < kSplitCopyThreshold || dev->prop.multiProcessorCount == 1) {
+    if (args.is_set) std::memset(args.dst, args.value, args.count);
+    else if (args.count > 0 && args.dst != args.src) std::memmove(args.dst, args.src, args.count);
+    return;
+  }
+  auto job = std::make_shared<KernelJob>();
+  job->kernel = copy_chunk_kernel;
+  job->args = &args;
+  job->device = dev->index;
+  job->grid = {static_cast<unsigned>((args.count + kCopyChunkBytes - 1) / kCopyChunkBytes), 1, 1};
+  job->total_blocks = job->grid.x;
+  dev->compute_pool().run(job);
+}
+
+// Checks that [ptr, ptr+count) lies inside one live allocation of `type`, or in
+// unregistered host memory when type is srMemoryTypeUnregistered/Host.
+srError_t check_range(const void* ptr, size_t count, bool want_device, const char* what, AllocationInfo* info) {
+  if (ptr == nullptr && count > 0) return fail(srErrorInvalidValue, std::string(what) + " pointer is NULL");
+  const bool found = find_allocation(ptr, info);
+  const bool is_device = found && info->type == srMemoryTypeDevice;
+  if (want_device && !is_device) {
+    return fail(srErrorInvalidValue, std::string(what) + " pointer " + hex(ptr) +
+                                         " is not live device memory (never allocated with srMalloc, or already freed)");
+  }
+  if (!want_device && is_device) {
+    return fail(srErrorInvalidMemcpyDirection,
+                std::string(what) + " pointer " + hex(ptr) + " is device memory but the copy kind says host");
+  }
+  if (found) {
+    const uintptr_t end = reinterpret_cast<uintptr_t>(ptr) + count;
+    if (end > info->base + info->size) {
+      return fail(srErrorInvalidValue, std::string(what) + " range of " + std::to_string(count) + " bytes at " +
+                                           hex(ptr) + " runs past the end of its " + std::to_string(info->size) +
+                                           "-byte allocation");
+    }
+  } else {
+    info->type = srMemoryTypeUnregistered;
+    info->device = -1;
+  }
+  return srSuccess;
+}
+
+srError_t resolve_kind(const void* dst, const void* src, srMemcpyKind* kind) {
+  if (*kind != srMemcpyDefault) {
+    if (*kind < srMemcpyHostToHost || *kind > srMemcpyDefault)
+      return fail(srErrorInvalidMemcpyDirection, "unknown memcpy kind " + std::to_string(int(*kind)));
+    return srSuccess;
+  }
+  AllocationInfo a, b;
+  const bool dst_dev = find_allocation(dst, &a) && a.type == srMemoryTypeDevice;
+  const bool src_dev = find_allocation(src, &b) && b.type == srMemoryTypeDevice;
+  *kind = dst_dev ? (src_dev ? srMemcpyDeviceToDevice : srMemcpyHostToDevice)
+                  : (src_dev ? srMemcpyDeviceToHost : srMemcpyHostToHost);
+  return srSuccess;
+}
+
+struct CopyPlan {
+  Device* dev = nullptr;   // the device whose stream/threads perform the copy
+  bool pageable = false;   // a host side is ordinary memory: copy must finish before returning
+};
+
+srError_t plan_copy(void* dst, const void* src, size_t count, srMemcpyKind kind, CopyPlan* plan) {
+  if (srError_t e = resolve_kind(dst, src, &kind)) return e;
+  const bool dst_dev = kind == srMemcpyHostToDevice || kind == srMemcpyDeviceToDevice;
+  const bool src_dev = kind == srMemcpyDeviceToHost || kind == srMemcpyDeviceToDevice;
+  AllocationInfo di, si;
+  if (srError_t e = check_range(dst, count, dst_dev, "destination", &di)) return e;
+  if (srError_t e = check_range(src, count, src_dev, "source", &si)) return e;
+  plan->pageable = (!dst_dev && di.type == srMemoryTypeUnregistered) || (!src_dev && si.type == srMemoryTypeUnregistered);
+  const int device = dst_dev ? di.device : (src_dev ? si.device : -1);
+  if (device >= 0) return get_device(device, &plan->dev);
+  return current_device(&plan->dev);
+}
+
+}  // namespace
+
+bool find_allocation(const void* ptr, AllocationInfo* out) {
+  const auto p = reinterpret_cast<uintptr_t>(ptr);
+  std::shared_lock<std::shared_mutex> lock(g_registry_mutex);
+  auto& reg = registry();
+  auto it = reg.upper_bound(p);
+  if (it == reg.begin()) return false;
+  --it;
+  const AllocationInfo& a = it->second;
+  if (p >= a.base + a.size && !(a.size == 0 && p == a.base)) return false;
+  *out = a;
+  return true;
+}
+
+void execute_copy(Device* dev, void* dst, const void* src, size_t count) {
+  execute_chunked(dev, CopyArgs{static_cast<char*>(dst), static_cast<const char*>(src), count, 0, false});
+}
+
+void execute_set(Device* dev, void* dst, int value, size_t count) {
+  execute_chunked(dev, CopyArgs{static_cast<char*>(dst), nullptr, count, value, true});
+}
+
+}  // namespace sunrise_rt
+
+using namespace sunrise_rt;
+
+extern "C" {
+
+srError_t srMalloc(void** ptr, size_t size) {
+  if (ptr == nullptr) return fail(srErrorInvalidValue, "srMalloc: ptr is NULL");
+  *ptr = nullptr;
+  Device* dev = nullptr;
+  if (srError_t e = current_device(&dev)) return e;
+  if (size == 0) return ok();
+  const size_t bytes = round_to_pages(size);
+  // Reserve capacity first so that concurrent allocations cannot overshoot.
+  size_t used = dev->used.load(std::memory_order_relaxed);
+  do {
+    if (bytes > dev->capacity || used > dev->capacity - bytes) {
+      return fail(srErrorMemoryAllocation,
+                  "device " + std::to_string(dev->index) + " cannot allocate " + bytes_text(size) + ": " +
+                      bytes_text(used) + " of its " + bytes_text(dev->capacity) +
+                      " are in use (capacity is set by SUNRISE_DEVICE_MEMORY)");
+    }
+  } while (!dev->used.compare_exchange_weak(used, used + bytes, std::memory_order_relaxed));
+  void* p = map_pages(bytes);
+  if (p == nullptr) {
+    dev->used.fetch_sub(bytes, std::memory_order_relaxed);
+    return fail(srErrorMemoryAllocation, "the host could not map " + bytes_text(bytes) + " for device " +
+                                             std::to_string(dev->index) + " memory");
+  }
+  {
+    std::unique_lock<std::shared_mutex> lock(g_registry_mutex);
+    registry()[reinterpret_cast<uintptr_t>(p)] =
+        AllocationInfo{reinterpret_cast<uintptr_t>(p), bytes, srMemoryTypeDevice, dev->index};
+  }
+  *ptr = p;
+  return ok();
+}
+
+srError_t srFree(void* ptr) {
+  if (ptr == nullptr) return ok();
+  AllocationInfo info;
+  if (!find_allocation(ptr, &info) || info.type != srMemoryTypeDevice ||
+      info.base != reinterpret_cast<uintptr_t>(ptr)) {
+    return fail(srErrorInvalidDevicePointer,
+                "srFree: " + hex(ptr) + " is not the start of a live device allocation (double free?)");
+  }
+  Device* dev = nullptr;
+  if (srError_t e = get_device(info.device, &dev)) return e;
+  // As cudaFree: the memory may still be read by queued work.
+  synchronize_device(*dev);
+  {
+    std::unique_lock<std::shared_mutex> lock(g_registry_mutex);
+    auto it = registry().find(info.base);
+    if (it == registry().end() || it->second.type != srMemoryTypeDevice)
+      return fail(srErrorInvalidDevicePointer, "srFree: " + hex(ptr) + " was freed concurrently");
+    registry().erase(it);
+  }
+  munmap(ptr, info.size);
+  dev->used.fetch_sub(info.size, std::memory_order_relaxed);
+  return ok();
+}
+
+srError_t srMallocHost(void** ptr, size_t size) {
+  if (ptr == nullptr) return fail(srErrorInvalidValue, "srMallocHost: ptr is NULL");
+  *ptr = nullptr;
+  if (size == 0) return ok();
+  const size_t bytes = round_to_pages(size);
+  void* p = map_pages(bytes);
+  if (p == nullptr) return fail(srErrorHostMemoryAllocation, "could not map " + bytes_text(bytes) + " of pinned memory");
+  {
+    std::unique_lock<std::shared_mutex> lock(g_registry_mutex);
+    registry()[reinterpret_cast<uintptr_t>(p)] =
+        AllocationInfo{reinterpret_cast<uintptr_t>(p), bytes, srMemoryTypeHost, -1};
+  }
+  *ptr = p;
+  return ok();
+}
+
+srError_t srFreeHost(void* ptr) {
+  if (ptr == nullptr) return ok();
+  AllocationInfo info;
+  if (!find_allocation(ptr, &info) || info.type != srMemoryTypeHost || info.base != reinterpret_cast<uintptr_t>(ptr))
+    return fail(srErrorInvalidValue, "srFreeHost: " + hex(ptr) + " is not the start of a live pinned allocation");
+  // Queued copies may still read it: wait for every device, as cudaFreeHost.
+  for (int i = 0; i < device_count_unchecked(); ++i) {
+    Device* dev = nullptr;
+    if (get_device(i, &dev) == srSuccess) synchronize_device(*dev);
+  }
+  {
+    std::unique_lock<std::shared_mutex> lock(g_registry_mutex);
+    registry().erase(info.base);
+  }
+  munmap(ptr, info.size);
+  return ok();
+}
+
+srError_t srPointerGetAttributes(srPointerAttributes* attributes, const void* ptr) {
+  if (attributes == nullptr) return fail(srErrorInvalidValue, "srPointerGetAttributes: attributes is NULL");
+  AllocationInfo info;
+  if (find_allocation(ptr, &info)) {
+    *attributes = {info.type, info.device, reinterpret_cast<void*>(info.base), info.size};
+  } else {
+    *attributes = {srMemoryTypeUnregistered, -1, nullptr, 0};
+  }
+  return ok();
+}
+
+srError_t srMemcpyAsync(void* dst, const void* src, size_t count, srMemcpyKind kind, srStream_t stream) {
+  if (srError_t e = check_stream(stream)) return e;
+  CopyPlan plan;
+  if (srError_t e = plan_copy(dst, src, count, kind, &plan)) return e;
+  if (count == 0) return ok();
+  if (srError_t e = stream->device->report_sticky()) return e;
+  Task t;
+  t.kind = Task::Kind::Copy;
+  t.dst = dst;
+  t.src = src;
+  t.count = count;
+  uint64_t seq = 0;
+  if (srError_t e = submit(stream, std::move(t), &seq)) return e;
+  // Pageable host memory may be reused as soon as we return: finish first.
+  if (plan.pageable) {
+    wait_for(stream, seq);
+    if (srError_t e = stream->device->report_sticky()) return e;
+  }
+  return ok();
+}
+
+srError_t srMemcpy(void* dst, const void* src, size_t count, srMemcpyKind kind) {
+  CopyPlan plan;
+  if (srError_t e = plan_copy(dst, src, count, kind, &plan)) return e;
+  if (srError_t e = synchronize_device(*plan.dev)) return e;
+  if (count > 0) execute_copy(plan.dev, dst, src, count);
+  return ok();
+}
+
+srError_t srMemsetAsync(void* dst, int value, size_t count, srStream_t stream) {
+  if (srError_t e = check_stream(stream)) return e;
+  AllocationInfo info;
+  if (srError_t e = check_range(dst, count, true, "memset destination", &info)) return e;
+  if (count == 0) return ok();
+  if (srError_t e = stream->device->report_sticky()) return e;
+  Task t;
+  t.kind = Task::Kind::Set;
+  t.dst = dst;
+  t.value = value;
+  t.count = count;
+  if (srError_t e = submit(stream, std::move(t))) return e;
+  return ok();
+}
+
+srError_t srMemset(void* dst, int value, size_t count) {
+  AllocationInfo info;
+  if (srError_t e = check_range(dst, count, true, "memset destination", &info)) return e;
+  Device* dev = nullptr;
+  if (srError_t e = get_device(info.device, &dev)) return e;
+  if (srError_t e = synchronize_device(*dev)) return e;
+  if (count > 0) execute_set(dev, dst, value, count);
+  return ok();
+}
+
+}  // extern "C"

@@ -1,0 +1,339 @@
+// Streams: one device thread per stream drains an in-order queue of tasks.
+//
+// The thread is started on the first submission (a device has dozens of pooled
+// streams, most never used). After the queue runs dry it spins for
+// SUNRISE_SPIN_US before sleeping, so that a host issuing a chain of small ops
+// never pays a wake-up per op.
+#include "compute_pool.h"
+#include "internal.h"
+
+#include <cstring>
+
+namespace sunrise_rt {
+
+extern thread_local KernelJob* t_current_job;
+extern thread_local int t_executing_device;
+
+namespace {
+
+// Streams are never freed: a destroyed handle must stay readable so that
+// using it afterwards reports srErrorInvalidResourceHandle instead of crashing.
+std::mutex g_graveyard_mutex;
+std::vector<std::unique_ptr<srStream>>& all_streams() {
+  static auto& v = *std::make_unique<std::vector<std::unique_ptr<srStream>>>().release();
+  return v;
+}
+
+constexpr size_t kInitialRing = 64;
+
+void execute(srStream* s, Task& t) {
+  Device* dev = s->device;
+  switch (t.kind) {
+    case Task::Kind::Kernel: {
+      auto job = std::make_shared<KernelJob>();
+      job->kernel = t.kernel;
+      job->grid = t.grid;
+      job->block = t.block;
+      job->args = t.args();
+      job->device = dev->index;
+      job->total_blocks = uint64_t{t.grid.x} * t.grid.y * t.grid.z;
+      if (job->total_blocks == 1 || dev->prop.multiProcessorCount == 1) {
+        run_blocks(*job, 0);
+      } else {
+        dev->compute_pool().run(job);
+      }
+      if (job->error != srSuccess) dev->set_sticky(job->error, job->error_detail);
+      break;
+    }
+    case Task::Kind::HostFn: {
+      // A host function reports failure through srReportAsyncError, which
+      // records against this pseudo-job.
+      KernelJob job;
+      job.device = dev->index;
+      KernelJob* saved = t_current_job;
+      const int saved_device = t_executing_device;
+      t_current_job = &job;
+      t_executing_device = dev->index;
+      try {
+        t.host_fn(t.user_data);
+      } catch (const std::exception& e) {
+        job.error = srErrorLaunchFailure;
+        job.error_detail = std::string("host function threw: ") + e.what();
+      } catch (...) {
+        job.error = srErrorLaunchFailure;
+        job.error_detail = "host function threw a non-standard exception";
+      }
+      t_current_job = saved;
+      t_executing_device = saved_device;
+      if (job.error != srSuccess) dev->set_sticky(job.error, job.error_detail);
+      break;
+    }
+    case Task::Kind::Copy:
+      execute_copy(dev, t.dst, t.src, t.count);
+      break;
+    case Task::Kind::Set:
+      execute_set(dev, t.dst, t.value, t.count);
+      break;
+    case Task::Kind::EventRecord:
+      execute_event_record(t);
+      break;
+    case Task::Kind::WaitStream:
+      wait_for(t.wait_stream, t.wait_seq);
+      break;
+  }
+}
+
+void worker_loop(srStream* s) {
+  const int64_t spin_ns = config().spin_ns;
+  for (;;) {
+    Task task;
+    {
+      if (s->pending.load(std::memory_order_acquire) == 0)
+        spin_until([s] { return s->pending.load(std::memory_order_acquire) > 0; }, spin_ns);
+      std::unique_lock<std::mutex> lock(s->queue_mutex);
+      while (s->head == s->tail) {
+        if (s->stopping) return;
+        s->worker_sleeping = true;
+        s->queue_cv.wait(lock);
+        s->worker_sleeping = false;
+      }
+      task = std::move(s->ring[s->head & (s->ring.size() - 1)]);
+      ++s->head;
+      s->pending.fetch_sub(1, std::memory_order_relaxed);
+    }
+    execute(s, task);
+    const uint64_t seq = task.seq;
+    // Release the task's resources before announcing completion, so a waiter
+    // that frees memory afterwards never races with the task's destructor.
+    task = Task();
+    s->completed.store(seq, std::memory_order_seq_cst);
+    if (s->waiters.load(std::memory_order_seq_cst) > 0) {
+      { std::lock_guard<std::mutex> lock(s->done_mutex); }
+      s->done_cv.notify_all();
+    }
+  }
+}
+
+}  // namespace
+
+srError_t check_stream(srStream_t stream) {
+  if (stream == nullptr)
+    return fail(srErrorInvalidResourceHandle,
+                "stream handle is NULL; sunrise_rt has no implicit null stream, use srDeviceGetDefaultStream");
+  if (!stream->valid()) return fail(srErrorInvalidResourceHandle, "stream handle was destroyed");
+  return srSuccess;
+}
+
+srError_t create_stream(Device* dev, int priority, unsigned flags, bool is_default, srStream** out) {
+  auto s = std::make_unique<srStream>();
+  s->device = dev;
+  s->priority = priority;
+  s->flags = flags;
+  s->is_default = is_default;
+  s->ring.resize(kInitialRing);
+  srStream* raw = s.get();
+  {
+    std::lock_guard<std::mutex> lock(g_graveyard_mutex);
+    all_streams().push_back(std::move(s));
+  }
+  {
+    std::lock_guard<std::mutex> lock(dev->streams_mutex);
+    dev->live_streams.push_back(raw);
+  }
+  *out = raw;
+  return srSuccess;
+}
+
+srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
+  uint64_t seq = 0;
+  {
+    std::lock_guard<std::mutex> lock(s->queue_mutex);
+    if (s->stopping) return fail(srErrorInvalidResourceHandle, "stream is being destroyed");
+    if (!s->worker.joinable()) s->worker = std::thread(worker_loop, s);
+    if (s->tail - s->head == s->ring.size()) {
+      // Grow the ring, keeping order.
+      std::vector<Task> bigger(s->ring.size() * 2);
+      const size_t n = s->tail - s->head;
+      for (size_t i = 0; i < n; ++i) bigger[i] = std::move(s->ring[(s->head + i) & (s->ring.size() - 1)]);
+      s->ring.swap(bigger);
+      s->head = 0;
+      s->tail = n;
+    }
+    seq = s->submitted.load(std::memory_order_relaxed) + 1;
+    task.seq = seq;
+    s->ring[s->tail & (s->ring.size() - 1)] = std::move(task);
+    ++s->tail;
+    s->submitted.store(seq, std::memory_order_seq_cst);
+    s->pending.fetch_add(1, std::memory_order_release);
+    if (s->worker_sleeping) s->queue_cv.notify_one();
+  }
+  if (seq_out) *seq_out = seq;
+  if (config().launch_blocking) {
+    wait_for(s, seq);
+    return s->device->report_sticky();
+  }
+  return srSuccess;
+}
+
+void wait_for(srStream* s, uint64_t seq, bool allow_spin) {
+  auto done = [s, seq] { return s->completed.load(std::memory_order_seq_cst) >= seq; };
+  if (allow_spin ? spin_until(done, config().spin_ns) : done()) return;
+  s->waiters.fetch_add(1, std::memory_order_seq_cst);
+  {
+    std::unique_lock<std::mutex> lock(s->done_mutex);
+    s->done_cv.wait(lock, done);
+  }
+  s->waiters.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+srError_t synchronize_stream(srStream* s) {
+  wait_for(s, s->submitted.load(std::memory_order_seq_cst));
+  return s->device->report_sticky();
+}
+
+}  // namespace sunrise_rt
+
+using namespace sunrise_rt;
+
+extern "C" {
+
+srError_t srDeviceGetDefaultStream(int device, srStream_t* stream) {
+  if (stream == nullptr) return fail(srErrorInvalidValue, "srDeviceGetDefaultStream: stream is NULL");
+  Device* dev = nullptr;
+  if (srError_t e = get_device(device, &dev)) return e;
+  *stream = dev->default_stream;
+  return ok();
+}
+
+srError_t srDeviceGetStreamPriorityRange(int* least, int* greatest) {
+  if (least) *least = 0;
+  if (greatest) *greatest = -1;
+  return ok();
+}
+
+srError_t srStreamCreate(srStream_t* stream) { return srStreamCreateWithPriority(stream, srStreamDefault, 0); }
+
+srError_t srStreamCreateWithPriority(srStream_t* stream, unsigned flags, int priority) {
+  if (stream == nullptr) return fail(srErrorInvalidValue, "srStreamCreate: stream is NULL");
+  Device* dev = nullptr;
+  if (srError_t e = current_device(&dev)) return e;
+  // Clamp like CUDA: out-of-range priorities are not an error.
+  if (priority > 0) priority = 0;
+  if (priority < -1) priority = -1;
+  srStream* s = nullptr;
+  if (srError_t e = create_stream(dev, priority, flags, false, &s)) return e;
+  *stream = s;
+  return ok();
+}
+
+srError_t srStreamDestroy(srStream_t stream) {
+  if (srError_t e = check_stream(stream)) return e;
+  if (stream->is_default) return fail(srErrorInvalidResourceHandle, "the default stream cannot be destroyed");
+  uint32_t expected = srStream::kLive;
+  if (!stream->magic.compare_exchange_strong(expected, 0))
+    return fail(srErrorInvalidResourceHandle, "stream handle was destroyed");
+  wait_for(stream, stream->submitted.load());
+  {
+    std::lock_guard<std::mutex> lock(stream->queue_mutex);
+    stream->stopping = true;
+    stream->queue_cv.notify_one();
+  }
+  if (stream->worker.joinable()) stream->worker.join();
+  {
+    Device* dev = stream->device;
+    std::lock_guard<std::mutex> lock(dev->streams_mutex);
+    auto& v = dev->live_streams;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (v[i] == stream) {
+        v.erase(v.begin() + static_cast<std::ptrdiff_t>(i));
+        break;
+      }
+    }
+  }
+  std::vector<Task>().swap(stream->ring);
+  return ok();
+}
+
+srError_t srStreamSynchronize(srStream_t stream) {
+  if (srError_t e = check_stream(stream)) return e;
+  if (srError_t e = synchronize_stream(stream)) return e;
+  return ok();
+}
+
+srError_t srStreamQuery(srStream_t stream) {
+  if (srError_t e = check_stream(stream)) return e;
+  if (stream->completed.load(std::memory_order_seq_cst) < stream->submitted.load(std::memory_order_seq_cst))
+    return srErrorNotReady;
+  if (srError_t e = stream->device->report_sticky()) return e;
+  return ok();
+}
+
+srError_t srStreamGetDevice(srStream_t stream, int* device) {
+  if (srError_t e = check_stream(stream)) return e;
+  if (device == nullptr) return fail(srErrorInvalidValue, "srStreamGetDevice: device is NULL");
+  *device = stream->device->index;
+  return ok();
+}
+
+srError_t srStreamGetPriority(srStream_t stream, int* priority) {
+  if (srError_t e = check_stream(stream)) return e;
+  if (priority == nullptr) return fail(srErrorInvalidValue, "srStreamGetPriority: priority is NULL");
+  *priority = stream->priority;
+  return ok();
+}
+
+srError_t srLaunchKernel(srKernel_t kernel, srDim3 grid, srDim3 block, const void* args, size_t argsSize,
+                         srStream_t stream) {
+  if (srError_t e = check_stream(stream)) return e;
+  if (kernel == nullptr) return fail(srErrorInvalidValue, "srLaunchKernel: kernel is NULL");
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x == 0 || block.y == 0 || block.z == 0) {
+    return fail(srErrorInvalidConfiguration, "srLaunchKernel: grid and block dimensions must all be >= 1 (got grid=" +
+                                                 std::to_string(grid.x) + "x" + std::to_string(grid.y) + "x" +
+                                                 std::to_string(grid.z) + ")");
+  }
+  if (argsSize > SR_MAX_KERNEL_ARGS_BYTES) {
+    return fail(srErrorInvalidConfiguration, "srLaunchKernel: " + std::to_string(argsSize) +
+                                                 " bytes of arguments exceed the limit of " +
+                                                 std::to_string(SR_MAX_KERNEL_ARGS_BYTES));
+  }
+  if (argsSize > 0 && args == nullptr) return fail(srErrorInvalidValue, "srLaunchKernel: args is NULL");
+  if (srError_t e = stream->device->report_sticky()) return e;
+  Task t;
+  t.kind = Task::Kind::Kernel;
+  t.kernel = kernel;
+  t.grid = grid;
+  t.block = block;
+  t.args_size = argsSize;
+  if (argsSize > Task::kInlineArgs) t.heap_args = std::make_unique<unsigned char[]>(argsSize);
+  if (argsSize > 0) std::memcpy(t.args(), args, argsSize);
+  if (srError_t e = submit(stream, std::move(t))) return e;
+  return ok();
+}
+
+srError_t srLaunchHostFunc(srStream_t stream, srHostFn_t fn, void* user_data) {
+  if (srError_t e = check_stream(stream)) return e;
+  if (fn == nullptr) return fail(srErrorInvalidValue, "srLaunchHostFunc: fn is NULL");
+  Task t;
+  t.kind = Task::Kind::HostFn;
+  t.host_fn = fn;
+  t.user_data = user_data;
+  if (srError_t e = submit(stream, std::move(t))) return e;
+  return ok();
+}
+
+void srReportAsyncError(srError_t error, const char* message) {
+  const std::string text = message ? message : "";
+  if (KernelJob* job = t_current_job) {
+    std::lock_guard<std::mutex> lock(job->error_mutex);
+    if (job->error == srSuccess) {
+      job->error = error == srSuccess ? srErrorLaunchFailure : error;
+      job->error_detail = text;
+    }
+    return;
+  }
+  // Outside device work: attribute to the caller's current device.
+  Device* dev = nullptr;
+  if (current_device(&dev) == srSuccess) dev->set_sticky(error == srSuccess ? srErrorLaunchFailure : error, text);
+}
+
+}  // extern "C"

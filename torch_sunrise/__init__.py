@@ -1,0 +1,101 @@
+"""torch_sunrise: the Sunrise GPGPU as a PyTorch device.
+
+``import torch_sunrise`` (or plain ``import torch``, through the ``torch.backends``
+entry point) renames PyTorch's PrivateUse1 backend to ``"sunrise"``, registers the
+``torch.sunrise`` module and generates ``Tensor.sunrise()``, ``Tensor.is_sunrise``,
+``Module.sunrise()`` and the storage methods.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import torch
+
+
+def _autoloading() -> bool:
+    """True while ``import torch`` is loading this package as a device backend."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_import_device_backends":
+            return True
+        frame = frame.f_back
+    return False
+
+
+try:
+    from . import _C  # noqa: F401  (the native extension: allocator, hooks, kernels)
+except ImportError as _error:
+    if not _autoloading():
+        raise
+    # A broken install must not break `import torch` for CPU-only code.
+    warnings.warn(
+        f"torch_sunrise is installed but could not be loaded ({_error}); the sunrise device is "
+        "unavailable. `import torch_sunrise` shows the full error; TORCH_DEVICE_BACKEND_AUTOLOAD=0 "
+        "silences this.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    _C = None
+
+if _C is not None:
+    from . import sunrise as _sunrise_module
+
+__all__ = [
+    "fallback_stats",
+    "fallback_times",
+    "get_fallback_mode",
+    "reset_fallback_stats",
+    "set_fallback_mode",
+]
+__version__ = "0.1.0"
+
+_BACKEND = "sunrise"
+
+
+def _register() -> None:
+    if torch._C._get_privateuse1_backend_name() != _BACKEND:
+        torch.utils.rename_privateuse1_backend(_BACKEND)
+    if not hasattr(torch, _BACKEND):
+        torch._register_device_module(_BACKEND, _sunrise_module)
+    if not hasattr(torch.Tensor, "is_sunrise"):
+        torch.utils.generate_methods_for_privateuse1_backend(
+            for_tensor=True, for_module=True, for_packed_sequence=True, for_storage=True
+        )
+
+
+def fallback_stats() -> dict[str, int]:
+    """Return ``{operator name: calls}`` for every operator that ran on the CPU
+    fallback because it has no sunrise kernel."""
+    return {name: calls for name, (calls, _ns) in _C._fallback_stats().items()}
+
+
+def fallback_times() -> dict[str, tuple[int, float]]:
+    """Return ``{operator name: (calls, seconds)}`` for the CPU fallback."""
+    return {name: (calls, ns / 1e9) for name, (calls, ns) in _C._fallback_stats().items()}
+
+
+def reset_fallback_stats() -> None:
+    """Clear the fallback counters (and re-arm the once-per-op warnings)."""
+    _C._reset_fallback_stats()
+
+
+def set_fallback_mode(mode: str) -> None:
+    """Set what happens when an op has no sunrise kernel: ``"warn"`` (run it on
+    the CPU, warning once per op), ``"silent"`` or ``"error"`` (raise
+    NotImplementedError). Overrides ``SUNRISE_FALLBACK``."""
+    _C._set_fallback_mode(mode)
+
+
+def get_fallback_mode() -> str:
+    """The current fallback mode: ``"warn"``, ``"silent"`` or ``"error"``."""
+    return _C._get_fallback_mode()
+
+
+def _autoload() -> None:
+    """Entry point for ``torch.backends``: importing this package registers it."""
+
+
+if _C is not None:
+    _register()

@@ -1,0 +1,218 @@
+"""``torch.sunrise``: the sunrise device module, mirroring ``torch.cuda``.
+
+Device-generic code (``torch.amp``, ``torch.random``, ``torch.serialization``,
+``torch.accelerator``, HuggingFace) calls these by name, so names and signatures
+follow ``torch.cuda`` wherever an equivalent exists.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+import torch
+
+from .. import _C
+
+_DeviceLike = Union[torch.device, str, int, None]
+
+_initialized = False
+_init_lock = threading.Lock()
+_queued_calls: list[tuple[Callable[[], None], list[str]]] = []
+
+
+def _device_index(device: _DeviceLike = None, optional: bool = True) -> int:
+    """Normalise ``device`` ("sunrise:1", torch.device, int, None) to an index."""
+    if device is None:
+        if not optional:
+            raise ValueError("Expected a sunrise device, got None")
+        return current_device()
+    if isinstance(device, int):
+        return device
+    if isinstance(device, str):
+        device = torch.device(device)
+    if isinstance(device, torch.device):
+        if device.type != "sunrise":
+            raise ValueError(f"Expected a sunrise device, got {device}")
+        return current_device() if device.index is None else device.index
+    raise TypeError(f"Expected a sunrise device (torch.device, str or int), got {type(device).__name__}")
+
+
+def is_available() -> bool:
+    """True: the emulated device is always present (unless SUNRISE_DEVICE_COUNT is invalid)."""
+    return _C._device_count() > 0
+
+
+def is_initialized() -> bool:
+    """Whether the device has been initialized in this process."""
+    return _initialized and not _is_in_bad_fork()
+
+
+def _is_in_bad_fork() -> bool:
+    return _C._is_in_bad_fork()
+
+
+def _lazy_call(callable: Callable[[], None], **kwargs: Any) -> None:
+    if is_initialized():
+        callable()
+    else:
+        _queued_calls.append((callable, traceback.format_stack()))
+
+
+def _lazy_init() -> None:
+    """Initialize the device (runtime, fork handler) once; runs queued calls."""
+    global _initialized
+    if is_initialized():
+        return
+    with _init_lock:
+        if is_initialized():
+            return
+        if _is_in_bad_fork():
+            raise RuntimeError(
+                "Cannot re-initialize sunrise in forked subprocess. To use sunrise with "
+                "multiprocessing, you must use the 'spawn' start method"
+            )
+        _C._init()
+        _initialized = True
+        for queued_call, origin in _queued_calls:
+            try:
+                queued_call()
+            except Exception as e:
+                raise RuntimeError(
+                    "sunrise call failed lazily at initialization with error: "
+                    f"{e}\n\nsunrise call was originally invoked at:\n\n{''.join(origin)}"
+                ) from e
+        _queued_calls.clear()
+
+
+def init() -> None:
+    """Initialize the sunrise device explicitly (normally lazy)."""
+    _lazy_init()
+
+
+def device_count() -> int:
+    """Number of sunrise devices (``SUNRISE_DEVICE_COUNT``, default 2)."""
+    return _C._device_count()
+
+
+def current_device() -> int:
+    """Index of the current sunrise device of this thread."""
+    return _C._get_device()
+
+
+def set_device(device: _DeviceLike) -> None:
+    """Set the current sunrise device of this thread."""
+    index = _device_index(device)
+    if index >= 0:
+        _C._set_device(index)
+
+
+class device:
+    """Context manager that changes the current sunrise device.
+
+    Args:
+        device: index, ``"sunrise:N"`` or ``torch.device``; a negative index or
+            ``None`` makes it a no-op.
+    """
+
+    def __init__(self, device: _DeviceLike):
+        self.idx = -1 if device is None else _device_index(device)
+        self.prev_idx = -1
+
+    def __enter__(self) -> None:
+        self.prev_idx = _C._exchange_device(self.idx)
+
+    def __exit__(self, *args: object) -> bool:
+        if self.prev_idx >= 0:
+            _C._set_device(self.prev_idx)
+        return False
+
+
+class device_of(device):
+    """Context manager that makes the device of ``obj`` (a tensor) current."""
+
+    def __init__(self, obj: torch.Tensor):
+        super().__init__(obj.get_device() if obj.is_sunrise else -1)
+
+
+def synchronize(device: _DeviceLike = None) -> None:
+    """Wait for all work on all streams of a sunrise device to finish."""
+    _lazy_init()
+    _C._synchronize(_device_index(device))
+
+
+@dataclass(frozen=True)
+class _SunriseDeviceProperties:
+    name: str
+    total_memory: int
+    multi_processor_count: int
+    major: int
+    minor: int
+    max_threads_per_block: int
+    warp_size: int
+    shared_memory_per_block: int
+    type: str = "sunrise"
+
+    def __repr__(self) -> str:
+        return (
+            f"_SunriseDeviceProperties(name='{self.name}', major={self.major}, minor={self.minor}, "
+            f"total_memory={self.total_memory // (1024 * 1024)}MB, "
+            f"multi_processor_count={self.multi_processor_count})"
+        )
+
+
+def get_device_properties(device: _DeviceLike = None) -> _SunriseDeviceProperties:
+    """Properties of a sunrise device (name, memory, compute units, capability)."""
+    _lazy_init()
+    return _SunriseDeviceProperties(**_C._get_device_properties(_device_index(device)))
+
+
+def get_device_name(device: _DeviceLike = None) -> str:
+    """Name of a sunrise device."""
+    return get_device_properties(device).name
+
+
+def get_device_capability(device: _DeviceLike = None) -> tuple[int, int]:
+    """(major, minor) compute capability of a sunrise device."""
+    p = get_device_properties(device)
+    return p.major, p.minor
+
+
+def get_amp_supported_dtype() -> list[torch.dtype]:
+    """Lower-precision dtypes that autocast may use on sunrise."""
+    return [torch.bfloat16, torch.float16]
+
+
+def is_bf16_supported(including_emulation: bool = True) -> bool:
+    """bfloat16 is supported natively by the sunrise device."""
+    return True
+
+
+from .random import *  # noqa: E402,F401,F403
+from .random import __all__ as _random_all  # noqa: E402
+from .memory import *  # noqa: E402,F401,F403
+from .memory import __all__ as _memory_all  # noqa: E402
+from .streams import *  # noqa: E402,F401,F403
+from .streams import __all__ as _streams_all  # noqa: E402
+
+__all__ = [
+    "current_device",
+    "device",
+    "device_count",
+    "device_of",
+    "get_amp_supported_dtype",
+    "get_device_capability",
+    "get_device_name",
+    "get_device_properties",
+    "init",
+    "is_available",
+    "is_bf16_supported",
+    "is_initialized",
+    "set_device",
+    "synchronize",
+    *_random_all,
+    *_memory_all,
+    *_streams_all,
+]

@@ -1,0 +1,74 @@
+"""Streams for sunrise devices, mirroring ``torch.cuda.current_stream`` and friends.
+
+Streams are generic ``torch.Stream`` objects of device type sunrise; the
+device's guard implementation gives them their behaviour (query, synchronize,
+wait_stream, events).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+
+from .. import _C
+
+__all__ = ["current_stream", "default_stream", "set_stream", "stream", "StreamContext"]
+
+_DeviceLike = Union[torch.device, str, int, None]
+
+
+def _index(device: _DeviceLike) -> int:
+    from . import _device_index
+
+    return _device_index(device)
+
+
+def _wrap(t: tuple[int, int, int]) -> torch.Stream:
+    stream_id, device_index, device_type = t
+    return torch.Stream(stream_id=stream_id, device_index=device_index, device_type=device_type)
+
+
+def current_stream(device: _DeviceLike = None) -> torch.Stream:
+    """The current stream of a device for this thread."""
+    return _wrap(_C._current_stream(_index(device)))
+
+
+def default_stream(device: _DeviceLike = None) -> torch.Stream:
+    """The default stream of a device."""
+    return _wrap(_C._default_stream(_index(device)))
+
+
+def set_stream(stream: torch.Stream) -> None:
+    """Make ``stream`` the current stream of its device for this thread."""
+    if stream is None:
+        return
+    _C._set_stream(stream.stream_id, stream.device_index)
+
+
+class StreamContext:
+    """Context manager that makes a stream current on its device (and the
+    device current), restoring both on exit."""
+
+    def __init__(self, stream: Optional[torch.Stream]):
+        self.stream = stream
+        self.prev_stream: Optional[torch.Stream] = None
+        self.prev_device = -1
+
+    def __enter__(self) -> None:
+        if self.stream is None:
+            return
+        self.prev_device = _C._exchange_device(self.stream.device_index)
+        self.prev_stream = current_stream(self.stream.device_index)
+        set_stream(self.stream)
+
+    def __exit__(self, *args: object) -> None:
+        if self.stream is None:
+            return
+        set_stream(self.prev_stream)
+        _C._set_device(self.prev_device)
+
+
+def stream(stream: Optional[torch.Stream]) -> StreamContext:
+    """Context manager selecting a given stream (``None`` is a no-op)."""
+    return StreamContext(stream)
