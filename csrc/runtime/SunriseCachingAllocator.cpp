@@ -28,10 +28,11 @@
 // numbers a user needs. The allocator state is untouched by a failure, so the
 // process stays usable.
 //
-// Locking: one mutex per device guards all of that device's blocks and stats;
-// no runtime call that waits on device work is made while holding it, except
-// srFree in release paths, which only waits for already-queued device work and
-// never for this allocator.
+// Locking: one mutex per device guards all of that device's blocks and stats.
+// Nothing that waits for device work runs under it: device tasks drop tensors,
+// which frees into this allocator, so such a wait could deadlock. Releasing
+// memory (empty_cache, the OOM retry) therefore waits and calls srFree with the
+// lock released, after unlinking the segments it frees.
 #include <torch_sunrise/SunriseCachingAllocator.h>
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseFunctions.h>
@@ -125,40 +126,22 @@ class DeviceCachingAllocator {
   explicit DeviceCachingAllocator(c10::DeviceIndex device) : device_(device), small_(true), large_(false) {}
 
   Block* malloc(size_t requested, srStream_t stream) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    process_events_locked();
     const size_t size = round_size(requested);
-    BlockPool& pool = size <= kSmallSize ? small_ : large_;
-    Block* block = take_free_block_locked(pool, stream, size);
-    if (block == nullptr) block = reserve_segment_locked(pool, stream, segment_size_for(size));
-    if (block == nullptr) {
-      // Free what we can and retry once before giving up.
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      process_events_locked();
+      if (Block* block = take_or_reserve_locked(size, stream)) return finish_alloc_locked(block, size, requested);
       stats_.num_alloc_retries += 1;
-      synchronize_and_process_events_locked();
-      release_cached_locked();
-      block = take_free_block_locked(pool, stream, size);
-      if (block == nullptr) block = reserve_segment_locked(pool, stream, segment_size_for(size));
     }
-    if (block == nullptr) {
-      stats_.num_ooms += 1;
-      throw_oom_locked(requested);
-    }
-    block = split_locked(block, size);
-    block->allocated = true;
-    block->requested_size = requested;
-    allocated_.emplace(block->ptr, block);
-    for_each_stat(block->pool, [&](size_t t) {
-      stats_.allocation[t].increase(1);
-      stats_.allocated_bytes[t].increase(block->size);
-      stats_.active[t].increase(1);
-      stats_.active_bytes[t].increase(block->size);
-      stats_.requested_bytes[t].increase(block->requested_size);
-    });
-    if (block->size >= kMinLargeAlloc) stats_.oversize_allocations.increase(1);
-    c10::reportMemoryUsageToProfiler(block->ptr, static_cast<int64_t>(block->size),
-                                     stats_.allocated_bytes[0].current, stats_.reserved_bytes[0].current,
-                                     c10::Device(c10::DeviceType::PrivateUse1, device_));
-    return block;
+    // Free what we can and retry once before giving up. Done without the lock:
+    // waiting for device work while holding it would deadlock with device tasks
+    // that free tensors into this allocator.
+    release_cached();
+    std::lock_guard<std::mutex> lock(mutex_);
+    process_events_locked();
+    if (Block* block = take_or_reserve_locked(size, stream)) return finish_alloc_locked(block, size, requested);
+    stats_.num_ooms += 1;
+    throw_oom_locked(requested);
   }
 
   void free(void* ptr) {
@@ -194,11 +177,7 @@ class DeviceCachingAllocator {
       block->stream_uses.push_back(stream);
   }
 
-  void empty_cache() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    synchronize_and_process_events_locked();
-    release_cached_locked();
-  }
+  void empty_cache() { release_cached(); }
 
   DeviceStats stats() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -285,6 +264,52 @@ class DeviceCachingAllocator {
   }
 
  private:
+  Block* take_or_reserve_locked(size_t size, srStream_t stream) {
+    BlockPool& pool = size <= kSmallSize ? small_ : large_;
+    Block* block = take_free_block_locked(pool, stream, size);
+    if (block == nullptr) block = reserve_segment_locked(pool, stream, segment_size_for(size));
+    return block;
+  }
+
+  Block* finish_alloc_locked(Block* block, size_t size, size_t requested) {
+    block = split_locked(block, size);
+    block->allocated = true;
+    block->requested_size = requested;
+    allocated_.emplace(block->ptr, block);
+    for_each_stat(block->pool, [&](size_t t) {
+      stats_.allocation[t].increase(1);
+      stats_.allocated_bytes[t].increase(block->size);
+      stats_.active[t].increase(1);
+      stats_.active_bytes[t].increase(block->size);
+      stats_.requested_bytes[t].increase(block->requested_size);
+    });
+    if (block->size >= kMinLargeAlloc) stats_.oversize_allocations.increase(1);
+    c10::reportMemoryUsageToProfiler(block->ptr, static_cast<int64_t>(block->size),
+                                     stats_.allocated_bytes[0].current, stats_.reserved_bytes[0].current,
+                                     c10::Device(c10::DeviceType::PrivateUse1, device_));
+    return block;
+  }
+
+  // Waits for pending cross-stream frees, then returns every unused whole
+  // segment to the runtime. Called without the lock (see malloc).
+  void release_cached() {
+    std::vector<srEvent_t> waits;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (const auto& p : pending_) waits.push_back(p.first);
+      if (!waits.empty()) stats_.num_sync_all_streams += 1;
+    }
+    for (srEvent_t e : waits) SUNRISE_WARN(srEventSynchronize(e));
+    std::vector<std::unique_ptr<Block>> released;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      process_events_locked();
+      take_whole_segments_locked(large_, released);
+      take_whole_segments_locked(small_, released);
+    }
+    for (const auto& block : released) SUNRISE_CHECK(srFree(block->ptr));
+  }
+
   Block* take_free_block_locked(BlockPool& pool, srStream_t stream, size_t size) {
     Block key;
     key.stream = stream;
@@ -440,17 +465,9 @@ class DeviceCachingAllocator {
     pending_.resize(kept);
   }
 
-  void synchronize_and_process_events_locked() {
-    if (pending_.empty()) return;
-    stats_.num_sync_all_streams += 1;
-    for (size_t i = 0; i < pending_.size(); ++i) {
-      SUNRISE_WARN(srEventSynchronize(pending_[i].first));
-      finish_event_locked(i);
-    }
-    pending_.clear();
-  }
-
-  void release_pool_locked(BlockPool& pool) {
+  // Moves unused whole segments out of the pool (their stats already
+  // reduced); the caller frees them once the lock is released.
+  void take_whole_segments_locked(BlockPool& pool, std::vector<std::unique_ptr<Block>>& out) {
     for (auto it = pool.blocks.begin(); it != pool.blocks.end();) {
       Block* block = *it;
       if (block->is_split()) {
@@ -458,20 +475,16 @@ class DeviceCachingAllocator {
         continue;
       }
       it = pool.blocks.erase(it);
-      SUNRISE_CHECK(srFree(block->ptr));
       stats_.num_device_free += 1;
       for_each_stat(&pool, [&](size_t t) {
         stats_.segment[t].decrease(1);
         stats_.reserved_bytes[t].decrease(block->size);
       });
       if (block->size >= kMinLargeAlloc) stats_.oversize_segments.decrease(1);
-      blocks_.erase(block);
+      auto owned = blocks_.find(block);
+      out.push_back(std::move(owned->second));
+      blocks_.erase(owned);
     }
-  }
-
-  void release_cached_locked() {
-    release_pool_locked(large_);
-    release_pool_locked(small_);
   }
 
   size_t capacity() const {

@@ -6,10 +6,17 @@
 namespace sunrise_rt {
 namespace {
 
-std::mutex g_events_mutex;
-// Never freed, for the same reason as streams: stale handles stay checkable.
+// Event memory is never returned to the system, so a stale handle stays
+// readable and reports srErrorInvalidResourceHandle; destroyed events are
+// recycled by later creates (as CUDA may reuse handles), which bounds memory in
+// programs that create an event per step.
+std::mutex g_events_mutex;  // guards both containers
 std::vector<std::unique_ptr<srEvent>>& all_events() {
   static auto& v = *std::make_unique<std::vector<std::unique_ptr<srEvent>>>().release();
+  return v;
+}
+std::vector<srEvent*>& free_events() {
+  static auto& v = *std::make_unique<std::vector<srEvent*>>().release();
   return v;
 }
 
@@ -38,8 +45,10 @@ srError_t check_event(srEvent_t event) {
 
 void execute_event_record(Task& task) {
   srEvent* e = task.event;
-  // A later re-record owns the timestamp; this marker is stale then.
-  if (e->valid()) {
+  // Generations only grow (also across recycling), so a marker of an older
+  // record never overwrites the timestamp of a newer one.
+  std::lock_guard<std::mutex> lock(e->mutex);
+  if (task.event_generation > e->timestamp_generation.load(std::memory_order_relaxed)) {
     e->timestamp_ns.store(now_ns(), std::memory_order_relaxed);
     e->timestamp_generation.store(task.event_generation, std::memory_order_release);
   }
@@ -57,11 +66,23 @@ srError_t srEventCreateWithFlags(srEvent_t* event, unsigned flags) {
   if (event == nullptr) return fail(srErrorInvalidValue, "srEventCreate: event is NULL");
   if (flags & ~unsigned(srEventBlockingSync | srEventDisableTiming))
     return fail(srErrorInvalidValue, "srEventCreateWithFlags: unknown flag bits " + std::to_string(flags));
-  auto e = std::make_unique<srEvent>();
-  e->flags = flags;
-  *event = e.get();
   std::lock_guard<std::mutex> lock(g_events_mutex);
-  all_events().push_back(std::move(e));
+  srEvent* e = nullptr;
+  if (!free_events().empty()) {
+    e = free_events().back();
+    free_events().pop_back();
+    std::lock_guard<std::mutex> event_lock(e->mutex);
+    e->stream = nullptr;
+    e->seq = 0;
+    e->recorded = false;
+    // generation keeps counting so that a stale timing marker never matches.
+  } else {
+    all_events().push_back(std::make_unique<srEvent>());
+    e = all_events().back().get();
+  }
+  e->flags = flags;
+  e->magic.store(srEvent::kLive, std::memory_order_release);
+  *event = e;
   return ok();
 }
 
@@ -70,29 +91,39 @@ srError_t srEventDestroy(srEvent_t event) {
   uint32_t expected = srEvent::kLive;
   if (!event->magic.compare_exchange_strong(expected, 0))
     return fail(srErrorInvalidResourceHandle, "event handle was destroyed");
+  std::lock_guard<std::mutex> lock(g_events_mutex);
+  free_events().push_back(event);
   return ok();
 }
 
 srError_t srEventRecord(srEvent_t event, srStream_t stream) {
   if (srError_t e = check_event(event)) return e;
   if (srError_t e = check_stream(stream)) return e;
-  std::lock_guard<std::mutex> lock(event->mutex);
-  const uint64_t generation = event->generation + 1;
+  uint64_t generation = 0;
+  {
+    std::lock_guard<std::mutex> lock(event->mutex);
+    generation = ++event->issued_generation;
+  }
+  // The lock is not held across submit: with SUNRISE_LAUNCH_BLOCKING=1 submit
+  // waits for the marker, which takes the event's lock to store its timestamp.
+  uint64_t seq = 0;
   if (event->timing()) {
     Task t;
     t.kind = Task::Kind::EventRecord;
     t.event = event;
     t.event_generation = generation;
-    uint64_t seq = 0;
     if (srError_t e = submit(stream, std::move(t), &seq)) return e;
-    event->seq = seq;
   } else {
     // No marker needed: completion is "the stream got past its current tail".
-    event->seq = stream->submitted.load(std::memory_order_seq_cst);
+    seq = stream->submitted.load(std::memory_order_seq_cst);
   }
-  event->generation = generation;
-  event->stream = stream;
-  event->recorded = true;
+  std::lock_guard<std::mutex> lock(event->mutex);
+  if (generation > event->generation) {  // a newer concurrent record wins otherwise
+    event->generation = generation;
+    event->seq = seq;
+    event->stream = stream;
+    event->recorded = true;
+  }
   return ok();
 }
 

@@ -112,7 +112,8 @@ srError_t synchronize_device(Device& dev);
 
 struct AllocationInfo {
   uintptr_t base = 0;
-  size_t size = 0;
+  size_t size = 0;    // bytes requested: the bounds of valid access
+  size_t mapped = 0;  // bytes mapped (whole pages): what is released
   srMemoryType type = srMemoryTypeUnregistered;
   int device = -1;
 };
@@ -203,7 +204,8 @@ struct srEvent {
   std::mutex mutex;
   srStream* stream = nullptr;
   uint64_t seq = 0;
-  uint64_t generation = 0;
+  uint64_t generation = 0;         // of the committed record
+  uint64_t issued_generation = 0;  // last one handed out (commits may fail)
   bool recorded = false;
   std::atomic<int64_t> timestamp_ns{0};
   std::atomic<uint64_t> timestamp_generation{0};

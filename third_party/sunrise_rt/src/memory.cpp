@@ -71,8 +71,13 @@ void copy_chunk_kernel(const srKernelContext* ctx, void* raw) {
   else std::memcpy(a->dst + begin, a->src + begin, n);
 }
 
+bool overlaps(const CopyArgs& a) {
+  return !a.is_set && a.dst < a.src + a.count && a.src < a.dst + a.count;
+}
+
 void execute_chunked(Device* dev, CopyArgs args) {
-  if (args.count < kSplitCopyThreshold || dev->prop.multiProcessorCount == 1) {
+  // Overlapping ranges need memmove's ordering, which chunks would break.
+  if (args.count < kSplitCopyThreshold || dev->prop.multiProcessorCount == 1 || overlaps(args)) {
     if (args.is_set) std::memset(args.dst, args.value, args.count);
     else if (args.count > 0 && args.dst != args.src) std::memmove(args.dst, args.src, args.count);
     return;
@@ -92,6 +97,10 @@ srError_t check_range(const void* ptr, size_t count, bool want_device, const cha
   if (ptr == nullptr && count > 0) return fail(srErrorInvalidValue, std::string(what) + " pointer is NULL");
   const bool found = find_allocation(ptr, info);
   const bool is_device = found && info->type == srMemoryTypeDevice;
+  if (want_device && found && !is_device) {
+    return fail(srErrorInvalidMemcpyDirection,
+                std::string(what) + " pointer " + hex(ptr) + " is pinned host memory but the copy kind says device");
+  }
   if (want_device && !is_device) {
     return fail(srErrorInvalidValue, std::string(what) + " pointer " + hex(ptr) +
                                          " is not live device memory (never allocated with srMalloc, or already freed)");
@@ -101,8 +110,9 @@ srError_t check_range(const void* ptr, size_t count, bool want_device, const cha
                 std::string(what) + " pointer " + hex(ptr) + " is device memory but the copy kind says host");
   }
   if (found) {
-    const uintptr_t end = reinterpret_cast<uintptr_t>(ptr) + count;
-    if (end > info->base + info->size) {
+    // Written as a subtraction so that a huge count cannot wrap around.
+    const size_t room = info->base + info->size - reinterpret_cast<uintptr_t>(ptr);
+    if (count > room) {
       return fail(srErrorInvalidValue, std::string(what) + " range of " + std::to_string(count) + " bytes at " +
                                            hex(ptr) + " runs past the end of its " + std::to_string(info->size) +
                                            "-byte allocation");
@@ -129,19 +139,36 @@ srError_t resolve_kind(const void* dst, const void* src, srMemcpyKind* kind) {
 }
 
 struct CopyPlan {
-  Device* dev = nullptr;   // the device whose stream/threads perform the copy
-  bool pageable = false;   // a host side is ordinary memory: copy must finish before returning
+  Device* dev = nullptr;        // the device whose threads perform the copy
+  Device* other_dev = nullptr;  // the source's device when it differs (cross-device)
+  bool pageable = false;        // a host side is ordinary memory: copy must finish before returning
 };
 
 srError_t plan_copy(void* dst, const void* src, size_t count, srMemcpyKind kind, CopyPlan* plan) {
   if (srError_t e = resolve_kind(dst, src, &kind)) return e;
   const bool dst_dev = kind == srMemcpyHostToDevice || kind == srMemcpyDeviceToDevice;
   const bool src_dev = kind == srMemcpyDeviceToHost || kind == srMemcpyDeviceToDevice;
+  // Direction mismatches are reported before range problems, whichever side has them.
   AllocationInfo di, si;
+  const bool dst_is_dev = find_allocation(dst, &di) && di.type == srMemoryTypeDevice;
+  const bool src_is_dev = find_allocation(src, &si) && si.type == srMemoryTypeDevice;
+  if (dst_is_dev != dst_dev && (dst_is_dev || di.type == srMemoryTypeHost)) {
+    return fail(srErrorInvalidMemcpyDirection, std::string("destination ") + hex(dst) + " is " +
+                                                   (dst_is_dev ? "device" : "host") + " memory but the copy kind says " +
+                                                   (dst_dev ? "device" : "host"));
+  }
+  if (src_is_dev != src_dev && (src_is_dev || si.type == srMemoryTypeHost)) {
+    return fail(srErrorInvalidMemcpyDirection, std::string("source ") + hex(src) + " is " +
+                                                   (src_is_dev ? "device" : "host") + " memory but the copy kind says " +
+                                                   (src_dev ? "device" : "host"));
+  }
   if (srError_t e = check_range(dst, count, dst_dev, "destination", &di)) return e;
   if (srError_t e = check_range(src, count, src_dev, "source", &si)) return e;
   plan->pageable = (!dst_dev && di.type == srMemoryTypeUnregistered) || (!src_dev && si.type == srMemoryTypeUnregistered);
   const int device = dst_dev ? di.device : (src_dev ? si.device : -1);
+  if (dst_dev && src_dev && si.device != di.device) {
+    if (srError_t e = get_device(si.device, &plan->other_dev)) return e;
+  }
   if (device >= 0) return get_device(device, &plan->dev);
   return current_device(&plan->dev);
 }
@@ -181,6 +208,11 @@ srError_t srMalloc(void** ptr, size_t size) {
   Device* dev = nullptr;
   if (srError_t e = current_device(&dev)) return e;
   if (size == 0) return ok();
+  if (size > dev->capacity) {
+    return fail(srErrorMemoryAllocation, "device " + std::to_string(dev->index) + " cannot allocate " +
+                                             bytes_text(size) + ": its capacity is " + bytes_text(dev->capacity) +
+                                             " (set by SUNRISE_DEVICE_MEMORY)");
+  }
   const size_t bytes = round_to_pages(size);
   // Reserve capacity first so that concurrent allocations cannot overshoot.
   size_t used = dev->used.load(std::memory_order_relaxed);
@@ -201,7 +233,7 @@ srError_t srMalloc(void** ptr, size_t size) {
   {
     std::unique_lock<std::shared_mutex> lock(g_registry_mutex);
     registry()[reinterpret_cast<uintptr_t>(p)] =
-        AllocationInfo{reinterpret_cast<uintptr_t>(p), bytes, srMemoryTypeDevice, dev->index};
+        AllocationInfo{reinterpret_cast<uintptr_t>(p), size, bytes, srMemoryTypeDevice, dev->index};
   }
   *ptr = p;
   return ok();
@@ -226,8 +258,8 @@ srError_t srFree(void* ptr) {
       return fail(srErrorInvalidDevicePointer, "srFree: " + hex(ptr) + " was freed concurrently");
     registry().erase(it);
   }
-  munmap(ptr, info.size);
-  dev->used.fetch_sub(info.size, std::memory_order_relaxed);
+  munmap(ptr, info.mapped);
+  dev->used.fetch_sub(info.mapped, std::memory_order_relaxed);
   return ok();
 }
 
@@ -235,13 +267,14 @@ srError_t srMallocHost(void** ptr, size_t size) {
   if (ptr == nullptr) return fail(srErrorInvalidValue, "srMallocHost: ptr is NULL");
   *ptr = nullptr;
   if (size == 0) return ok();
+  if (size > (size_t{1} << 48)) return fail(srErrorHostMemoryAllocation, "cannot pin " + bytes_text(size));
   const size_t bytes = round_to_pages(size);
   void* p = map_pages(bytes);
   if (p == nullptr) return fail(srErrorHostMemoryAllocation, "could not map " + bytes_text(bytes) + " of pinned memory");
   {
     std::unique_lock<std::shared_mutex> lock(g_registry_mutex);
     registry()[reinterpret_cast<uintptr_t>(p)] =
-        AllocationInfo{reinterpret_cast<uintptr_t>(p), bytes, srMemoryTypeHost, -1};
+        AllocationInfo{reinterpret_cast<uintptr_t>(p), size, bytes, srMemoryTypeHost, -1};
   }
   *ptr = p;
   return ok();
@@ -261,7 +294,7 @@ srError_t srFreeHost(void* ptr) {
     std::unique_lock<std::shared_mutex> lock(g_registry_mutex);
     registry().erase(info.base);
   }
-  munmap(ptr, info.size);
+  munmap(ptr, info.mapped);
   return ok();
 }
 
@@ -301,6 +334,9 @@ srError_t srMemcpy(void* dst, const void* src, size_t count, srMemcpyKind kind) 
   CopyPlan plan;
   if (srError_t e = plan_copy(dst, src, count, kind, &plan)) return e;
   if (srError_t e = synchronize_device(*plan.dev)) return e;
+  if (plan.other_dev != nullptr) {
+    if (srError_t e = synchronize_device(*plan.other_dev)) return e;
+  }
   if (count > 0) execute_copy(plan.dev, dst, src, count);
   return ok();
 }

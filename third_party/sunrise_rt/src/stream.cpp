@@ -8,6 +8,7 @@
 #include "internal.h"
 
 #include <cstring>
+#include <system_error>
 
 namespace sunrise_rt {
 
@@ -149,7 +150,13 @@ srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
   {
     std::lock_guard<std::mutex> lock(s->queue_mutex);
     if (s->stopping) return fail(srErrorInvalidResourceHandle, "stream is being destroyed");
-    if (!s->worker.joinable()) s->worker = std::thread(worker_loop, s);
+    if (!s->worker.joinable()) {
+      try {
+        s->worker = std::thread(worker_loop, s);
+      } catch (const std::system_error& e) {
+        return fail(srErrorInitializationError, std::string("could not start the stream's device thread: ") + e.what());
+      }
+    }
     if (s->tail - s->head == s->ring.size()) {
       // Grow the ring, keeping order.
       std::vector<Task> bigger(s->ring.size() * 2);
@@ -290,6 +297,18 @@ srError_t srLaunchKernel(srKernel_t kernel, srDim3 grid, srDim3 block, const voi
     return fail(srErrorInvalidConfiguration, "srLaunchKernel: grid and block dimensions must all be >= 1 (got grid=" +
                                                  std::to_string(grid.x) + "x" + std::to_string(grid.y) + "x" +
                                                  std::to_string(grid.z) + ")");
+  }
+  const srDeviceProp& prop = stream->device->prop;
+  const uint64_t threads = uint64_t{block.x} * block.y * block.z;
+  if (threads > static_cast<uint64_t>(prop.maxThreadsPerBlock) || grid.x > unsigned(prop.maxGridSize[0]) ||
+      grid.y > unsigned(prop.maxGridSize[1]) || grid.z > unsigned(prop.maxGridSize[2])) {
+    return fail(srErrorInvalidConfiguration,
+                "srLaunchKernel: grid " + std::to_string(grid.x) + "x" + std::to_string(grid.y) + "x" +
+                    std::to_string(grid.z) + " with " + std::to_string(threads) +
+                    " threads per block exceeds the device limits (maxGridSize " +
+                    std::to_string(prop.maxGridSize[0]) + "x" + std::to_string(prop.maxGridSize[1]) + "x" +
+                    std::to_string(prop.maxGridSize[2]) + ", maxThreadsPerBlock " +
+                    std::to_string(prop.maxThreadsPerBlock) + ")");
   }
   if (argsSize > SR_MAX_KERNEL_ARGS_BYTES) {
     return fail(srErrorInvalidConfiguration, "srLaunchKernel: " + std::to_string(argsSize) +

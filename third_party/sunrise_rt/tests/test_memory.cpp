@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <thread>
 #include <vector>
 
 using namespace srtest;
@@ -391,7 +392,7 @@ TEST(memcpy_across_devices_waits_for_source_device) {
   CHECK_SR(srSetDevice(0));
   CHECK_SR(srMemset(src, 0xAA, n));
   CHECK_SR(srMemset(dst, 0x00, n));
-  // Device 0 work that rewrites the source after a while (it waits 300 ms for
+  // Device 0 work that rewrites the source after a while (it waits 150 ms for
   // a gate nobody opens; a correct srMemcpy simply waits it out).
   struct Args {
     Gate* gate;
@@ -399,7 +400,7 @@ TEST(memcpy_across_devices_waits_for_source_device) {
     size_t n;
   };
   Gate gate;
-  gate.timeout_ms = 300;
+  gate.timeout_ms = 150;
   Args args{&gate, src, n};
   srStream_t s0 = nullptr;
   REQUIRE_SR(srStreamCreate(&s0));
@@ -429,7 +430,7 @@ TEST(memcpy_sync_waits_for_device_streams) {
     void* d;
   };
   Gate gate;
-  gate.timeout_ms = 200;
+  gate.timeout_ms = 100;
   Args args{&gate, d};
   srStream_t s = nullptr;
   REQUIRE_SR(srStreamCreate(&s));
@@ -689,4 +690,101 @@ TEST(free_waits_for_pending_work) {
   CHECK_SR(srFree(d));
   CHECK_EQ(done.load(), 1);
   CHECK_SR(srStreamDestroy(s));
+}
+
+// ------------------------------------------------------ sizes and threads
+
+TEST(malloc_huge_sizes_fail_cleanly) {
+  const size_t before = free_bytes();
+  void* p = reinterpret_cast<void*>(0x1);
+  CHECK_ERR(srMalloc(&p, SIZE_MAX), srErrorMemoryAllocation);
+  CHECK(p == nullptr);
+  CHECK_ERR(srMalloc(&p, SIZE_MAX - 4095), srErrorMemoryAllocation);
+  CHECK_ERR(srMalloc(&p, size_t{1} << 62), srErrorMemoryAllocation);
+  CHECK_EQ(free_bytes(), before);
+  void* h = reinterpret_cast<void*>(0x1);
+  CHECK_ERR(srMallocHost(&h, SIZE_MAX), srErrorHostMemoryAllocation);
+  CHECK(h == nullptr);
+  CHECK_ERR(srMallocHost(nullptr, 16), srErrorInvalidValue);
+}
+
+// Child body: a count so large that pointer + count wraps around must be
+// rejected by the bounds check, not copied (or silently skipped).
+HIDDEN_TEST(child_huge_count_rejected) {
+  void* d = nullptr;
+  REQUIRE_SR(srMalloc(&d, kMiB));
+  CHECK_SR(srMemset(d, 0x66, kMiB));
+  std::vector<unsigned char> h(kMiB, 0);
+  srStream_t s = nullptr;
+  REQUIRE_SR(srStreamCreate(&s));
+  CHECK_ERR(srMemcpy(h.data(), d, SIZE_MAX, srMemcpyDeviceToHost), srErrorInvalidValue);
+  CHECK_ERR(srMemcpy(d, h.data(), SIZE_MAX - 4095, srMemcpyHostToDevice), srErrorInvalidValue);
+  CHECK_ERR(srMemcpy(static_cast<char*>(d) + 4096, d, SIZE_MAX - 4095, srMemcpyDeviceToDevice), srErrorInvalidValue);
+  CHECK_ERR(srMemset(d, 0, SIZE_MAX), srErrorInvalidValue);
+  CHECK_ERR(srMemsetAsync(d, 0, SIZE_MAX - 8 * kMiB, s), srErrorInvalidValue);
+  CHECK_ERR(srMemcpyAsync(h.data(), d, SIZE_MAX, srMemcpyDeviceToHost, s), srErrorInvalidValue);
+  CHECK_SR(srStreamSynchronize(s));
+  CHECK_SR(srStreamDestroy(s));
+  CHECK_SR(srFree(d));
+}
+
+TEST(memcpy_huge_count_rejected) {
+  // In child processes: the bug this guards against can crash.
+  CHECK_EQ(run_child("child_huge_count_rejected", {}), 0);
+  CHECK_EQ(run_child("child_huge_count_rejected", {{"SUNRISE_COMPUTE_UNITS", "1"}}), 0);
+}
+
+TEST(malloc_free_from_many_threads) {
+  const size_t before = free_bytes();
+  constexpr int kThreads = 4, kIters = 200;
+  std::vector<std::thread> threads;
+  std::atomic<int> corrupt{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<void*> live;
+      for (int i = 0; i < kIters; ++i) {
+        void* p = nullptr;
+        const size_t size = size_t(1 + (i * 7 + t) % 16) * 4096;
+        if (srMalloc(&p, size) != srSuccess) {
+          SRT_FAIL(std::string("srMalloc failed: ") + srGetLastErrorDetail());
+          break;
+        }
+        const unsigned char tag = static_cast<unsigned char>(t * 50 + i % 50);
+        CHECK_SR(srMemset(p, tag, size));
+        unsigned char back = 0;
+        CHECK_SR(srMemcpy(&back, static_cast<char*>(p) + size - 1, 1, srMemcpyDeviceToHost));
+        if (back != tag) corrupt.fetch_add(1);
+        live.push_back(p);
+        if (live.size() > 4) {
+          CHECK_SR(srFree(live.front()));
+          live.erase(live.begin());
+        }
+      }
+      for (void* p : live) CHECK_SR(srFree(p));
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK_EQ(corrupt.load(), 0);
+  CHECK_EQ(free_bytes(), before);
+}
+
+TEST(concurrent_double_free) {
+  // Two threads free the same pointer at once: exactly one succeeds.
+  for (int round = 0; round < 20; ++round) {
+    void* p = nullptr;
+    REQUIRE_SR(srMalloc(&p, 64 * 1024));
+    std::atomic<int> ready{0}, ok{0}, invalid{0};
+    auto body = [&] {
+      ready.fetch_add(1);
+      wait_until([&] { return ready.load() >= 2; }, 2000);
+      const srError_t e = srFree(p);
+      if (e == srSuccess) ok.fetch_add(1);
+      else if (e == srErrorInvalidDevicePointer) invalid.fetch_add(1);
+    };
+    std::thread a(body), b(body);
+    a.join();
+    b.join();
+    CHECK_EQ(ok.load(), 1);
+    CHECK_EQ(invalid.load(), 1);
+  }
 }
