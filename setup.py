@@ -6,6 +6,7 @@ build directory (build/cmake) persists, so rebuilds are incremental.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,11 @@ class CMakeExtension(Extension):
 
 class CMakeBuild(build_ext):
     def build_extension(self, ext: Extension) -> None:
-        output_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
+        # The library is always built into the source package, so that a plain
+        # `cmake --build build/cmake` (or ninja) updates the editable install;
+        # setuptools then gets a copy where it expects one.
+        output_dir = ROOT / "torch_sunrise"
+        target = Path(self.get_ext_fullpath(ext.name)).resolve()
         build_dir = ROOT / "build" / "cmake"
         build_dir.mkdir(parents=True, exist_ok=True)
         configure = [
@@ -42,6 +47,10 @@ class CMakeBuild(build_ext):
         subprocess.run(configure, check=True, env=env)
         jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 2))
         subprocess.run(["cmake", "--build", str(build_dir), "--", f"-j{jobs}"], check=True, env=env)
+        built = output_dir / target.name
+        if built.resolve() != target:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(built, target)
 
 
 setup(

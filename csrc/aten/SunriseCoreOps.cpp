@@ -123,6 +123,12 @@ at::Tensor& zero_(at::Tensor& self) {
 
 c10::Scalar local_scalar_dense(const at::Tensor& self) { return kernels::local_scalar(self); }
 
+void record_stream(at::Tensor& self, c10::Stream stream) {
+  TORCH_CHECK(stream.device() == self.device(), "record_stream: the stream is on ", stream.device(),
+              " but the tensor is on ", self.device());
+  caching_allocator::recordStream(self.storage().data_ptr(), SunriseStream(stream));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
@@ -142,6 +148,7 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("fill_.Tensor", fill_tensor);
   m.impl("zero_", zero_);
   m.impl("_local_scalar_dense", local_scalar_dense);
+  m.impl("record_stream", record_stream);
 }
 
 }  // namespace torch_sunrise::aten
