@@ -293,6 +293,10 @@ class DeviceCachingAllocator {
   // Waits for pending cross-stream frees, then returns every unused whole
   // segment to the runtime. Called without the lock (see malloc).
   void release_cached() {
+    // Queued device work holds references to the tensors it uses, so memory
+    // the host has already dropped comes back only once that work has run:
+    // drain the device first, or an OOM retry would find nothing to release.
+    device_synchronize(device_);
     std::vector<srEvent_t> waits;
     {
       std::lock_guard<std::mutex> lock(mutex_);

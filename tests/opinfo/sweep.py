@@ -41,6 +41,7 @@ import os
 import platform
 import re
 import selectors
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -167,12 +168,50 @@ def describe_sample(sample) -> str:
     return one_line(", ".join(parts), 400)
 
 
+def walk(obj: Any, path: tuple = ()) -> Iterable[tuple[tuple, Any]]:
+    """(path, tensor) for every tensor in a nested structure of lists, tuples and dicts."""
+    torch = _torch()
+    if isinstance(obj, torch.Tensor):
+        yield path, obj
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from walk(v, path + (i,))
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from walk(v, path + (k,))
+
+
+def sample_tree(sample) -> dict:
+    return {"input": sample.input, "args": sample.args, "kwargs": sample.kwargs}
+
+
+def cpu_resident_paths(op, dtype, seed: int, limit: int | None) -> list[set] | None:
+    """Which sample tensors sample_inputs puts on the CPU whatever the device (e.g. the
+    indices tensor of tensor_split, which must stay on the CPU on CUDA too).
+
+    Found by generating the samples again for device "meta": a tensor that is on the CPU
+    there was created without the device argument. Per sample, the set of its paths; an
+    empty set when the meta sample's structure differs; None if meta generation fails."""
+    torch = _torch()
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        metas = list(itertools.islice(op.sample_inputs("meta", dtype, requires_grad=False), limit))
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        torch.random.set_rng_state(state)
+    return [{p: t.device.type for p, t in walk(sample_tree(m))} for m in metas]
+
+
 class Mover:
     """Copies a CPU sample to sunrise, keeping strides, storage offsets and the sharing
-    of storage between tensors (so views and expanded inputs stay views on the device)."""
+    of storage between tensors (so views and expanded inputs stay views on the device).
+    Tensors at the paths in keep_cpu stay on the CPU (cloned)."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, keep_cpu: set | frozenset = frozenset()):
         self.device = device
+        self.keep_cpu = keep_cpu
         self.storages: dict[int, Any] = {}
 
     def tensor(self, t):
@@ -194,20 +233,20 @@ class Mover:
             out.requires_grad_(True)
         return out
 
-    def __call__(self, obj: Any, key: str | None = None) -> Any:
+    def __call__(self, obj: Any, path: tuple = ()) -> Any:
         torch = _torch()
         if isinstance(obj, torch.Tensor):
-            return self.tensor(obj)
+            return obj.clone() if path in self.keep_cpu else self.tensor(obj)
         if isinstance(obj, torch.device):
             return torch.device(self.device) if obj.type == "cpu" else obj
         if isinstance(obj, str) and (obj == "cpu" or obj.startswith("cpu:")):
             return self.device  # the device string sample_inputs("cpu", ...) put in the sample
         if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
-            return type(obj)(*(self(x) for x in obj))
+            return type(obj)(*(self(x, path + (i,)) for i, x in enumerate(obj)))
         if isinstance(obj, (list, tuple)):
-            return type(obj)(self(x) for x in obj)
+            return type(obj)(self(x, path + (i,)) for i, x in enumerate(obj))
         if isinstance(obj, dict):
-            return {k: self(v, k) for k, v in obj.items()}
+            return {k: self(v, path + (k,)) for k, v in obj.items()}
         return obj
 
 
@@ -315,7 +354,10 @@ def run_one(op, key: str, dtype_name: str, limit: int) -> dict:
     metadata_only = is_random(key)
     rec["metadata_only"] = metadata_only
     tol = tolerances(op, dtype)
-    torch.manual_seed(stable_seed(key, dtype_name))
+    seed = stable_seed(key, dtype_name)
+    limit = limit if limit and limit > 0 else None
+    placement = cpu_resident_paths(op, dtype, seed, limit)
+    torch.manual_seed(seed)
     try:
         samples = list(itertools.islice(op.sample_inputs("cpu", dtype, requires_grad=False), limit))
     except Exception as e:  # noqa: BLE001
@@ -330,11 +372,18 @@ def run_one(op, key: str, dtype_name: str, limit: int) -> dict:
         rec["samples"] = i + 1
         desc = describe_sample(sample)
         # Copy to the device first: the CPU run may mutate the sample.
+        keep_cpu = set()
+        if placement is not None and i < len(placement):
+            paths = {p: t.device.type for p, t in walk(sample_tree(sample))}
+            if paths.keys() == placement[i].keys():
+                keep_cpu = {p for p, dev in placement[i].items() if dev == "cpu"}
+                if keep_cpu:
+                    rec["kept_on_cpu"] = sorted({".".join(map(str, p)) for p in keep_cpu})
         try:
-            mover = Mover(DEVICE)
-            dev_input = mover(sample.input)
-            dev_args = mover(sample.args)
-            dev_kwargs = mover(sample.kwargs)
+            mover = Mover(DEVICE, keep_cpu)
+            dev_input = mover(sample.input, ("input",))
+            dev_args = mover(sample.args, ("args",))
+            dev_kwargs = mover(sample.kwargs, ("kwargs",))
         except Exception as e:  # noqa: BLE001
             rec.update(outcome="error", reason=f"sample {i}: moving the sample to {DEVICE}: {exc_line(e)}",
                        sample=desc, traceback=traceback.format_exc(limit=-6))
@@ -402,8 +451,10 @@ def worker_main(task_file: str, fd: int, limit: int, threads: int) -> int:
         out.write(json.dumps(msg) + "\n")
         out.flush()
 
+    import faulthandler
     import warnings
 
+    faulthandler.enable()  # a segfault leaves the Python stack in the worker's stderr
     warnings.filterwarnings("ignore")
     import torch
     from torch.testing._internal.common_methods_invocations import op_db
@@ -563,7 +614,13 @@ def run_sweep(
                 data = f.read()[-4000:].decode(errors="replace")
         except OSError:
             return ""
-        lines = [ln for ln in data.splitlines() if ln.strip() and "Warning" not in ln]
+        lines = [ln.strip() for ln in data.splitlines() if ln.strip()]
+        fatal = [i for i, ln in enumerate(lines) if ln.startswith("Fatal Python error")]
+        if fatal:  # faulthandler: the error and the innermost Python frames
+            i = fatal[-1]
+            frames = [ln for ln in lines[i + 1:] if ln.startswith("File ")][:2]
+            return one_line(" | ".join([lines[i]] + frames), 300)
+        lines = [ln for ln in lines if "Warning" not in ln]
         return one_line(" | ".join(lines[-3:]), 300)
 
     def stop(slot: Slot, why: str):
@@ -633,6 +690,7 @@ def run_sweep(
             if slot.proc is None and slot.tasks:
                 start(slot, n)
     sel.close()
+    shutil.rmtree(tmpdir, ignore_errors=True)
     return {
         "records": records,
         "seconds": round(time.monotonic() - t_start, 1),
