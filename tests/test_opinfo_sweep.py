@@ -9,10 +9,15 @@ is reported instead of taking pytest down.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
-from tests.opinfo import sweep
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:  # `pytest tests/...` without the repository root on sys.path
+    sys.path.insert(0, _ROOT)
+
+from tests.opinfo import sweep  # noqa: E402
 
 MIN_AGREEMENT_PCT = 95.0
 
@@ -36,6 +41,16 @@ def test_opinfo_sweep_quick_subset():
     ran = {r["op"] for r in result["records"] if r["outcome"] != "skip"}
     assert len(ran) >= 40, f"only {len(ran)} OpInfos of the subset ran: {sorted(ran)}"
     _check(result)
+
+
+def test_sweep_catches_crashes_hangs_and_wrong_results(monkeypatch):
+    # Faults injected in the worker: the driver records them and goes on with the next op.
+    # A corrupted sunrise result must be caught by the comparison.
+    monkeypatch.setenv("SUNRISE_SWEEP_INJECT", "crash:abs,hang:neg,wrong:mul")
+    result = sweep.run_sweep(dtypes=["float32"], ops_filter=["=abs", "=neg", "=mul", "=add"], timeout=10,
+                             progress=False)
+    outcomes = {r["op"]: r["outcome"] for r in result["records"]}
+    assert outcomes == {"abs": "crash", "neg": "timeout", "mul": "mismatch", "add": "agree"}, result["records"]
 
 
 @pytest.mark.skipif(os.environ.get("SUNRISE_FULL_SWEEP") != "1",

@@ -8,6 +8,15 @@ entry point) renames PyTorch's PrivateUse1 backend to ``"sunrise"``, registers t
 
 from __future__ import annotations
 
+
+def _autoload() -> None:
+    """Entry point for ``torch.backends``: importing this package registers it.
+
+    Defined before ``import torch``: when this package is imported first, torch's
+    own import runs the entry point while this module is still initializing.
+    """
+
+
 import sys
 import warnings
 
@@ -91,10 +100,6 @@ def set_fallback_mode(mode: str) -> None:
 def get_fallback_mode() -> str:
     """The current fallback mode: ``"warn"``, ``"silent"`` or ``"error"``."""
     return _C._get_fallback_mode()
-
-
-def _autoload() -> None:
-    """Entry point for ``torch.backends``: importing this package registers it."""
 
 
 if _C is not None:

@@ -83,6 +83,7 @@ at::Tensor& set_tensor(at::Tensor& self, const at::Tensor& source) {
 }
 
 at::Tensor& set_empty(at::Tensor& self) {
+  const SunriseGuard guard(self.device());
   c10::Storage storage(c10::Storage::use_byte_size_t(), 0, caching_allocator::get(), /*resizable=*/true);
   return set_storage_offset(self, std::move(storage), 0, {0}, {});
 }
@@ -149,6 +150,18 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("zero_", zero_);
   m.impl("_local_scalar_dense", local_scalar_dense);
   m.impl("record_stream", record_stream);
+}
+
+// Copies resolve conjugate and negative bits themselves (the CPU copy kernel
+// they run honours them). Without these fallthroughs the conj/neg fallbacks
+// would materialize the source with clone(), which copies, which recurses.
+TORCH_LIBRARY_IMPL(aten, Conjugate, m) {
+  m.impl("_copy_from", torch::CppFunction::makeFallthrough());
+  m.impl("_copy_from_and_resize", torch::CppFunction::makeFallthrough());
+}
+TORCH_LIBRARY_IMPL(aten, Negative, m) {
+  m.impl("_copy_from", torch::CppFunction::makeFallthrough());
+  m.impl("_copy_from_and_resize", torch::CppFunction::makeFallthrough());
 }
 
 }  // namespace torch_sunrise::aten

@@ -17,18 +17,13 @@
 // Random ops draw from the sunrise generator (explicit or the device default),
 // through a CPU generator derived from its (seed, offset).
 #include "SunriseCpuFallback.h"
-
-#include "../kernels/CoreKernels.h"
-#include "../kernels/DeviceView.h"
+#include "SunriseHostCompute.h"
 
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseFunctions.h>
 #include <torch_sunrise/SunriseGenerator.h>
 #include <torch_sunrise/SunriseGuard.h>
-#include <torch_sunrise/SunriseStorage.h>
 
-#include <ATen/EmptyTensor.h>
-#include <ATen/ops/empty_strided.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
 #include <c10/util/env.h>
@@ -118,79 +113,6 @@ at::Generator derive_generator(const std::optional<at::Generator>& gen, c10::Dev
   return impl->derive_cpu_generator();
 }
 
-// A new sunrise tensor holding a copy of a CPU result.
-at::Tensor to_device(const at::Tensor& cpu, c10::Device device) {
-  if (!cpu.defined()) return cpu;
-  const SunriseGuard guard(device);
-  at::Tensor src = cpu;
-  if (!src.is_non_overlapping_and_dense()) src = src.contiguous();
-  at::Tensor out = at::empty_strided(src.sizes(), src.strides(), src.options().device(device));
-  if (src.is_conj()) out._set_conj(true);
-  if (src.is_neg()) out._set_neg(true);
-  kernels::copy_from(src, out, /*non_blocking=*/false);
-  return out;
-}
-
-// A sunrise tensor with the CPU tensor's view metadata on device storage.
-at::Tensor device_alias(const at::Tensor& cpu, c10::StorageImpl* device_storage) {
-  auto out = at::detail::make_tensor<c10::TensorImpl>(
-      c10::Storage(c10::intrusive_ptr<c10::StorageImpl>::reclaim_copy(device_storage)),
-      c10::DispatchKeySet(c10::DispatchKey::PrivateUse1), cpu.dtype());
-  out.unsafeGetTensorImpl()->set_sizes_and_strides(cpu.sizes(), cpu.strides(), cpu.storage_offset());
-  if (cpu.is_conj()) out._set_conj(true);
-  if (cpu.is_neg()) out._set_neg(true);
-  return out;
-}
-
-// After the CPU kernel: bring a mutated argument's new state to the device.
-void write_back(const at::Tensor& dev, const at::Tensor& cpu, const kernels::CpuViewSet& views) {
-  if (!dev.defined() || !cpu.defined()) return;
-  c10::StorageImpl* dstore = dev.storage().unsafeGetStorageImpl();
-  c10::StorageImpl* cstore = cpu.storage().unsafeGetStorageImpl();
-  const bool same_bytes = views.device_storage_of(cstore) == dstore && cstore->data() == dstore->data() &&
-                          cstore->nbytes() == dstore->nbytes();
-  if (!same_bytes) {
-    // The kernel reallocated (grew) the argument's storage on the CPU side.
-    const SunriseGuard guard(dev.device());
-    if (cstore->nbytes() != dstore->nbytes()) resize_storage_bytes(dstore, cstore->nbytes());
-    if (cstore->nbytes() > 0) {
-      SUNRISE_CHECK(srMemcpyAsync(dstore->mutable_data(), cstore->data(), cstore->nbytes(), srMemcpyHostToDevice,
-                                  getCurrentSunriseStream(dev.device().index()).handle()));
-    }
-  }
-  auto* impl = dev.unsafeGetTensorImpl();
-  if (!impl->sizes().equals(cpu.sizes()) || !impl->strides().equals(cpu.strides()) ||
-      impl->storage_offset() != cpu.storage_offset()) {
-    impl->set_sizes_and_strides(cpu.sizes(), cpu.strides(), cpu.storage_offset());
-  }
-}
-
-struct Conversion {
-  c10::Device device{c10::DeviceType::PrivateUse1, 0};
-  kernels::CpuViewSet views;
-  // CPU view TensorImpl -> the device IValue it was made from (for returns
-  // that are an argument, e.g. in-place and out= ops).
-  std::vector<std::pair<const c10::TensorImpl*, at::Tensor>> passed;
-
-  at::Tensor to_cpu(const at::Tensor& t) {
-    if (!t.defined() || !t.device().is_privateuseone()) return t;
-    at::Tensor v = views.view(t);
-    passed.emplace_back(v.unsafeGetTensorImpl(), t);
-    return v;
-  }
-
-  at::Tensor to_sunrise(const at::Tensor& cpu) {
-    if (!cpu.defined()) return cpu;
-    for (const auto& [impl, dev] : passed) {
-      if (impl == cpu.unsafeGetTensorImpl()) return dev;
-    }
-    if (c10::StorageImpl* dstore = views.device_storage_of(cpu.storage().unsafeGetStorageImpl())) {
-      return device_alias(cpu, dstore);
-    }
-    return to_device(cpu, device);
-  }
-};
-
 void record_call(const std::string& name, uint64_t ns) {
   std::lock_guard<std::mutex> lock(g_stats_mutex);
   FallbackStat& s = g_stats[name];
@@ -242,17 +164,11 @@ void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stac
       check.device = v.toDevice();
     }
   }
-  Conversion conv;
-  {
-    c10::Device device = check.device.value_or(c10::Device(c10::DeviceType::PrivateUse1, current_device()));
-    if (!device.has_index()) device = c10::Device(c10::DeviceType::PrivateUse1, current_device());
-    check_device_index(device.index());
-    conv.device = device;
-  }
-  const SunriseGuard guard(conv.device);
-
-  // 2. Stream order: pending device work on the arguments finishes first.
-  getCurrentSunriseStream(conv.device.index()).synchronize();
+  c10::Device device = check.device.value_or(c10::Device(c10::DeviceType::PrivateUse1, current_device()));
+  if (!device.has_index()) device = c10::Device(c10::DeviceType::PrivateUse1, current_device());
+  check_device_index(device.index());
+  // 2. Stream order: constructing it synchronizes the device's current stream.
+  HostCompute host(device);
 
   // 3. CPU arguments over device memory.
   std::vector<c10::IValue> cpu_args;
@@ -260,15 +176,15 @@ void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stac
   for (size_t i = 0; i < num_args; ++i) {
     const c10::IValue& v = (*stack)[first + i];
     if (v.isTensor()) {
-      cpu_args.emplace_back(conv.to_cpu(v.toTensor()));
+      cpu_args.emplace_back(host.in(v.toTensor()));
     } else if (v.isTensorList()) {
       c10::List<at::Tensor> list;
-      for (const at::Tensor& t : v.toTensorList().vec()) list.push_back(conv.to_cpu(t));
+      for (const at::Tensor& t : v.toTensorList().vec()) list.push_back(host.in(t));
       cpu_args.emplace_back(std::move(list));
     } else if (v.isOptionalTensorList()) {
       c10::List<std::optional<at::Tensor>> list;
       for (const std::optional<at::Tensor>& t : v.toOptionalTensorList().vec()) {
-        list.push_back(t ? std::optional<at::Tensor>(conv.to_cpu(*t)) : std::nullopt);
+        list.push_back(t ? std::optional<at::Tensor>(host.in(*t)) : std::nullopt);
       }
       cpu_args.emplace_back(std::move(list));
     } else if (v.isDevice() && v.toDevice().is_privateuseone()) {
@@ -276,7 +192,7 @@ void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stac
     } else if (v.isGenerator() || (v.isNone() && is_optional_generator(arguments[i]))) {
       std::optional<at::Generator> gen;
       if (v.isGenerator()) gen = v.toGenerator();
-      cpu_args.emplace_back(derive_generator(gen, conv.device.index(), name));
+      cpu_args.emplace_back(derive_generator(gen, device.index(), name));
     } else {
       cpu_args.emplace_back(v);
     }
@@ -293,11 +209,11 @@ void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stac
     const c10::IValue& dev = (*stack)[first + i];
     const c10::IValue& cpu = cpu_args[i];
     if (dev.isTensor()) {
-      write_back(dev.toTensor(), cpu.toTensor(), conv.views);
+      host.write_back(dev.toTensor(), cpu.toTensor());
     } else if (dev.isTensorList()) {
       const auto devs = dev.toTensorList().vec();
       const auto cpus = cpu.toTensorList().vec();
-      for (size_t k = 0; k < devs.size(); ++k) write_back(devs[k], cpus[k], conv.views);
+      for (size_t k = 0; k < devs.size(); ++k) host.write_back(devs[k], cpus[k]);
     }
   }
 
@@ -311,10 +227,10 @@ void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stac
     if (keeps_return_on_cpu(schema.name(), j)) {
       stack->push_back(std::move(r));
     } else if (r.isTensor()) {
-      stack->emplace_back(conv.to_sunrise(r.toTensor()));
+      stack->emplace_back(host.out(r.toTensor()));
     } else if (r.isTensorList()) {
       c10::List<at::Tensor> list;
-      for (const at::Tensor& t : r.toTensorList().vec()) list.push_back(conv.to_sunrise(t));
+      for (const at::Tensor& t : r.toTensorList().vec()) list.push_back(host.out(t));
       stack->emplace_back(std::move(list));
     } else {
       stack->push_back(std::move(r));

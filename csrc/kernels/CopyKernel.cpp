@@ -18,6 +18,7 @@
 
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/ExpandUtils.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 
 namespace torch_sunrise::kernels {
@@ -118,6 +119,9 @@ at::Tensor copy_from(const at::Tensor& src, const at::Tensor& dst, bool non_bloc
                   at::is_expandable_to(src.sizes(), dst.sizes()),
               "copy_: source of shape ", src.sizes(), " cannot be broadcast to destination of shape ", dst.sizes());
   if (dst.numel() == 0) return dst;
+  // Overlap errors are raised here, on the host, as CPU and CUDA raise them.
+  at::assert_no_internal_overlap(dst);
+  at::assert_no_partial_overlap(dst, src);
   const bool dst_dev = dst.device().is_privateuseone();
   const bool src_dev = src.device().is_privateuseone();
   TORCH_CHECK((dst_dev || dst.device().is_cpu()) && (src_dev || src.device().is_cpu()),

@@ -4,12 +4,18 @@
 #include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseLaunch.h>
 
+#include <ATen/Dispatch_v2.h>
 #include <ATen/EmptyTensor.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 
 namespace torch_sunrise::kernels {
 
 void fill(const at::Tensor& self, const c10::Scalar& value) {
+  // Bad values (overflow, NaN into an integer) must raise here, at the call,
+  // as on CPU, not later from the device thread.
+  AT_DISPATCH_V2(self.scalar_type(), "fill_", AT_WRAP([&] { (void)value.to<scalar_t>(); }), AT_EXPAND(AT_ALL_TYPES_AND_COMPLEX),
+                 at::kBool, at::kHalf, at::kBFloat16, AT_EXPAND(AT_FLOAT8_TYPES), AT_EXPAND(AT_BAREBONES_UNSIGNED_TYPES),
+                 at::kComplexHalf);
   if (self.numel() == 0) return;
   SunriseGuard guard(self.device());
   const SunriseStream stream = getCurrentSunriseStream(self.device().index());

@@ -8,6 +8,7 @@
 #include <torch_sunrise/SunriseFunctions.h>
 #include <torch_sunrise/SunriseGenerator.h>
 #include <torch_sunrise/SunriseHostAllocator.h>
+#include <torch_sunrise/SunriseLaunch.h>
 #include <torch_sunrise/SunriseStream.h>
 
 #include <ATen/Context.h>
@@ -19,6 +20,14 @@ namespace py = pybind11;
 
 namespace torch_sunrise {
 namespace {
+
+// Python ints are range-checked before they narrow to c10::DeviceIndex (int8).
+c10::DeviceIndex index_arg(int d) {
+  const int count = static_cast<int>(device_count());
+  TORCH_CHECK_INDEX(d >= 0 && d < count, "sunrise:", d, " is not a valid device: there ", count == 1 ? "is " : "are ",
+                    count, " sunrise device", count == 1 ? "" : "s", " (SUNRISE_DEVICE_COUNT sets how many)");
+  return static_cast<c10::DeviceIndex>(d);
+}
 
 py::dict stat_dict(const c10::CachingAllocator::Stat& s) {
   py::dict d;
@@ -95,7 +104,7 @@ py::tuple stream_tuple(const SunriseStream& s) {
 
 SunriseStream stream_from(int64_t stream_id, int device_index) {
   return SunriseStream(c10::Stream(c10::Stream::UNSAFE,
-                                   c10::Device(c10::DeviceType::PrivateUse1, static_cast<c10::DeviceIndex>(device_index)),
+                                   c10::Device(c10::DeviceType::PrivateUse1, index_arg(device_index)),
                                    stream_id));
 }
 
@@ -131,6 +140,14 @@ void bind_runtime(py::module_& m) {
   rt.def("memcpy_dtoh", [](uintptr_t dst, uintptr_t src, size_t n) {
     SUNRISE_CHECK(srMemcpy(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n, srMemcpyDeviceToHost));
   });
+  rt.def(
+      "inject_async_error",
+      [](int d, const std::string& message) {
+        // Device work that fails: for testing how code copes with asynchronous
+        // device errors (raised at the next synchronizing call).
+        launch_task(getCurrentSunriseStream(index_arg(d)), [message] { throw std::runtime_error(message); });
+      },
+      py::arg("device"), py::arg("message"));
   rt.def("pointer_type", [](uintptr_t p) {
     srPointerAttributes attr{};
     SUNRISE_CHECK(srPointerGetAttributes(&attr, reinterpret_cast<const void*>(p)));
@@ -157,17 +174,17 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("_device_count", [] { return static_cast<int>(device_count()); });
   m.def("_get_device", [] { return static_cast<int>(current_device()); });
-  m.def("_set_device", [](int d) { set_device(static_cast<c10::DeviceIndex>(d)); });
+  m.def("_set_device", [](int d) { set_device(index_arg(d)); });
   m.def("_exchange_device", [](int d) {
     if (d < 0) return -1;
-    return static_cast<int>(exchange_device(static_cast<c10::DeviceIndex>(d)));
+    return static_cast<int>(exchange_device(index_arg(d)));
   });
   m.def("_synchronize", [](int d) {
     py::gil_scoped_release no_gil;
-    device_synchronize(static_cast<c10::DeviceIndex>(d));
+    device_synchronize(index_arg(d));
   });
   m.def("_get_device_properties", [](int d) {
-    check_device_index(static_cast<c10::DeviceIndex>(d));
+    index_arg(d);
     srDeviceProp p{};
     SUNRISE_CHECK(srGetDeviceProperties(&p, d));
     py::dict out;
@@ -184,30 +201,36 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("_get_default_generator", [](int d) {
     return py::reinterpret_steal<py::object>(
-        THPGenerator_initDefaultGenerator(default_generator(static_cast<c10::DeviceIndex>(d))));
+        THPGenerator_initDefaultGenerator(default_generator(index_arg(d))));
   });
 
-  m.def("_current_stream", [](int d) { return stream_tuple(getCurrentSunriseStream(static_cast<c10::DeviceIndex>(d))); });
-  m.def("_default_stream", [](int d) { return stream_tuple(getDefaultSunriseStream(static_cast<c10::DeviceIndex>(d))); });
+  m.def("_current_stream", [](int d) { return stream_tuple(getCurrentSunriseStream(index_arg(d))); });
+  m.def("_default_stream", [](int d) { return stream_tuple(getDefaultSunriseStream(index_arg(d))); });
   m.def("_stream_from_pool", [](int priority, int d) {
-    return stream_tuple(getStreamFromPool(priority, static_cast<c10::DeviceIndex>(d)));
+    return stream_tuple(getStreamFromPool(priority, index_arg(d)));
   });
   m.def("_set_stream", [](int64_t id, int d) { setCurrentSunriseStream(stream_from(id, d)); });
   m.def("_stream_handle", [](int64_t id, int d) { return reinterpret_cast<uintptr_t>(stream_from(id, d).handle()); });
+  m.def("_event_elapsed_time", [](uintptr_t start, uintptr_t end) {
+    TORCH_CHECK_VALUE(start != 0 && end != 0, "Both events must be recorded before calculating elapsed time.");
+    float ms = 0;
+    SUNRISE_CHECK(srEventElapsedTime(&ms, reinterpret_cast<srEvent_t>(start), reinterpret_cast<srEvent_t>(end)));
+    return static_cast<double>(ms);
+  });
   m.def("_stream_priority_range", [] { return SunriseStream::priority_range(); });
 
-  m.def("_memory_stats", [](int d) { return device_stats(static_cast<c10::DeviceIndex>(d)); });
+  m.def("_memory_stats", [](int d) { return device_stats(index_arg(d)); });
   m.def("_memory_snapshot", &memory_snapshot);
   m.def("_empty_cache", [] {
     py::gil_scoped_release no_gil;
     caching_allocator::emptyCache();
   });
-  m.def("_reset_peak_memory_stats", [](int d) { caching_allocator::resetPeakStats(static_cast<c10::DeviceIndex>(d)); });
+  m.def("_reset_peak_memory_stats", [](int d) { caching_allocator::resetPeakStats(index_arg(d)); });
   m.def("_reset_accumulated_memory_stats",
-        [](int d) { caching_allocator::resetAccumulatedStats(static_cast<c10::DeviceIndex>(d)); });
-  m.def("_mem_get_info", [](int d) { return caching_allocator::get()->getMemoryInfo(static_cast<c10::DeviceIndex>(d)); });
+        [](int d) { caching_allocator::resetAccumulatedStats(index_arg(d)); });
+  m.def("_mem_get_info", [](int d) { return caching_allocator::get()->getMemoryInfo(index_arg(d)); });
   m.def("_set_memory_fraction",
-        [](double f, int d) { caching_allocator::setMemoryFraction(f, static_cast<c10::DeviceIndex>(d)); });
+        [](double f, int d) { caching_allocator::setMemoryFraction(f, index_arg(d)); });
   m.def("_host_memory_stats", [] {
     const auto s = host_allocator()->get_stats();
     py::dict d;

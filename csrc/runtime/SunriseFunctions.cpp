@@ -40,9 +40,18 @@ c10::DeviceIndex exchange_device(c10::DeviceIndex device) {
 void device_synchronize(c10::DeviceIndex device) {
   check_device_index(device);
   const c10::DeviceIndex previous = exchange_device(device);
+  // Raise while `device` is current: the error is read (and its sticky state
+  // cleared) from the current device.
   const srError_t err = srDeviceSynchronize();
-  SUNRISE_WARN(srSetDevice(previous));
-  SUNRISE_CHECK(err);
+  if (err != srSuccess) {
+    try {
+      SUNRISE_CHECK(err);
+    } catch (...) {
+      SUNRISE_WARN(srSetDevice(previous));
+      throw;
+    }
+  }
+  SUNRISE_CHECK(srSetDevice(previous));
 }
 
 }  // namespace torch_sunrise

@@ -213,6 +213,7 @@ class Mover:
         self.device = device
         self.keep_cpu = keep_cpu
         self.storages: dict[int, Any] = {}
+        self.placed = 0  # tensors and device arguments now on sunrise
 
     def tensor(self, t):
         torch = _torch()
@@ -236,10 +237,15 @@ class Mover:
     def __call__(self, obj: Any, path: tuple = ()) -> Any:
         torch = _torch()
         if isinstance(obj, torch.Tensor):
-            return obj.clone() if path in self.keep_cpu else self.tensor(obj)
-        if isinstance(obj, torch.device):
-            return torch.device(self.device) if obj.type == "cpu" else obj
+            if path in self.keep_cpu:
+                return obj.clone()
+            self.placed += 1
+            return self.tensor(obj)
+        if isinstance(obj, torch.device) and obj.type == "cpu":
+            self.placed += 1
+            return torch.device(self.device)
         if isinstance(obj, str) and (obj == "cpu" or obj.startswith("cpu:")):
+            self.placed += 1
             return self.device  # the device string sample_inputs("cpu", ...) put in the sample
         if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
             return type(obj)(*(self(x, path + (i,)) for i, x in enumerate(obj)))
@@ -301,10 +307,10 @@ def check_devices(actual: Any) -> str | None:
     return None
 
 
-def compare(expected: Any, actual_dev: Any, tol, metadata_only: bool) -> str | None:
+def compare(expected: Any, actual_dev: Any, tol, metadata_only: bool, check_device: bool = True) -> str | None:
     """None if they agree, else a reason. actual_dev is the sunrise result."""
     torch = _torch()
-    bad_device = check_devices(actual_dev)
+    bad_device = check_devices(actual_dev) if check_device else None
     if bad_device:
         return bad_device
     actual = to_cpu(actual_dev)
@@ -341,6 +347,19 @@ def exc_line(e: BaseException) -> str:
     return one_line(f"{type(e).__name__}: {first}", 240)
 
 
+_progress = None  # set in workers: reports the sample about to run, for crash records
+_perturb = False  # fault injection ("wrong:OP"): corrupt the sunrise result, to test the comparison
+
+
+def perturbed(obj: Any) -> Any:
+    torch = _torch()
+    if isinstance(obj, torch.Tensor):
+        return torch.logical_not(obj) if obj.dtype == torch.bool else obj + 1
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(perturbed(x) for x in obj)
+    return obj
+
+
 def run_one(op, key: str, dtype_name: str, limit: int) -> dict:
     """Run one (op, dtype) on CPU and sunrise; returns a result record."""
     import torch
@@ -371,6 +390,8 @@ def run_one(op, key: str, dtype_name: str, limit: int) -> dict:
     for i, sample in enumerate(samples):
         rec["samples"] = i + 1
         desc = describe_sample(sample)
+        phase = _progress or (lambda **_: None)
+        phase(sample=[i, desc], phase="copying the sample to sunrise")
         # Copy to the device first: the CPU run may mutate the sample.
         keep_cpu = set()
         if placement is not None and i < len(placement):
@@ -388,13 +409,17 @@ def run_one(op, key: str, dtype_name: str, limit: int) -> dict:
             rec.update(outcome="error", reason=f"sample {i}: moving the sample to {DEVICE}: {exc_line(e)}",
                        sample=desc, traceback=traceback.format_exc(limit=-6))
             break
+        phase(phase="CPU run")
         try:
             expected = op(sample.input, *sample.args, **sample.kwargs)
             cpu_exc = None
         except Exception as e:  # noqa: BLE001
             expected, cpu_exc = None, e
+        phase(phase="sunrise run")
         try:
             actual = op(dev_input, *dev_args, **dev_kwargs)
+            if _perturb:
+                actual = perturbed(actual)
             torch.sunrise.synchronize()
             dev_exc = None
         except Exception as e:  # noqa: BLE001
@@ -410,12 +435,15 @@ def run_one(op, key: str, dtype_name: str, limit: int) -> dict:
         if dev_exc is not None:
             rec.update(outcome="error", reason=f"sample {i}: {exc_line(dev_exc)}", sample=desc, traceback=dev_tb)
             break
+        phase(phase="comparison (copying sunrise results to CPU)")
         try:
-            reason = compare(expected, actual, tol, metadata_only)
+            # A sample with nothing on sunrise (e.g. torch.arange(2)) rightly returns CPU tensors.
+            reason = compare(expected, actual, tol, metadata_only, check_device=mover.placed > 0)
             if reason is None and not metadata_only:
                 # In-place ops and out= arguments: the sample itself must agree afterwards.
                 reason = compare([t for _, t in tensors_of([sample.input, sample.args, sample.kwargs])],
-                                 [t for _, t in tensors_of([dev_input, dev_args, dev_kwargs])], tol, False)
+                                 [t for _, t in tensors_of([dev_input, dev_args, dev_kwargs])], tol, False,
+                                 check_device=False)
                 if reason:
                     reason = "inputs after the op differ: " + reason
         except Exception as e:  # noqa: BLE001
@@ -462,12 +490,28 @@ def worker_main(task_file: str, fd: int, limit: int, threads: int) -> int:
     if threads > 0:
         torch.set_num_threads(threads)
     ops = {op_key(op): op for op in op_db}
+    global _progress
+    _progress = emit
     with open(task_file) as f:
         tasks = json.load(f)
     emit(ready=True, pid=os.getpid())
+    # Fault injection for testing the sweep: SUNRISE_SWEEP_INJECT="crash:OP,hang:OP,exit:OP,wrong:OP".
+    global _perturb
+    inject = dict(reversed(item.split(":", 1)) for item in os.environ.get("SUNRISE_SWEEP_INJECT", "").split(",")
+                  if ":" in item)
     for key, dtype_name in tasks:
         emit(start=[key, dtype_name])
         t0 = time.monotonic()
+        fault = inject.get(key)
+        _perturb = fault == "wrong"
+        if fault == "crash":
+            import signal
+
+            os.kill(os.getpid(), signal.SIGSEGV)
+        elif fault == "hang":
+            time.sleep(1e6)
+        elif fault == "exit":
+            os._exit(7)
         try:
             rec = run_one(ops[key], key, dtype_name, limit)
         except Exception as e:  # noqa: BLE001
@@ -494,12 +538,23 @@ class Slot:
     fd: int = -1
     buf: bytes = b""
     current: tuple | None = None
+    sample: list | None = None
+    phase: str = ""
     deadline: float = 0.0
     stderr_path: str = ""
     task_file: str = ""
     started_any: bool = False
     failures_without_progress: int = 0
     batch: list = field(default_factory=list)
+
+
+def signal_name(num: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return "?"
 
 
 def list_tasks(dtypes: Iterable[str], ops_filter: list[str] | None, max_ops: int | None,
@@ -618,7 +673,8 @@ def run_sweep(
         fatal = [i for i, ln in enumerate(lines) if ln.startswith("Fatal Python error")]
         if fatal:  # faulthandler: the error and the innermost Python frames
             i = fatal[-1]
-            frames = [ln for ln in lines[i + 1:] if ln.startswith("File ")][:2]
+            frames = [re.sub(r'File "[^"]*/((site-packages/)?[^/"]+/[^/"]+)"', r"\1", ln)
+                      for ln in lines[i + 1:] if ln.startswith("File ")][:2]
             return one_line(" | ".join([lines[i]] + frames), 300)
         lines = [ln for ln in lines if "Warning" not in ln]
         return one_line(" | ".join(lines[-3:]), 300)
@@ -637,10 +693,15 @@ def run_sweep(
             key, d = slot.current
             slot.tasks.popleft()
             if why == "timeout":
-                reason = f"no result within {timeout:g} s; worker killed"
+                reason = f"no result within {timeout:g} s (during the {slot.phase}); worker killed"
             else:
-                reason = f"worker died (exit {rc}{', signal ' + str(-rc) if rc < 0 else ''}): {stderr_tail(slot)}"
-            note({"op": key, "dtype": d, "outcome": why, "reason": reason})
+                died = f"killed by signal {-rc} ({signal_name(-rc)})" if rc < 0 else f"exited with {rc}"
+                reason = f"worker {died} during the {slot.phase}: {stderr_tail(slot)}"
+            rec = {"op": key, "dtype": d, "outcome": why, "reason": reason}
+            if slot.sample:
+                rec["reason"] = f"sample {slot.sample[0]}: {reason}"
+                rec["sample"] = slot.sample[1]
+            note(rec)
             slot.failures_without_progress = 0
         elif slot.tasks and slot.proc.returncode not in (0, 3):
             slot.failures_without_progress += 1
@@ -667,8 +728,13 @@ def run_sweep(
             while b"\n" in slot.buf:
                 line, slot.buf = slot.buf.split(b"\n", 1)
                 msg = json.loads(line)
-                if "start" in msg:
+                if "phase" in msg:
+                    slot.phase = msg["phase"]
+                    if "sample" in msg:
+                        slot.sample = msg["sample"]
+                elif "start" in msg:
                     slot.current = tuple(msg["start"])
+                    slot.sample, slot.phase = None, "sample generation"
                     slot.deadline = time.monotonic() + timeout
                 elif "done" in msg:
                     rec = msg["done"]
@@ -728,6 +794,47 @@ _NORMALIZE = [
 ]
 
 
+# Diagnoses of recurring failures, matched against "op [dtype] outcome: reason". They only
+# show in the report while the failure they describe occurs.
+KNOWN_CAUSES = (
+    (r"convolution_overrideable not implemented",
+     "PrivateUse1 convolutions dispatch to `aten::convolution_overrideable` (ConvBackend::Overrideable), "
+     "which has no CPU kernel for the boxed fallback to run. Needs sunrise registrations of "
+     "`convolution_overrideable` / `convolution_backward_overrideable` (e.g. running `at::_convolution` / "
+     "`at::convolution_backward` on CPU views)."),
+    (r"^(fft\.(i?hfft|ifft)\w*) .*SIGSEGV",
+     "Materializing a sunrise tensor with the conj or neg bit set (ifft/hfft of real input return lazy "
+     "`conj()` views) overflows the stack: the Conjugate/Negative math-bit fallbacks intercept "
+     "`aten::_copy_from`, resolve the bit with `clone()` -> `copy_` -> `_copy_from` -> ... forever. Registering "
+     "`_copy_from` (and `_copy_from_and_resize`) as fallthrough for the Conjugate and Negative keys fixes it; "
+     "the sunrise copy kernel already honours the bits. Repro: "
+     "`torch._neg_view(torch.ones(2, device='sunrise')).cpu()`."),
+    (r"^(nn\.functional\.layer_norm|native_layer_norm|nn\.functional\.group_norm|native_group_norm|addr) "
+     r"\[bfloat16\] mismatch",
+     "On sunrise these ops run their CompositeExplicitAutograd decomposition (`math_native_layer_norm` -> "
+     "`native_batch_norm` + `addcmul`, `math_group_norm`, `math_addr`), which the dispatcher prefers over the "
+     "boxed CPU fallback; the decomposition rounds intermediates to bfloat16 where the CPU kernel accumulates "
+     "in float. Registering these ops for PrivateUse1 to the CPU fallback (or a native kernel) would match CPU."),
+    (r"^nn\.functional\.scaled_dot_product_attention \[bfloat16\] mismatch",
+     "On sunrise SDPA takes the math path (`bmm` + `_softmax` in bfloat16, through the fallback) where CPU runs "
+     "its fused flash-attention kernel with float accumulation."),
+    (r"^nn\.functional\.linear_cross_entropy\S* \[bfloat16\] mismatch",
+     "By design in PyTorch: `LinearCrossEntropyOptions` resolves `acc_policy='auto'` per device type "
+     "(`accurate` on cpu, `compact` elsewhere), so a non-CPU device accumulates differently."),
+    (r"Cannot access storage of SparseTensorImpl|SparseCsrsunrise|Sparsesunrise",
+     "Sparse layouts are not supported on sunrise: the fallback cannot wrap a sparse CPU result "
+     "(it looks up its storage) and there are no SparseCsrPrivateUse1 kernels."),
+)
+
+
+def diagnosis_of(rec: dict) -> str:
+    text = f"{rec['op']} [{rec['dtype']}] {rec['outcome']}: {rec.get('reason', '')}"
+    for pattern, diagnosis in KNOWN_CAUSES:
+        if re.search(pattern, text):
+            return diagnosis
+    return ""
+
+
 def cause_of(rec: dict) -> str:
     reason = rec.get("reason", "")
     if rec["outcome"] == "mismatch":
@@ -767,6 +874,22 @@ def print_summary(result: dict, file=sys.stdout) -> dict:
     return s
 
 
+def samples_text(limit) -> str:
+    return f"its first {limit}" if limit and limit > 0 else "all its"
+
+
+def git_revision() -> str:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"commit {rev}" + (" with local changes" if dirty else "") if rev else "unknown"
+
+
 def md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ").replace("`", "'")
 
@@ -789,8 +912,8 @@ def write_report(result: dict, path: str, command: str) -> None:
     L.append(f"```\n{command}\n```\n")
     L.append(
         "Every OpInfo in `torch.testing._internal.common_methods_invocations.op_db`, for each dtype it "
-        "supports on CPU, runs its first "
-        f"{result['config']['limit_samples']} sample inputs (generated on CPU with a fixed per-op seed) on CPU "
+        "supports on CPU, runs "
+        f"{samples_text(result['config']['limit_samples'])} sample inputs (generated on CPU with a fixed per-op seed) on CPU "
         "and on sunrise (samples copied with their exact strides, offsets and storage sharing), and compares "
         "the results with `torch.testing.assert_close(equal_nan=True)` (OpInfo tolerance overrides where "
         "present, else the default per-dtype tolerances; exact for integer and bool). Result tensors must be "
@@ -801,6 +924,7 @@ def write_report(result: dict, path: str, command: str) -> None:
     L.append(f"- Date: {datetime.date.today().isoformat()}; torch {torch_version}; Python "
              f"{platform.python_version()}; {os.cpu_count()} CPUs; {result['config']['workers']} worker(s), "
              f"{result['config']['threads']} thread(s) each")
+    L.append(f"- Source: {git_revision()}")
     L.append(f"- Wall time: {result['seconds']:.0f} s ({result['seconds'] / 60:.1f} min)")
     L.append(f"- OpInfos: {s['ops']}; (op, dtype) pairs run: {s['counted']}; skipped: {s['overall']['skip']}\n")
     L.append("## Summary\n")
@@ -835,6 +959,17 @@ def write_report(result: dict, path: str, command: str) -> None:
             ex = ", ".join(f"`{r['op']}`[{r['dtype']}]" for r in rs[:4]) + (" ..." if len(rs) > 4 else "")
             L.append(f"| {len(rs)} | {md_escape(cause)} | {ex} |")
         L.append("")
+        diagnosed = collections.defaultdict(list)
+        for r in bad:
+            dx = diagnosis_of(r)
+            if dx:
+                diagnosed[dx].append(r)
+        if diagnosed:
+            L.append("### Diagnoses\n")
+            for dx, rs in sorted(diagnosed.items(), key=lambda kv: -len(kv[1])):
+                ops = sorted({r["op"] for r in rs})
+                L.append(f"- **{len(rs)} pairs** ({', '.join(f'`{o}`' for o in ops)}): {dx}")
+            L.append("")
         L.append("## Everything that does not agree\n")
         L.append("`sample` is the first failing sample: input, args and kwargs as `T[shape]:dtype` "
                  "(plus `/stride`, `/off` and values for small tensors).\n")
@@ -852,6 +987,21 @@ def write_report(result: dict, path: str, command: str) -> None:
         for r in gen_skips:
             L.append(f"- `{r['op']}` [{r['dtype']}]: {md_escape(r.get('reason', ''))}")
         L.append("")
+    vacuous = sorted((r for r in recs if r["outcome"] == "agree" and r.get("samples")
+                      and r.get("cpu_raised") == r.get("samples")), key=lambda r: (r["op"], r["dtype"]))
+    if vacuous:
+        L.append("## Agreeing only because both sides raise\n")
+        L.append("CPU raised on every sample (e.g. CUDA-only ops) and sunrise raised too; counted as agreement.\n")
+        by_op = collections.defaultdict(list)
+        for r in vacuous:
+            by_op[r["op"]].append(r["dtype"])
+        L.append(", ".join(f"`{o}` ({', '.join(ds)})" for o, ds in by_op.items()) + "\n")
+    kept = sorted({r["op"] for r in recs if r.get("kept_on_cpu")})
+    if kept:
+        L.append("## Sample tensors kept on the CPU\n")
+        L.append("Tensors that `sample_inputs` creates on the CPU whatever the device (found by generating the "
+                 "samples for device `meta`) stay on the CPU, as in PyTorch's CUDA OpInfo tests: "
+                 + ", ".join(f"`{o}`" for o in kept) + "\n")
     meta = sorted({r["op"] for r in recs if r.get("metadata_only")})
     if meta:
         L.append("## Compared on shape and dtype only (random or uninitialized outputs)\n")
@@ -868,7 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", default=None,
                    help="comma-separated substrings of OpInfo names (name.variant); '=name' matches exactly")
     p.add_argument("--quick", action="store_true", help="only the representative subset used by the pytest")
-    p.add_argument("--limit-samples", type=int, default=4, help="samples per (op, dtype) (default: %(default)s)")
+    p.add_argument("--limit-samples", type=int, default=4, help="samples per (op, dtype), 0 for all (default: %(default)s)")
     p.add_argument("--max-ops", type=int, default=None, help="only the first N OpInfos (after --ops)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per (op, dtype) (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="worker processes, 1 or 2 (default: %(default)s)")
@@ -895,7 +1045,15 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump({**result, "summary": summary}, f, indent=1)
     if args.report:
-        cmd = "python -m tests.opinfo.sweep " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
+        given = list(argv if argv is not None else sys.argv[1:])
+        shown = []
+        for a in given:  # the report shows how to regenerate it, not where the JSON went
+            if shown and shown[-1] == "--json":
+                shown.pop()
+                continue
+            if not a.startswith("--json="):
+                shown.append(a)
+        cmd = "python -m tests.opinfo.sweep " + " ".join(shown)
         write_report(result, args.report, cmd.strip())
         print(f"report written to {args.report}")
     return 0 if summary["overall"]["crash"] == 0 else 1

@@ -20,6 +20,11 @@ std::vector<srEvent*>& free_events() {
   return v;
 }
 
+HandleRegistry<srEvent>& event_registry() {
+  static auto& r = *std::make_unique<HandleRegistry<srEvent>>().release();
+  return r;
+}
+
 struct RecordedPoint {
   srStream* stream = nullptr;
   uint64_t seq = 0;
@@ -39,6 +44,8 @@ bool reached(const RecordedPoint& p) {
 
 srError_t check_event(srEvent_t event) {
   if (event == nullptr) return fail(srErrorInvalidResourceHandle, "event handle is NULL");
+  if (!event_registry().contains(event))
+    return fail(srErrorInvalidResourceHandle, "event handle was not created by this runtime");
   if (!event->valid()) return fail(srErrorInvalidResourceHandle, "event handle was destroyed");
   return srSuccess;
 }
@@ -79,6 +86,7 @@ srError_t srEventCreateWithFlags(srEvent_t* event, unsigned flags) {
   } else {
     all_events().push_back(std::make_unique<srEvent>());
     e = all_events().back().get();
+    event_registry().add(e);
   }
   e->flags = flags;
   e->magic.store(srEvent::kLive, std::memory_order_release);

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 namespace sunrise_rt {
@@ -215,6 +216,35 @@ struct srEvent {
 };
 
 namespace sunrise_rt {
+
+// Handles are validated against every object the runtime ever created (their
+// memory is never returned), so a garbage pointer is rejected, not read. A
+// few recently validated handles are cached per thread: the hot path is a
+// pointer compare.
+template <typename T>
+class HandleRegistry {
+ public:
+  void add(const T* p) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    known_.insert(p);
+  }
+  bool contains(const T* p) {
+    thread_local const T* cache[4] = {nullptr, nullptr, nullptr, nullptr};
+    thread_local unsigned next = 0;
+    for (const T* c : cache)
+      if (c == p) return true;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (known_.count(p) == 0) return false;
+    }
+    cache[next++ & 3u] = p;
+    return true;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_set<const T*> known_;
+};
 
 srError_t check_stream(srStream_t stream);
 srError_t check_event(srEvent_t event);

@@ -25,6 +25,11 @@ std::vector<std::unique_ptr<srStream>>& all_streams() {
   return v;
 }
 
+HandleRegistry<srStream>& stream_registry() {
+  static auto& r = *std::make_unique<HandleRegistry<srStream>>().release();
+  return r;
+}
+
 constexpr size_t kInitialRing = 64;
 
 void execute(srStream* s, Task& t) {
@@ -121,6 +126,8 @@ srError_t check_stream(srStream_t stream) {
   if (stream == nullptr)
     return fail(srErrorInvalidResourceHandle,
                 "stream handle is NULL; sunrise_rt has no implicit null stream, use srDeviceGetDefaultStream");
+  if (!stream_registry().contains(stream))
+    return fail(srErrorInvalidResourceHandle, "stream handle was not created by this runtime");
   if (!stream->valid()) return fail(srErrorInvalidResourceHandle, "stream handle was destroyed");
   return srSuccess;
 }
@@ -137,6 +144,7 @@ srError_t create_stream(Device* dev, int priority, unsigned flags, bool is_defau
     std::lock_guard<std::mutex> lock(g_graveyard_mutex);
     all_streams().push_back(std::move(s));
   }
+  stream_registry().add(raw);
   {
     std::lock_guard<std::mutex> lock(dev->streams_mutex);
     dev->live_streams.push_back(raw);
