@@ -54,7 +54,7 @@ def test_sweep_catches_crashes_hangs_and_wrong_results(monkeypatch):
 
 
 @pytest.mark.skipif(os.environ.get("SUNRISE_FULL_SWEEP") != "1",
-                    reason="the full op_db sweep takes minutes; set SUNRISE_FULL_SWEEP=1 to run it")
+                    reason="the full op_db sweep (~2000 op/dtype pairs) is slow; set SUNRISE_FULL_SWEEP=1 to run it")
 def test_opinfo_sweep_full():
     workers = int(os.environ.get("SUNRISE_SWEEP_WORKERS", "1"))
     result = sweep.run_sweep(limit_samples=4, timeout=60, workers=workers, progress=False)

@@ -17,6 +17,7 @@ def _autoload() -> None:
     """
 
 
+import atexit
 import sys
 import warnings
 
@@ -102,5 +103,18 @@ def get_fallback_mode() -> str:
     return _C._get_fallback_mode()
 
 
+def _drain_devices_at_exit() -> None:
+    # Queued device work may reference tensors; let it finish before the
+    # interpreter tears torch down underneath the device threads.
+    if not _sunrise_module.is_initialized():
+        return
+    for index in range(_C._device_count()):
+        try:
+            _C._synchronize(index)
+        except Exception:  # an error nobody will read any more
+            pass
+
+
 if _C is not None:
     _register()
+    atexit.register(_drain_devices_at_exit)

@@ -86,6 +86,8 @@ struct DeviceCheck {
   }
   void tensor(const at::Tensor& t, bool is_index) {
     if (!t.defined()) return;
+    TORCH_CHECK_NOT_IMPLEMENTED(t.layout() == c10::Layout::Strided, *op_name, ": sunrise supports strided (dense) "
+                                "tensors only, got layout ", t.layout());
     if (t.device().is_privateuseone()) {
       sunrise(t);
     } else {
@@ -259,6 +261,17 @@ void reset_fallback_stats() {
 
 TORCH_LIBRARY_IMPL(_, PrivateUse1, m) {
   m.fallback(torch::CppFunction::makeFromBoxedFunction<&sunrise_cpu_fallback>());
+}
+
+// Ops that have a generic decomposition (CompositeExplicitAutograd), which
+// would win over the backend fallback. Their decompositions round
+// intermediates to the input dtype (bfloat16), where the CPU kernels keep
+// float32, so they are sent to the CPU kernel explicitly until they get
+// native kernels.
+TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
+  for (const char* op : {"native_layer_norm", "native_group_norm", "addr", "addr.out"}) {
+    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&sunrise_cpu_fallback>());
+  }
 }
 
 }  // namespace torch_sunrise::aten

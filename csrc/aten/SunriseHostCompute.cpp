@@ -48,6 +48,9 @@ at::Tensor HostCompute::in(const at::Tensor& t) {
 
 at::Tensor HostCompute::out(const at::Tensor& cpu) {
   if (!cpu.defined()) return cpu;
+  TORCH_CHECK_NOT_IMPLEMENTED(cpu.layout() == c10::Layout::Strided,
+                              "sunrise supports strided (dense) tensors only; this op produced a ", cpu.layout(),
+                              " tensor. Keep sparse work on the CPU.");
   for (const auto& [impl, dev] : passed_) {
     if (impl == cpu.unsafeGetTensorImpl()) return dev;
   }

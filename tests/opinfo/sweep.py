@@ -256,6 +256,37 @@ class Mover:
         return obj
 
 
+def clone_tree(obj: Any) -> Any:
+    torch = _torch()
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(clone_tree(x) for x in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(clone_tree(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: clone_tree(v) for k, v in obj.items()}
+    return obj
+
+
+def seeded_op_detector():
+    """A dispatch mode that records the first ATen op tagged nondeterministic_seeded (bernoulli,
+    native_dropout, rand, ...) run under it: such a sample is random even when the OpInfo fixes
+    the seed (wrapper_set_seed), because sunrise has its own generator, as CUDA does."""
+    torch = _torch()
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Detector(TorchDispatchMode):
+        hit = None
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if self.hit is None and torch.Tag.nondeterministic_seeded in func.tags:
+                self.hit = func.name()
+            return func(*args, **(kwargs or {}))
+
+    return Detector()
+
+
 def to_cpu(obj: Any) -> Any:
     torch = _torch()
     if isinstance(obj, torch.Tensor):
@@ -409,13 +440,32 @@ def run_one(op, key: str, dtype_name: str, limit: int) -> dict:
             rec.update(outcome="error", reason=f"sample {i}: moving the sample to {DEVICE}: {exc_line(e)}",
                        sample=desc, traceback=traceback.format_exc(limit=-6))
             break
+        probe = None if metadata_only else clone_tree(sample_tree(sample))
         phase(phase="CPU run")
+        torch.manual_seed(seed)
         try:
             expected = op(sample.input, *sample.args, **sample.kwargs)
             cpu_exc = None
         except Exception as e:  # noqa: BLE001
             expected, cpu_exc = None, e
+        # A sample is random (e.g. dropout_p > 0) if it runs a seeded-random ATen op (found by
+        # running it again on a copy, under a dispatch mode); compared on metadata only.
+        # (Comparing two CPU runs with different seeds is no test: the copy has another memory
+        # layout, which changes LAPACK and as_strided results, and OpInfos may fix the seed.)
+        sample_random = metadata_only
+        if probe is not None and cpu_exc is None:
+            detector = seeded_op_detector()
+            try:
+                with detector:
+                    op(probe["input"], *probe["args"], **probe["kwargs"])
+            except Exception:  # noqa: BLE001
+                pass
+            sample_random = detector.hit is not None
+            if sample_random:
+                rec["random_samples"] = rec.get("random_samples", 0) + 1
+                rec["random_op"] = detector.hit
         phase(phase="sunrise run")
+        torch.manual_seed(seed)
         try:
             actual = op(dev_input, *dev_args, **dev_kwargs)
             if _perturb:
@@ -428,7 +478,8 @@ def run_one(op, key: str, dtype_name: str, limit: int) -> dict:
         if cpu_exc is not None:
             cpu_raised += 1
             if dev_exc is None:
-                rec.update(outcome="mismatch", reason=f"sample {i}: CPU raised ({exc_line(cpu_exc)}) but {DEVICE} did not",
+                rec.update(outcome="mismatch",
+                           reason=f"sample {i}: CPU raised ({exc_line(cpu_exc)}) but {DEVICE} did not",
                            sample=desc)
                 break
             continue
@@ -438,8 +489,8 @@ def run_one(op, key: str, dtype_name: str, limit: int) -> dict:
         phase(phase="comparison (copying sunrise results to CPU)")
         try:
             # A sample with nothing on sunrise (e.g. torch.arange(2)) rightly returns CPU tensors.
-            reason = compare(expected, actual, tol, metadata_only, check_device=mover.placed > 0)
-            if reason is None and not metadata_only:
+            reason = compare(expected, actual, tol, sample_random, check_device=mover.placed > 0)
+            if reason is None and not sample_random:
                 # In-place ops and out= arguments: the sample itself must agree afterwards.
                 reason = compare([t for _, t in tensors_of([sample.input, sample.args, sample.kwargs])],
                                  [t for _, t in tensors_of([dev_input, dev_args, dev_kwargs])], tol, False,
@@ -643,7 +694,9 @@ def run_sweep(
         counts[rec["outcome"]] += 1
         if progress and (rec["outcome"] not in ("agree", "skip") or done_count % 50 == 0 or done_count == total):
             el = time.monotonic() - t_start
-            extra = "" if rec["outcome"] in ("agree", "skip") else f" {rec['outcome']}: {rec['op']} {rec['dtype']}: {one_line(rec.get('reason', ''), 160)}"
+            extra = ""
+            if rec["outcome"] not in ("agree", "skip"):
+                extra = f" {rec['outcome']}: {rec['op']} {rec['dtype']}: {one_line(rec.get('reason', ''), 160)}"
             print(f"[{done_count}/{total} {el:6.0f}s {dict(counts)}]{extra}", file=log, flush=True)
 
     def start(slot: Slot, n: int):
@@ -913,7 +966,8 @@ def write_report(result: dict, path: str, command: str) -> None:
     L.append(
         "Every OpInfo in `torch.testing._internal.common_methods_invocations.op_db`, for each dtype it "
         "supports on CPU, runs "
-        f"{samples_text(result['config']['limit_samples'])} sample inputs (generated on CPU with a fixed per-op seed) on CPU "
+        f"{samples_text(result['config']['limit_samples'])} sample inputs "
+        "(generated on CPU with a fixed per-op seed) on CPU "
         "and on sunrise (samples copied with their exact strides, offsets and storage sharing), and compares "
         "the results with `torch.testing.assert_close(equal_nan=True)` (OpInfo tolerance overrides where "
         "present, else the default per-dtype tolerances; exact for integer and bool). Result tensors must be "
@@ -1006,6 +1060,11 @@ def write_report(result: dict, path: str, command: str) -> None:
     if meta:
         L.append("## Compared on shape and dtype only (random or uninitialized outputs)\n")
         L.append(", ".join(f"`{m}`" for m in meta) + "\n")
+    rnd = sorted({r["op"] for r in recs if r.get("random_samples") and not r.get("metadata_only")})
+    if rnd:
+        L.append("Also compared on shape and dtype only, for the samples that run a seeded random ATen op "
+                 "(e.g. `dropout_p > 0`; sunrise has its own generator, as CUDA does): "
+                 + ", ".join(f"`{m}`" for m in rnd) + "\n")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write("\n".join(L))
@@ -1018,7 +1077,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", default=None,
                    help="comma-separated substrings of OpInfo names (name.variant); '=name' matches exactly")
     p.add_argument("--quick", action="store_true", help="only the representative subset used by the pytest")
-    p.add_argument("--limit-samples", type=int, default=4, help="samples per (op, dtype), 0 for all (default: %(default)s)")
+    p.add_argument("--limit-samples", type=int, default=4,
+                   help="samples per (op, dtype), 0 for all (default: %(default)s)")
     p.add_argument("--max-ops", type=int, default=None, help="only the first N OpInfos (after --ops)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per (op, dtype) (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="worker processes, 1 or 2 (default: %(default)s)")
