@@ -1,0 +1,200 @@
+"""Device RNG: Philox kernels, reproducibility, generator state, distributions.
+
+Random values cannot equal CPU's (different generators, as on CUDA), so each
+distribution is compared with CPU's through its statistics, and every op is
+checked to run on the device (no CPU fallback) and to repeat after re-seeding.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+import torch_sunrise
+
+N = 200_000
+
+
+@pytest.fixture(autouse=True)
+def _no_fallback():
+    torch_sunrise.reset_fallback_stats()
+    yield
+
+
+def _assert_native(*ops: str) -> None:
+    stats = torch_sunrise.fallback_stats()
+    for op in ops:
+        assert not any(name.startswith(op) for name in stats), f"{op} fell back to the CPU: {stats}"
+
+
+def _moments(t: torch.Tensor) -> torch.Tensor:
+    t = t.double().flatten()
+    return torch.stack([t.mean(), t.std(), t.min(), t.max()])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_uniform_matches_cpu_distribution(dtype: torch.dtype) -> None:
+    dev = torch.empty(N, dtype=dtype, device="sunrise").uniform_(-2.0, 3.0).cpu()
+    cpu = torch.empty(N, dtype=dtype).uniform_(-2.0, 3.0)
+    assert dev.dtype == dtype
+    assert dev.min() >= -2.0 and dev.max() < 3.0
+    assert_close(_moments(dev), _moments(cpu), atol=0.05, rtol=0.02)
+    _assert_native("aten::uniform_")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_normal_matches_cpu_distribution(dtype: torch.dtype) -> None:
+    dev = torch.empty(N, dtype=dtype, device="sunrise").normal_(1.5, 2.0).cpu()
+    cpu = torch.empty(N, dtype=dtype).normal_(1.5, 2.0)
+    assert_close(_moments(dev)[:2], _moments(cpu)[:2], atol=0.03, rtol=0.02)
+    # Tails: about 0.27% of a normal lies beyond 3 standard deviations.
+    tail = ((dev.double() - 1.5).abs() > 6.0).double().mean()
+    assert_close(tail, ((cpu.double() - 1.5).abs() > 6.0).double().mean(), atol=1.5e-3, rtol=0)
+    _assert_native("aten::normal_")
+
+
+def test_factories_rand_randn_randint_run_on_device() -> None:
+    a = torch.rand(3, 4, device="sunrise")
+    b = torch.randn(3, 4, device="sunrise", dtype=torch.float64)
+    c = torch.randint(5, 9, (1000,), device="sunrise")
+    assert a.device.type == b.device.type == c.device.type == "sunrise"
+    counts = torch.bincount(c.cpu(), minlength=9)[5:]
+    assert counts.sum() == 1000 and (counts > 150).all()
+    assert c.min() >= 5 and c.max() < 9
+    _assert_native("aten::uniform_", "aten::normal_", "aten::random_")
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool, torch.float32, torch.bfloat16])
+def test_random_default_range_matches_cpu(dtype: torch.dtype) -> None:
+    dev = torch.empty(20_000, dtype=dtype, device="sunrise").random_().cpu()
+    cpu = torch.empty(20_000, dtype=dtype).random_()
+    assert dev.min() >= 0
+    # Both cover the same range: compare the maxima's order of magnitude.
+    assert_close(dev.double().max().log2(), cpu.double().max().log2(), atol=0.2, rtol=0)
+    assert torch.empty(2, dtype=dtype, device="sunrise").random_(0, 2).cpu().le(1).all()
+
+
+def test_random_argument_errors_match_cpu() -> None:
+    for make in (lambda d: torch.empty(3, device=d).random_(5, 2), lambda d: torch.empty(3, device=d).uniform_(2, 1),
+                 lambda d: torch.empty(3, device=d).normal_(0, -1), lambda d: torch.empty(3, device=d).bernoulli_(1.5)):
+        with pytest.raises(RuntimeError):
+            make("cpu")
+        with pytest.raises(RuntimeError):
+            make("sunrise")
+
+
+def test_bernoulli_scalar_and_tensor_probabilities() -> None:
+    assert_close(torch.empty(N, device="sunrise").bernoulli_(0.3).mean().cpu(), torch.tensor(0.3), atol=0.01, rtol=0)
+    p = torch.linspace(0, 1, 5).repeat(20_000)
+    dev = torch.bernoulli(p.sunrise()).cpu()
+    cpu = torch.bernoulli(p)
+    assert_close(dev.view(-1, 5).mean(0), cpu.view(-1, 5).mean(0), atol=0.02, rtol=0)
+    # p broadcast against a non-contiguous output.
+    out = torch.empty(5, 4000, device="sunrise").t()
+    out.bernoulli_(torch.linspace(0, 1, 5, device="sunrise"))
+    assert_close(out.mean(0).cpu(), torch.linspace(0, 1, 5), atol=0.03, rtol=0)
+    _assert_native("aten::bernoulli")
+
+
+def test_multinomial_with_and_without_replacement() -> None:
+    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3], [1.0, 1.0, 0.0, 2.0]])
+    dev = torch.multinomial(probs.sunrise(), 20_000, replacement=True).cpu()
+    cpu = torch.multinomial(probs, 20_000, replacement=True)
+    for row in range(2):
+        assert_close(torch.bincount(dev[row], minlength=4) / 20_000.0, torch.bincount(cpu[row], minlength=4) / 20_000.0,
+                     atol=0.02, rtol=0)
+    picks = torch.multinomial(probs.sunrise(), 3).cpu()
+    for row in range(2):
+        assert len(set(picks[row].tolist())) == 3
+        assert all(probs[row, k] > 0 for k in picks[row].tolist())
+    assert torch.multinomial(torch.ones(5, device="sunrise"), 5).sort().values.cpu().tolist() == [0, 1, 2, 3, 4]
+    _assert_native("aten::multinomial")
+
+
+def test_randperm_is_a_permutation() -> None:
+    for n in (0, 1, 7, 1000):
+        p = torch.randperm(n, device="sunrise").cpu()
+        assert p.dtype == torch.int64
+        assert_close(p.sort().values, torch.arange(n))
+    _assert_native("aten::randperm")
+
+
+def test_manual_seed_reproduces_every_op() -> None:
+    def draw() -> list[torch.Tensor]:
+        return [
+            torch.randn(1000, device="sunrise"),
+            torch.rand(10, 10, device="sunrise"),
+            torch.randint(0, 100, (50,), device="sunrise"),
+            torch.bernoulli(torch.full((100,), 0.5, device="sunrise")),
+            torch.multinomial(torch.ones(10, device="sunrise"), 5),
+            torch.randperm(20, device="sunrise"),
+            torch.nn.functional.dropout(torch.ones(100, device="sunrise"), 0.5),
+        ]
+
+    torch.manual_seed(1234)
+    first = [t.cpu() for t in draw()]
+    torch.manual_seed(1234)
+    second = [t.cpu() for t in draw()]
+    for a, b in zip(first, second):
+        assert_close(a, b, rtol=0, atol=0)
+    torch.manual_seed(4321)
+    assert not torch.equal(draw()[0].cpu(), first[0])
+
+
+def test_results_do_not_depend_on_block_scheduling() -> None:
+    torch.sunrise.manual_seed(7)
+    big = torch.randn(3 * 65536 + 5, device="sunrise").cpu()  # several blocks run concurrently
+    torch.sunrise.manual_seed(7)
+    again = torch.randn(3 * 65536 + 5, device="sunrise").cpu()
+    assert_close(big, again, rtol=0, atol=0)
+
+
+def test_generator_objects_and_state_round_trip() -> None:
+    g = torch.Generator(device="sunrise")
+    assert g.device == torch.device("sunrise", 0)
+    g.manual_seed(99)
+    a = torch.randn(8, device="sunrise", generator=g).cpu()
+    state = g.get_state()
+    b = torch.randn(8, device="sunrise", generator=g).cpu()
+    g.set_state(state)
+    assert_close(torch.randn(8, device="sunrise", generator=g).cpu(), b, rtol=0, atol=0)
+    g.manual_seed(99)
+    assert_close(torch.randn(8, device="sunrise", generator=g).cpu(), a, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="generator"):
+        torch.randn(3, device="sunrise", generator=torch.Generator())  # a CPU generator
+
+
+def test_device_rng_state_api() -> None:
+    torch.sunrise.manual_seed_all(5)
+    assert torch.sunrise.initial_seed() == 5
+    states = torch.sunrise.get_rng_state_all()
+    x = [torch.rand(4, device=f"sunrise:{i}").cpu() for i in range(torch.sunrise.device_count())]
+    torch.sunrise.set_rng_state_all(states)
+    y = [torch.rand(4, device=f"sunrise:{i}").cpu() for i in range(torch.sunrise.device_count())]
+    for a, b in zip(x, y):
+        assert_close(a, b, rtol=0, atol=0)
+    assert len(torch.sunrise.default_generators) == torch.sunrise.device_count()
+    torch.sunrise.seed()
+    torch.sunrise.seed_all()
+    assert torch.sunrise.initial_seed() != 5
+
+
+def test_fork_rng_restores_the_device_stream() -> None:
+    torch.sunrise.manual_seed(3)
+    with torch.random.fork_rng(device_type="sunrise"):
+        inside = torch.rand(4, device="sunrise").cpu()
+    outside = torch.rand(4, device="sunrise").cpu()
+    assert_close(inside, outside, rtol=0, atol=0)
+
+
+def test_dropout_uses_the_device_generator() -> None:
+    x = torch.ones(10_000, device="sunrise")
+    torch.sunrise.manual_seed(11)
+    a = torch.nn.functional.dropout(x, 0.25).cpu()
+    torch.sunrise.manual_seed(11)
+    b = torch.nn.functional.dropout(x, 0.25).cpu()
+    assert_close(a, b, rtol=0, atol=0)
+    assert_close((a == 0).double().mean(), torch.tensor(0.25, dtype=torch.float64), atol=0.02, rtol=0)
+    assert_close(a.max(), torch.tensor(1 / 0.75))
+    _assert_native("aten::native_dropout", "aten::bernoulli")
