@@ -55,6 +55,19 @@ void SunriseGuardImpl::synchronizeDevice(const c10::DeviceIndex device_index) co
 
 c10::DeviceIndex SunriseGuardImpl::deviceCount() const noexcept { return device_count(); }
 
+c10::DeviceCapability SunriseGuardImpl::getDeviceCapability(c10::Device d) const {
+  check_device_index(d.has_index() ? d.index() : current_device());
+  // Every dtype the CPU computes with; quantized tensors have no sunrise backend.
+  c10::DeviceCapability cap;
+  auto& types = cap.capability_data.supported_scalar_types;
+  types.has_QInt8 = false;
+  types.has_QUInt8 = false;
+  types.has_QInt32 = false;
+  types.has_QUInt4x2 = false;
+  types.has_QUInt2x4 = false;
+  return cap;
+}
+
 void SunriseGuardImpl::destroyEvent(void* event, const c10::DeviceIndex /*device_index*/) const noexcept {
   if (event == nullptr) return;
   SUNRISE_WARN(srEventDestroy(static_cast<srEvent_t>(event)));

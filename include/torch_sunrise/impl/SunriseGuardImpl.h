@@ -3,6 +3,7 @@
 // SunriseGuardImpl.cpp; used directly by the inline guards in SunriseGuard.h.
 #pragma once
 
+#include <c10/core/DeviceCapability.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
 namespace torch_sunrise::impl {
@@ -29,6 +30,7 @@ struct SunriseGuardImpl final : public c10::impl::DeviceGuardImplInterface {
   void synchronizeStream(const c10::Stream& stream) const override;
   void synchronizeDevice(const c10::DeviceIndex device_index) const override;
   c10::DeviceIndex deviceCount() const noexcept override;
+  c10::DeviceCapability getDeviceCapability(c10::Device d) const override;
 
   void destroyEvent(void* event, const c10::DeviceIndex device_index) const noexcept override;
   void record(void** event, const c10::Stream& stream, const c10::DeviceIndex device_index,
