@@ -98,9 +98,9 @@ def pending_device_errors() -> list[str]:
 def _no_pending_device_errors() -> Iterator[None]:
     yield
     errors = pending_device_errors()
-    torch.sunrise.set_device(0)
     for index in range(torch.sunrise.device_count()):
-        torch.sunrise.set_stream(torch.sunrise.default_stream(index))
+        torch.sunrise.set_stream(torch.sunrise.default_stream(index))  # also sets the device
+    torch.sunrise.set_device(0)
     if errors:
         pytest.fail("the test left pending device errors:\n" + "\n".join(errors), pytrace=False)
 

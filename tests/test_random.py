@@ -182,7 +182,7 @@ def test_device_rng_state_api() -> None:
 
 def test_fork_rng_restores_the_device_stream() -> None:
     torch.sunrise.manual_seed(3)
-    with torch.random.fork_rng(device_type="sunrise"):
+    with torch.random.fork_rng(devices=[0], device_type="sunrise"):
         inside = torch.rand(4, device="sunrise").cpu()
     outside = torch.rand(4, device="sunrise").cpu()
     assert_close(inside, outside, rtol=0, atol=0)

@@ -169,6 +169,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("_init", [] {
     torch::utils::register_fork_handler_for_device_init(at::kPrivateUse1);
     at::globalContext().lazyInitDevice(c10::DeviceType::PrivateUse1);
+    // torch's own "initialized" flag (checked by e.g. empty_host_cache).
+    torch::utils::set_requires_device_init(at::kPrivateUse1, false);
   });
   m.def("_is_in_bad_fork", [] { return torch::utils::is_device_in_bad_fork(at::kPrivateUse1); });
 
@@ -217,6 +219,7 @@ PYBIND11_MODULE(_C, m) {
     SUNRISE_CHECK(srEventElapsedTime(&ms, reinterpret_cast<srEvent_t>(start), reinterpret_cast<srEvent_t>(end)));
     return static_cast<double>(ms);
   });
+  m.attr("_streams_per_pool") = kStreamsPerPool;
   m.def("_stream_priority_range", [] { return SunriseStream::priority_range(); });
 
   m.def("_memory_stats", [](int d) { return device_stats(index_arg(d)); });
@@ -243,6 +246,10 @@ PYBIND11_MODULE(_C, m) {
     return d;
   });
   m.def("_host_empty_cache", [] { host_allocator()->empty_cache(); });
+  m.def("_reset_peak_host_memory_stats", [] { host_allocator()->reset_peak_stats(); });
+  m.def("_reset_accumulated_host_memory_stats", [] { host_allocator()->reset_accumulated_stats(); });
+  m.def("_get_memory_fraction", [](int d) { return caching_allocator::getMemoryFraction(index_arg(d)); });
+  m.def("_stream_priority", [](int64_t id, int d) { return stream_from(id, d).priority(); });
 
   m.def("_fallback_stats", [] {
     py::dict d;

@@ -156,7 +156,6 @@ class DeviceCachingAllocator {
       stats_.allocated_bytes[t].decrease(block->size);
       stats_.requested_bytes[t].decrease(block->requested_size);
     });
-    if (block->size >= kMinLargeAlloc) stats_.oversize_allocations.decrease(1);
     c10::reportMemoryUsageToProfiler(block->ptr, -static_cast<int64_t>(block->size),
                                      stats_.allocated_bytes[0].current, stats_.reserved_bytes[0].current,
                                      c10::Device(c10::DeviceType::PrivateUse1, device_));
@@ -283,7 +282,6 @@ class DeviceCachingAllocator {
       stats_.active_bytes[t].increase(block->size);
       stats_.requested_bytes[t].increase(block->requested_size);
     });
-    if (block->size >= kMinLargeAlloc) stats_.oversize_allocations.increase(1);
     c10::reportMemoryUsageToProfiler(block->ptr, static_cast<int64_t>(block->size),
                                      stats_.allocated_bytes[0].current, stats_.reserved_bytes[0].current,
                                      c10::Device(c10::DeviceType::PrivateUse1, device_));
@@ -358,7 +356,6 @@ class DeviceCachingAllocator {
       stats_.segment[t].increase(1);
       stats_.reserved_bytes[t].increase(size);
     });
-    if (size >= kMinLargeAlloc) stats_.oversize_segments.increase(1);
     return block;
   }
 
@@ -484,7 +481,6 @@ class DeviceCachingAllocator {
         stats_.segment[t].decrease(1);
         stats_.reserved_bytes[t].decrease(block->size);
       });
-      if (block->size >= kMinLargeAlloc) stats_.oversize_segments.decrease(1);
       auto owned = blocks_.find(block);
       out.push_back(std::move(owned->second));
       blocks_.erase(owned);
@@ -528,7 +524,13 @@ class DeviceCachingAllocator {
   ska::flat_hash_map<void*, Block*> allocated_;
   std::vector<std::pair<srEvent_t, Block*>> pending_;  // cross-stream frees in flight
   std::vector<srEvent_t> event_pool_;
-  DeviceStats stats_;
+  // "Oversize" is relative to max_split_size, unlimited here as in CUDA's
+  // default configuration (-1 below), so those counters stay at zero.
+  DeviceStats stats_ = [] {
+    DeviceStats s;
+    s.max_split_size = -1;
+    return s;
+  }();
   double fraction_ = 1.0;
 };
 

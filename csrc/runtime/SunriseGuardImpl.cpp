@@ -75,8 +75,9 @@ void SunriseGuardImpl::destroyEvent(void* event, const c10::DeviceIndex /*device
 
 void SunriseGuardImpl::record(void** event, const c10::Stream& stream, const c10::DeviceIndex device_index,
                               const c10::EventFlag flag) const {
-  TORCH_CHECK(device_index == -1 || device_index == stream.device_index(), "Event device index ", device_index,
-              " does not match recording stream's device index ", stream.device_index(), ".");
+  TORCH_CHECK(device_index == -1 || device_index == stream.device_index(), "Event device index ",
+              static_cast<int>(device_index), " does not match recording stream's device index ",
+              static_cast<int>(stream.device_index()), ".");
   if (*event == nullptr) {
     // PYTORCH_DEFAULT events skip timing (cheaper), as CUDA's do.
     const unsigned flags = flag == c10::EventFlag::BACKEND_DEFAULT ? srEventDefault : srEventDisableTiming;
