@@ -41,8 +41,13 @@ HostCompute::HostCompute(c10::Device device) : device_(device), guard_(device) {
 
 at::Tensor HostCompute::in(const at::Tensor& t) {
   if (!t.defined() || !t.device().is_privateuseone()) return t;
+  // One view per device tensor: kernels tell "out is also an input" (in-place
+  // through out=) by tensor identity.
+  for (const auto& [view, dev] : passed_) {
+    if (dev.unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) return view;
+  }
   at::Tensor v = views_.view(t);
-  passed_.emplace_back(v.unsafeGetTensorImpl(), t);
+  passed_.emplace_back(v, t);
   return v;
 }
 
@@ -51,8 +56,8 @@ at::Tensor HostCompute::out(const at::Tensor& cpu) {
   TORCH_CHECK_NOT_IMPLEMENTED(cpu.layout() == c10::Layout::Strided,
                               "sunrise supports strided (dense) tensors only; this op produced a ", cpu.layout(),
                               " tensor. Keep sparse work on the CPU.");
-  for (const auto& [impl, dev] : passed_) {
-    if (impl == cpu.unsafeGetTensorImpl()) return dev;
+  for (const auto& [view, dev] : passed_) {
+    if (view.unsafeGetTensorImpl() == cpu.unsafeGetTensorImpl()) return dev;
   }
   if (c10::StorageImpl* dstore = views_.device_storage_of(cpu.storage().unsafeGetStorageImpl())) {
     return device_alias(cpu, dstore);

@@ -37,7 +37,7 @@ class HostCompute {
   kernels::CpuViewSet views_;
   // (CPU view, the device tensor it was made from): a result that is one of
   // the views maps back to its device tensor (in-place and out= ops).
-  std::vector<std::pair<const c10::TensorImpl*, at::Tensor>> passed_;
+  std::vector<std::pair<at::Tensor, at::Tensor>> passed_;
 };
 
 }  // namespace torch_sunrise::aten

@@ -39,11 +39,21 @@ at::Tensor cpu_view(const at::Tensor& device_tensor) {
 
 at::Tensor CpuViewSet::view(const at::Tensor& device_tensor) {
   const c10::Storage& storage = device_tensor.storage();
-  for (const auto& [dev, cpu] : storages_) {
-    if (dev.unsafeGetStorageImpl() == storage.unsafeGetStorageImpl()) return view_on(cpu, device_tensor);
+  for (auto& [dev, cpu] : storages_) {
+    if (dev.unsafeGetStorageImpl() != storage.unsafeGetStorageImpl()) continue;
+    // A resize may have moved the device bytes since the CPU storage was made.
+    if (cpu.data() != dev.data() || cpu.nbytes() != dev.nbytes()) cpu = make_cpu_storage(dev);
+    return view_on(cpu, device_tensor);
   }
   storages_.emplace_back(storage, make_cpu_storage(storage));
   return view_on(storages_.back().second, device_tensor);
+}
+
+void CpuViewSet::refresh(const at::Tensor& view, const at::Tensor& device_tensor) {
+  const at::Tensor fresh = this->view(device_tensor);
+  auto* impl = view.unsafeGetTensorImpl();
+  impl->set_storage_keep_dtype(fresh.storage());
+  impl->set_sizes_and_strides(device_tensor.sizes(), device_tensor.strides(), device_tensor.storage_offset());
 }
 
 c10::StorageImpl* CpuViewSet::device_storage_of(const c10::StorageImpl* cpu_storage) const {

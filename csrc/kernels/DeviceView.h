@@ -24,6 +24,9 @@ at::Tensor cpu_view(const at::Tensor& device_tensor);
 class CpuViewSet {
  public:
   at::Tensor view(const at::Tensor& device_tensor);
+  // Points an existing view (same TensorImpl, which iterators may hold on to)
+  // at the current bytes and metadata of `device_tensor`, after a resize.
+  void refresh(const at::Tensor& view, const at::Tensor& device_tensor);
   // The device storage behind a CPU storage made by this set, or nullptr.
   c10::StorageImpl* device_storage_of(const c10::StorageImpl* cpu_storage) const;
   // The CPU storage made for a device storage, or nullptr.

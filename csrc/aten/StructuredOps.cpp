@@ -1,0 +1,106 @@
+#include "StructuredOps.h"
+
+#include <torch_sunrise/SunriseFunctions.h>
+
+#include <algorithm>
+
+namespace torch_sunrise::aten::structured {
+namespace {
+
+struct DeviceFinder {
+  const char* op_name;
+  std::optional<c10::Device> device;
+
+  void add(const at::Tensor& t) {
+    if (!t.defined()) return;
+    if (t.device().is_privateuseone()) {
+      TORCH_CHECK(!device || *device == t.device(),
+                  "Expected all tensors to be on the same device, but found at least two devices, ", *device, " and ",
+                  t.device(), "! (when checking arguments for ", op_name, ")");
+      device = t.device();
+      return;
+    }
+    TORCH_CHECK(t.device().is_cpu() && t.dim() == 0,
+                "Expected all tensors to be on the same device, but found at least two devices, sunrise and ",
+                t.device(), "! (when checking arguments for ", op_name, ")");
+  }
+};
+
+}  // namespace
+
+c10::Device common_device(std::initializer_list<const at::Tensor*> tensors,
+                          std::initializer_list<const std::optional<at::Tensor>*> optionals,
+                          std::initializer_list<const c10::IListRef<at::Tensor>*> lists, const char* op_name) {
+  DeviceFinder finder{op_name, std::nullopt};
+  for (const at::Tensor* t : tensors) finder.add(*t);
+  for (const auto* t : optionals) {
+    if (t->has_value()) finder.add(**t);
+  }
+  for (const auto* list : lists) {
+    for (const at::Tensor& t : *list) finder.add(t);
+  }
+  return finder.device.value_or(c10::Device(c10::DeviceType::PrivateUse1, current_device()));
+}
+
+const at::Tensor& Operands::hold(const at::Tensor& t) {
+  for (const auto& [impl, view] : by_impl_) {
+    if (impl == t.unsafeGetTensorImpl()) return *view;
+  }
+  tensors_.push_back(t.defined() && t.device().is_privateuseone() ? views_.view(t) : t);
+  by_impl_.emplace_back(t.unsafeGetTensorImpl(), &tensors_.back());
+  return tensors_.back();
+}
+
+const at::Tensor* Operands::view_of(const at::Tensor& t) const {
+  for (const auto& [impl, view] : by_impl_) {
+    if (impl == t.unsafeGetTensorImpl()) return view;
+  }
+  return nullptr;
+}
+
+bool cast_promoted(const Operands& operands, const std::vector<const c10::TensorImpl*>& promoted,
+                   c10::ScalarType dtype, std::initializer_list<at::Tensor*> tensors,
+                   std::initializer_list<std::optional<at::Tensor>*> optionals) {
+  if (promoted.empty() || dtype == c10::ScalarType::Undefined) return false;
+  auto was_promoted = [&](const at::Tensor& t) {
+    if (!t.defined() || !t.device().is_privateuseone() || t.scalar_type() == dtype) return false;
+    const at::Tensor* view = operands.view_of(t);
+    return view != nullptr &&
+           std::find(promoted.begin(), promoted.end(), view->unsafeGetTensorImpl()) != promoted.end();
+  };
+  bool cast = false;
+  for (at::Tensor* t : tensors) {
+    if (was_promoted(*t)) {
+      *t = t->to(dtype);
+      cast = true;
+    }
+  }
+  for (std::optional<at::Tensor>* t : optionals) {
+    if (t->has_value() && was_promoted(**t)) {
+      *t = (*t)->to(dtype);
+      cast = true;
+    }
+  }
+  return cast;
+}
+
+const at::Tensor& Operands::refresh(const at::Tensor& t) {
+  const at::Tensor& view = hold(t);
+  views_.refresh(view, t);
+  return view;
+}
+
+const std::optional<at::Tensor>& Operands::hold(const std::optional<at::Tensor>& t) {
+  optionals_.push_back(t.has_value() ? std::optional<at::Tensor>(hold(*t)) : std::nullopt);
+  return optionals_.back();
+}
+
+const std::vector<at::Tensor>& Operands::hold(const c10::IListRef<at::Tensor>& list) {
+  std::vector<at::Tensor> views;
+  views.reserve(list.size());
+  for (const at::Tensor& t : list) views.push_back(hold(t));
+  lists_.push_back(std::move(views));
+  return lists_.back();
+}
+
+}  // namespace torch_sunrise::aten::structured
