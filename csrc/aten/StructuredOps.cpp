@@ -42,18 +42,33 @@ c10::Device common_device(std::initializer_list<const at::Tensor*> tensors,
   return finder.device.value_or(c10::Device(c10::DeviceType::PrivateUse1, current_device()));
 }
 
+at::Tensor& Operands::new_slot() {
+  if (used_ < kInline) return inline_[used_++];
+  overflow_.emplace_back(nullptr, at::Tensor());
+  return overflow_.back().second;
+}
+
 const at::Tensor& Operands::hold(const at::Tensor& t) {
-  for (const auto& [impl, view] : by_impl_) {
-    if (impl == t.unsafeGetTensorImpl()) return *view;
+  if (const at::Tensor* known = view_of(t)) return *known;
+  const c10::TensorImpl* key = t.unsafeGetTensorImpl();
+  const bool inline_slot = used_ < kInline;
+  at::Tensor& slot = new_slot();
+  slot = t.defined() && t.device().is_privateuseone() ? views_.view(t) : t;
+  if (inline_slot) {
+    impls_[used_ - 1] = key;
+  } else {
+    overflow_.back().first = key;
   }
-  tensors_.push_back(t.defined() && t.device().is_privateuseone() ? views_.view(t) : t);
-  by_impl_.emplace_back(t.unsafeGetTensorImpl(), &tensors_.back());
-  return tensors_.back();
+  return slot;
 }
 
 const at::Tensor* Operands::view_of(const at::Tensor& t) const {
-  for (const auto& [impl, view] : by_impl_) {
-    if (impl == t.unsafeGetTensorImpl()) return view;
+  const c10::TensorImpl* key = t.unsafeGetTensorImpl();
+  for (size_t i = 0; i < used_; ++i) {
+    if (impls_[i] == key) return &inline_[i];
+  }
+  for (const auto& [impl, view] : overflow_) {
+    if (impl == key) return &view;
   }
   return nullptr;
 }

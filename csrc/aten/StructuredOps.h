@@ -40,6 +40,9 @@ c10::Device common_device(std::initializer_list<const at::Tensor*> tensors,
                           std::initializer_list<const c10::IListRef<at::Tensor>*> lists, const char* op_name);
 
 // CPU views of an op's operands, alive until the op's device work has run.
+// Storage is inline for the common case (a per-op heap allocation is a
+// noticeable share of a small op's cost); references stay valid because
+// slots never move.
 class Operands {
  public:
   explicit Operands(c10::Device device) : device_(device) {}
@@ -59,10 +62,15 @@ class Operands {
   c10::Device device() const { return device_; }
 
  private:
+  at::Tensor& new_slot();
+
+  static constexpr size_t kInline = 8;
   c10::Device device_;
   kernels::CpuViewSet views_;
-  std::vector<std::pair<const c10::TensorImpl*, at::Tensor*>> by_impl_;
-  std::deque<at::Tensor> tensors_;
+  std::array<const c10::TensorImpl*, kInline> impls_{};
+  std::array<at::Tensor, kInline> inline_{};
+  size_t used_ = 0;
+  std::deque<std::pair<const c10::TensorImpl*, at::Tensor>> overflow_;  // rare: ops with many tensors
   std::deque<std::optional<at::Tensor>> optionals_;
   std::deque<std::vector<at::Tensor>> lists_;
 };
@@ -118,7 +126,7 @@ bool cast_promoted(const Operands& operands, const std::vector<const c10::Tensor
 // outputs allocated by the op.
 template <typename Kernel, size_t N>
 struct Functional final : Base<Kernel> {
-  explicit Functional(std::shared_ptr<Operands> operands) : operands_(std::move(operands)) {}
+  explicit Functional(c10::Device device) : operands_storage_(device) {}
 
   void set_output_strided(int64_t i, c10::IntArrayRef sizes, c10::IntArrayRef strides, c10::TensorOptions options) override {
     set(i, sizes, strides, options);
@@ -135,7 +143,8 @@ struct Functional final : Base<Kernel> {
     forward_set_output<Kernel>(this, i, sizes, strides, options);
   }
 
-  std::shared_ptr<Operands> operands_;
+  Operands operands_storage_;
+  Operands* const operands_ = &operands_storage_;
   std::array<at::Tensor, N> outputs_;  // on the device
   std::array<at::Tensor, N> views_;    // what meta() and impl() see
 };
@@ -145,8 +154,8 @@ struct Functional final : Base<Kernel> {
 // strides; the proxy is copied into the argument after the kernel.
 template <typename Kernel, size_t N>
 struct Out final : Base<Kernel> {
-  Out(std::shared_ptr<Operands> operands, std::array<std::reference_wrapper<at::Tensor>, N> outs)
-      : operands_(std::move(operands)), outputs_(outs) {
+  Out(c10::Device device, std::array<std::reference_wrapper<at::Tensor>, N> outs)
+      : operands_storage_(device), outputs_(outs) {
     for (size_t i = 0; i < N; ++i) views_[i] = operands_->hold(outputs_[i].get());
   }
 
@@ -189,7 +198,8 @@ struct Out final : Base<Kernel> {
     }
   }
 
-  std::shared_ptr<Operands> operands_;
+  Operands operands_storage_;
+  Operands* const operands_ = &operands_storage_;
   std::array<std::reference_wrapper<at::Tensor>, N> outputs_;
   std::array<std::optional<at::Tensor>, N> proxies_;
   std::array<at::Tensor, N> views_;
@@ -198,7 +208,7 @@ struct Out final : Base<Kernel> {
 // self is the output.
 template <typename Kernel, size_t N>
 struct Inplace final : Base<Kernel> {
-  Inplace(std::shared_ptr<Operands> operands, at::Tensor& self) : operands_(std::move(operands)), self_(self) {
+  Inplace(c10::Device device, at::Tensor& self) : operands_storage_(device), self_(self) {
     views_[0] = operands_->hold(self);
   }
 
@@ -228,7 +238,8 @@ struct Inplace final : Base<Kernel> {
     if (proxy_) self_.copy_(*proxy_);
   }
 
-  std::shared_ptr<Operands> operands_;
+  Operands operands_storage_;
+  Operands* const operands_ = &operands_storage_;
   at::Tensor& self_;
   std::optional<at::Tensor> proxy_;
   std::array<at::Tensor, N> views_;

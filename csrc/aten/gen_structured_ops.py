@@ -148,19 +148,18 @@ def gen_variant(g: NativeFunctionsGroup, f, kernel_class: str, idx: int) -> tupl
             lines.append(f"  ::std::optional<at::Tensor> {b.name}_c = {b.name};")
             castable_opt.append(b.name)
     lines.append("  for (int attempt = 0;; ++attempt) {")
-    lines.append("  auto operands = std::make_shared<Operands>(device);")
 
     if k is SchemaKind.functional:
         cls = f"Functional<{kernel_class}, {n_out}>"
-        lines.append(f"  auto op = std::make_shared<{cls}>(operands);")
+        lines.append(f"  auto op = std::make_shared<{cls}>(device);")
     elif k is SchemaKind.inplace:
         cls = f"Inplace<{kernel_class}, {n_out}>"
-        lines.append(f"  auto op = std::make_shared<{cls}>(operands, self);")
+        lines.append(f"  auto op = std::make_shared<{cls}>(device, self);")
     else:
         cls = f"Out<{kernel_class}, {n_out}>"
         outs = ", ".join(f"std::ref({a.name})" for a in f.func.arguments.out)
         lines.append(
-            f"  auto op = std::make_shared<{cls}>(operands, std::array<std::reference_wrapper<at::Tensor>, {n_out}>{{{outs}}});"
+            f"  auto op = std::make_shared<{cls}>(device, std::array<std::reference_wrapper<at::Tensor>, {n_out}>{{{outs}}});"
         )
 
     # Context for meta(): tensors become held CPU views.
@@ -171,15 +170,15 @@ def gen_variant(g: NativeFunctionsGroup, f, kernel_class: str, idx: int) -> tupl
         kind = tensor_kind(b.nctype.cpp_type())
         src = f"{b.name}_c" if b.name in castable or b.name in castable_opt else b.name
         if kind == "tensor":
-            lines.append(f"  const at::Tensor& {b.name}_v = operands->hold({src});")
+            lines.append(f"  const at::Tensor& {b.name}_v = op->operands_->hold({src});")
             context.append(Expr(expr=f"{b.name}_v", type=b.nctype))
             captures.append(f"&{b.name}_v")
         elif kind == "optional":
-            lines.append(f"  const ::std::optional<at::Tensor>& {b.name}_v = operands->hold({src});")
+            lines.append(f"  const ::std::optional<at::Tensor>& {b.name}_v = op->operands_->hold({src});")
             context.append(Expr(expr=f"{b.name}_v", type=b.nctype))
             captures.append(f"&{b.name}_v")
         elif kind == "list":
-            lines.append(f"  const std::vector<at::Tensor>& {b.name}_v = operands->hold(c10::IListRef<at::Tensor>({b.name}));")
+            lines.append(f"  const std::vector<at::Tensor>& {b.name}_v = op->operands_->hold(c10::IListRef<at::Tensor>({b.name}));")
             lines.append(f"  const at::ITensorListRef {b.name}_r({b.name}_v);")
             context.append(Expr(expr=f"{b.name}_r", type=b.nctype))
             captures.append(f"{b.name}_r")
@@ -205,7 +204,7 @@ def gen_variant(g: NativeFunctionsGroup, f, kernel_class: str, idx: int) -> tupl
     tensor_ptrs = ", ".join(f"&{n}_c" for n in castable)
     opt_ptrs = ", ".join(f"&{n}_c" for n in castable_opt)
     lines.append(
-        f"  if (attempt == 0 && cast_promoted(*operands, op->promoted_views(), op->promotion_dtype(), "
+        f"  if (attempt == 0 && cast_promoted(*op->operands_, op->promoted_views(), op->promotion_dtype(), "
         f"{{{tensor_ptrs}}}, {{{opt_ptrs}}})) continue;"
     )
     for i, out_arg in enumerate(structured.out_arguments(g)):

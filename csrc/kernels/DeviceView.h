@@ -8,6 +8,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/SmallVector.h>
 
 #include <utility>
 #include <vector>
@@ -33,8 +34,8 @@ class CpuViewSet {
   c10::StorageImpl* cpu_storage_of(const c10::StorageImpl* device_storage) const;
 
  private:
-  // (device storage, its CPU storage); a handful of entries per op.
-  std::vector<std::pair<c10::Storage, c10::Storage>> storages_;
+  // (device storage, its CPU storage); a handful of entries per op, inline.
+  c10::SmallVector<std::pair<c10::Storage, c10::Storage>, 4> storages_;
 };
 
 }  // namespace torch_sunrise::kernels
