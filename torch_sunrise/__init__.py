@@ -118,3 +118,4 @@ def _drain_devices_at_exit() -> None:
 if _C is not None:
     _register()
     atexit.register(_drain_devices_at_exit)
+    from .integrations.huggingface import _enable_on_import; _enable_on_import()  # noqa: E702  (docs/huggingface.md)

@@ -124,6 +124,17 @@ at::Tensor& zero_(at::Tensor& self) {
 
 c10::Scalar local_scalar_dense(const at::Tensor& self) { return kernels::local_scalar(self); }
 
+// Module.to() swaps parameter data in place (keeping Parameter identity, which
+// optimizers and tied weights depend on) only when the two tensors are
+// "shallow-copy compatible"; torch's built-in list of dense backends omits
+// PrivateUse1, so it must be stated here.
+bool has_compatible_shallow_copy_type(const at::Tensor& self, const at::Tensor& from) {
+  auto dense = [](const at::Tensor& t) {
+    return t.layout() == c10::Layout::Strided && (t.device().is_privateuseone() || t.device().is_cpu());
+  };
+  return dense(self) && dense(from);
+}
+
 void record_stream(at::Tensor& self, c10::Stream stream) {
   TORCH_CHECK(stream.device() == self.device(), "record_stream: the stream is on ", stream.device(),
               " but the tensor is on ", self.device());
@@ -150,6 +161,7 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("zero_", zero_);
   m.impl("_local_scalar_dense", local_scalar_dense);
   m.impl("record_stream", record_stream);
+  m.impl("_has_compatible_shallow_copy_type", has_compatible_shallow_copy_type);
 }
 
 // Copies resolve conjugate and negative bits themselves (the CPU copy kernel

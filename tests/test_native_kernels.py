@@ -1,0 +1,130 @@
+"""Native sunrise kernels for structured ops: device work, stream order, results equal to CPU."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+import torch_sunrise
+
+
+@pytest.fixture(autouse=True)
+def _reset_stats():
+    torch_sunrise.reset_fallback_stats()
+    yield
+
+
+def _fallbacks(prefix: str) -> int:
+    return sum(v for k, v in torch_sunrise.fallback_stats().items() if k.startswith(prefix))
+
+
+@pytest.mark.parametrize(
+    "name, fn",
+    [
+        ("aten::add", lambda a, b: a + b),
+        ("aten::mul", lambda a, b: a * b),
+        ("aten::div", lambda a, b: a / (b.abs() + 1)),
+        ("aten::mm", lambda a, b: a @ b.t()),
+        ("aten::_softmax", lambda a, b: torch.softmax(a, -1)),
+        ("aten::cumsum", lambda a, b: torch.cumsum(a, 0)),
+        ("aten::sum", lambda a, b: a.sum(1)),
+        ("aten::mean", lambda a, b: a.mean(0)),
+        ("aten::gelu", lambda a, b: torch.nn.functional.gelu(a)),
+        ("aten::silu", lambda a, b: torch.nn.functional.silu(a)),
+        ("aten::topk", lambda a, b: torch.topk(a, 3, -1).values),
+        ("aten::sort", lambda a, b: torch.sort(a, -1).values),
+        ("aten::cat", lambda a, b: torch.cat([a, b], 0)),
+        ("aten::gather", lambda a, b: torch.gather(a, 1, torch.zeros(8, 2, dtype=torch.long, device=a.device))),
+        ("aten::eq", lambda a, b: a.eq(b)),
+    ],
+)
+def test_structured_ops_run_natively_and_match_cpu(name: str, fn) -> None:
+    a, b = torch.randn(8, 16), torch.randn(8, 16)
+    out = fn(a.sunrise(), b.sunrise())
+    assert out.is_sunrise
+    assert_close(out.cpu(), fn(a, b))
+    assert _fallbacks(name) == 0, torch_sunrise.fallback_stats()
+
+
+def test_mixed_dtype_inputs_are_cast_in_stream_order() -> None:
+    # TensorIterator promotes mixed dtypes by casting inputs; that cast must
+    # see the value produced by the previous (still queued) kernel.
+    for _ in range(50):
+        total = torch.full((1000,), 2, dtype=torch.long, device="sunrise").sum()
+        assert (torch.zeros((), device="sunrise") + total).item() == 2000.0
+    x = torch.randn(3, 4)
+    for _ in range(20):
+        xs = x.sunrise().requires_grad_()
+        torch.amax(xs, 1).sum().backward()
+        xc = x.clone().requires_grad_()
+        torch.amax(xc, 1).sum().backward()
+        assert_close(xs.grad.cpu(), xc.grad)
+
+
+@pytest.mark.parametrize("start", [0, 2, 20, 100])
+def test_out_arguments_are_resized_like_cpu(start: int) -> None:
+    x = torch.randn(5, 4)
+    out = torch.empty(start, device="sunrise")
+    # Resizing an out= tensor that has elements is deprecated: CPU warns too.
+    with pytest.warns(UserWarning, match="resized") if start else contextlib.nullcontext():
+        r = torch.sin(x.sunrise(), out=out)
+    assert r is out and out.shape == x.shape
+    assert_close(out.cpu(), torch.sin(x))
+
+
+def test_out_with_other_strides_goes_through_a_proxy() -> None:
+    x = torch.randn(4, 6)
+    out = torch.empty(6, 4, device="sunrise").t()  # transposed out
+    torch.add(x.sunrise(), 1.0, out=out)
+    assert out.stride() == (1, 4)
+    assert_close(out.cpu(), x + 1.0)
+
+
+def test_inplace_ops_and_views_share_storage() -> None:
+    c = torch.arange(12.0).view(3, 4)
+    d = c.sunrise()
+    d[1].mul_(10)
+    c[1].mul_(10)
+    d.add_(torch.ones(4, device="sunrise"))
+    c.add_(torch.ones(4))
+    assert_close(d.cpu(), c)
+    with pytest.raises(RuntimeError, match="doesn't match the broadcast shape"):
+        torch.ones(3, 1, device="sunrise").add_(torch.ones(3, 4, device="sunrise"))
+
+
+def test_device_work_is_asynchronous() -> None:
+    a = torch.randn(1024, 1024, device="sunrise")
+    torch.sunrise.synchronize()
+    stream = torch.sunrise.current_stream()
+    outs = [a @ a for _ in range(8)]  # hundreds of ms of queued device work
+    pending = not stream.query()
+    torch.sunrise.synchronize()
+    assert pending, "matmuls ran on the host instead of being queued"
+    assert_close(outs[-1].cpu(), a.cpu() @ a.cpu())
+
+
+def test_errors_inside_kernels_surface_at_the_next_sync() -> None:
+    index = torch.tensor([[0, 99]], device="sunrise")  # out of range: found by the kernel
+    torch.gather(torch.zeros(1, 4, device="sunrise"), 1, index)
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        torch.sunrise.synchronize()
+    assert_close(torch.ones(2, device="sunrise").cpu(), torch.ones(2))  # device usable again
+
+
+def test_module_to_keeps_parameter_identity_and_ties() -> None:
+    lin = torch.nn.Linear(2, 2)
+    weight = lin.weight
+    opt = torch.optim.SGD(lin.parameters(), lr=1.0)
+    lin.to("sunrise")
+    assert lin.weight is weight and weight.is_sunrise
+    lin(torch.ones(1, 2, device="sunrise")).sum().backward()
+    opt.step()  # updates the parameters the module uses
+    emb = torch.nn.Embedding(4, 2)
+    head = torch.nn.Linear(2, 4, bias=False)
+    head.weight = emb.weight
+    emb.to("sunrise")
+    head.to("sunrise")
+    assert head.weight is emb.weight

@@ -1,0 +1,423 @@
+"""Make ``accelerate`` and ``transformers`` treat the sunrise device like CUDA.
+
+Both libraries choose "the accelerator" from hard-coded vendor lists
+(cuda, xpu, npu, mlu, musa, hpu, mps, ...) and fall back to the CPU, so on a
+machine whose accelerator is sunrise, ``Accelerator()``, ``PartialState()``,
+``TrainingArguments()``, ``device_map="auto"`` and ``pipeline()`` pick the CPU,
+and ``bf16=True`` / ``fp16=True`` are refused. This module patches the few
+functions that make those decisions so that they pick sunrise exactly where
+they would have picked CUDA. Every patch:
+
+* only changes the answer when the stock code would have chosen the CPU *and*
+  sunrise is PyTorch's current accelerator (``torch.accelerator``), so CUDA
+  machines and explicit CPU requests (``use_cpu=True``, ``Accelerator(cpu=True)``,
+  ``device="cpu"``, ``ACCELERATE_USE_CPU=1``) behave exactly as without it;
+* is applied to the module that defines the function, right after that module
+  is imported (an import hook), so names copied elsewhere by
+  ``from ... import`` see the patched function; nothing from ``accelerate`` or
+  ``transformers`` is imported by this module itself.
+
+The patches (see ``docs/huggingface.md`` for the why of each):
+
+===============================================  ====================================================
+``accelerate.state.PartialState.default_device``  sunrise instead of the CPU fallback
+``accelerate.utils.modeling.get_max_memory``      sunrise devices' free memory (``mem_get_info``) for
+                                                  ``device_map="auto"``
+``accelerate.utils.modeling.get_grad_scaler``     ``torch.amp.GradScaler("sunrise")`` instead of "cuda"
+``accelerate.Accelerator.__init__``               "sunrise" added to its fp16-capable device tuple
+``transformers...is_torch_bf16_gpu_available``    true when sunrise supports bfloat16
+``transformers.TrainingArguments._setup_devices`` ``sunrise:0`` instead of the CPU fallback
+``transformers.Pipeline.__init__``                ``device=None`` / ``device=<int>`` mean ``sunrise:<int>``
+``sentence_transformers...get_device_name``       "sunrise" instead of "cpu" (``SentenceTransformer()``)
+===============================================  ====================================================
+
+Usage: nothing. ``import torch`` loads torch_sunrise, which installs the import
+hook (``SUNRISE_HF_INTEGRATION=0`` in the environment disables it). Explicitly:
+:func:`enable`, :func:`disable`, :func:`is_enabled`, :func:`applied_patches`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.abc
+import importlib.machinery
+import inspect
+import logging
+import os
+import sys
+import threading
+from typing import Any, Callable, Optional
+
+import torch
+
+__all__ = ["ENV_SWITCH", "applied_patches", "disable", "enable", "is_enabled"]
+
+ENV_SWITCH = "SUNRISE_HF_INTEGRATION"
+
+_logger = logging.getLogger(__name__)
+_BACKEND = "sunrise"
+# Modules whose globals may hold copies (``from x import f``) of a patched function.
+_REBIND_PREFIXES = ("accelerate", "transformers", "peft", "sentence_transformers", "trl", "optimum", "diffusers")
+
+_lock = threading.RLock()
+_enabled = False
+# (owner, attribute, original value, description) of every applied patch, in order.
+_applied: list[tuple[Any, str, Any, str]] = []
+_patched_modules: set[str] = set()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sunrise_is_accelerator() -> bool:
+    """True when sunrise is PyTorch's current accelerator (so no CUDA/XPU/... device is)."""
+    if not hasattr(torch, _BACKEND):
+        return False
+    try:
+        accelerator = torch.accelerator.current_accelerator()
+    except RuntimeError:
+        return False
+    return accelerator is not None and accelerator.type == _BACKEND
+
+
+def _set_attr(owner: Any, attr: str, value: Any, what: str) -> None:
+    """Replace ``owner.attr`` by ``value``, remembering the original for :func:`disable`."""
+    original = owner.__dict__[attr] if attr in getattr(owner, "__dict__", {}) else getattr(owner, attr)
+    setattr(owner, attr, value)
+    _applied.append((owner, attr, original, what))
+
+
+def _patch_function(module: Any, name: str, make: Callable[[Callable], Callable], what: str) -> None:
+    """Wrap the module-level function ``module.name`` with ``make(original)``; also
+    rebind copies of the original already made by ``from module import name``."""
+    original = getattr(module, name, None)
+    if original is None or getattr(original, "__sunrise_patch__", False):
+        return
+    wrapper = make(original)
+    functools.update_wrapper(wrapper, original)
+    wrapper.__sunrise_patch__ = True  # type: ignore[attr-defined]
+    _set_attr(module, name, wrapper, what)
+    for other_name, other in list(sys.modules.items()):
+        if other is None or other is module or not other_name.startswith(_REBIND_PREFIXES):
+            continue
+        namespace = getattr(other, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for attr, value in list(namespace.items()):
+            if value is original:
+                _set_attr(other, attr, wrapper, f"{other_name}.{attr} (copy of {what})")
+
+
+# --------------------------------------------------------------------------- accelerate
+
+
+def _patch_accelerate_state(module: Any) -> None:
+    partial_state = module.PartialState
+    original = partial_state.__dict__.get("default_device")
+    if not isinstance(original, property) or getattr(original.fget, "__sunrise_patch__", False):
+        return
+
+    def default_device(self: Any) -> torch.device:
+        device = original.fget(self)
+        if device.type == "cpu" and _sunrise_is_accelerator():
+            return torch.device(_BACKEND)
+        return device
+
+    functools.update_wrapper(default_device, original.fget)
+    default_device.__sunrise_patch__ = True  # type: ignore[attr-defined]
+    _set_attr(
+        partial_state,
+        "default_device",
+        property(default_device, doc=original.__doc__),
+        "accelerate.PartialState.default_device",
+    )
+
+
+def _accelerate_state_device() -> Optional[torch.device]:
+    state = sys.modules.get("accelerate.state")
+    if state is None:
+        return None
+    return state.PartialState._shared_state.get("device")
+
+
+def _patch_accelerate_modeling(module: Any) -> None:
+    def make_get_max_memory(original: Callable) -> Callable:
+        def get_max_memory(max_memory: Optional[dict] = None) -> dict:
+            if not _sunrise_is_accelerator():
+                return original(max_memory)
+            if max_memory is None:
+                found = original(None)
+                if any(isinstance(key, int) for key in found):
+                    return found  # another accelerator answered
+                memory: dict = {}
+                for index in range(torch.sunrise.device_count()):
+                    memory[index] = torch.sunrise.mem_get_info(index)[0]
+                memory.update(found)  # "cpu" (and "disk") after the devices
+                return memory
+            # A user-provided budget: the stock code does the same, but checks the
+            # indices against torch.cuda.device_count() and warns for every one.
+            for key in max_memory:  # in place, as the stock code (transformers relies on it)
+                if isinstance(max_memory[key], str):
+                    max_memory[key] = module.convert_file_size_to_int(max_memory[key])
+            memory = max_memory
+            indices = sorted(key for key in memory if isinstance(key, int))
+            count = torch.sunrise.device_count()
+            for index in indices:
+                if not 0 <= index < count:
+                    _logger.warning(f"Device {index} is not available, available devices are {list(range(count))}")
+            names = indices + [key for key in ("mps", "cpu", "disk") if key in memory]
+            for key in memory:
+                if key not in names:
+                    raise ValueError(
+                        f"Device {key} is not recognized, available devices are integers(for GPU/XPU), "
+                        "'mps', 'cpu' and 'disk'"
+                    )
+            return {key: memory[key] for key in names}
+
+        return get_max_memory
+
+    def make_get_grad_scaler(original: Callable) -> Callable:
+        def get_grad_scaler(distributed_type: Any = None, **kwargs: Any) -> Any:
+            device = _accelerate_state_device()
+            if (
+                device is not None
+                and device.type == _BACKEND
+                and str(distributed_type).split(".")[-1] != "FSDP"
+            ):
+                return torch.amp.GradScaler(_BACKEND, **kwargs)
+            return original(distributed_type, **kwargs)
+
+        return get_grad_scaler
+
+    _patch_function(module, "get_max_memory", make_get_max_memory, "accelerate.utils.modeling.get_max_memory")
+    _patch_function(module, "get_grad_scaler", make_get_grad_scaler, "accelerate.utils.modeling.get_grad_scaler")
+
+
+def _is_fp16_device_tuple(value: Any) -> bool:
+    return (
+        isinstance(value, tuple)
+        and all(isinstance(item, str) for item in value)
+        and {"cuda", "xpu", "mps"} <= set(value)
+        and _BACKEND not in value
+    )
+
+
+def _patch_accelerator(module: Any) -> None:
+    # Accelerator.__init__ refuses fp16 unless `self.device.type` is in a literal
+    # tuple ("xpu", "cuda", "npu", ...). The narrowest possible change is to add
+    # "sunrise" to that constant; if a future accelerate no longer has it, nothing
+    # is patched (and fp16 is refused as before).
+    init = module.Accelerator.__init__
+    code = init.__code__
+    consts = tuple(item + (_BACKEND,) if _is_fp16_device_tuple(item) else item for item in code.co_consts)
+    if consts == code.co_consts:
+        return
+    _set_attr(init, "__code__", code.replace(co_consts=consts), "accelerate.Accelerator.__init__ fp16 device tuple")
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+def _patch_transformers_import_utils(module: Any) -> None:
+    def make(original: Callable) -> Callable:
+        def is_torch_bf16_gpu_available() -> bool:
+            if original():
+                return True
+            return _sunrise_is_accelerator() and torch.sunrise.is_bf16_supported()
+
+        return is_torch_bf16_gpu_available
+
+    _patch_function(module, "is_torch_bf16_gpu_available", make, "transformers is_torch_bf16_gpu_available")
+
+
+def _patch_training_args(module: Any) -> None:
+    cls = module.TrainingArguments
+    original = cls.__dict__.get("_setup_devices")
+    if not isinstance(original, functools.cached_property) or getattr(original.func, "__sunrise_patch__", False):
+        return
+    setup = original.func
+
+    def _setup_devices(self: Any) -> torch.device:
+        device = setup(self)
+        state = getattr(self, "distributed_state", None)
+        state_device = getattr(state, "device", None) if state is not None else None
+        if (
+            device.type == "cpu"
+            and not self.use_cpu
+            and state_device is not None
+            and state_device.type == _BACKEND
+            and str(state.distributed_type).split(".")[-1] == "NO"
+        ):
+            index = state_device.index if state_device.index is not None else 0
+            device = torch.device(_BACKEND, index)
+            torch.sunrise.set_device(device)
+            self._n_gpu = 1  # one device per process, like xpu/npu (no nn.DataParallel)
+        return device
+
+    functools.update_wrapper(_setup_devices, setup)
+    _setup_devices.__sunrise_patch__ = True  # type: ignore[attr-defined]
+    patched = functools.cached_property(_setup_devices)
+    patched.__set_name__(cls, "_setup_devices")
+    _set_attr(cls, "_setup_devices", patched, "transformers.TrainingArguments._setup_devices")
+
+
+def _patch_pipelines(module: Any) -> None:
+    pipeline_cls = module.Pipeline
+    init = pipeline_cls.__dict__["__init__"]
+    if getattr(init, "__sunrise_patch__", False):
+        return
+    signature = inspect.signature(init)
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError:
+            return init(self, *args, **kwargs)
+        device = bound.arguments.get("device")
+        model = bound.arguments.get("model")
+        if (
+            (device is None or (isinstance(device, int) and not isinstance(device, bool) and device >= 0))
+            and getattr(model, "hf_device_map", None) is None
+            and _sunrise_is_accelerator()
+        ):
+            # The stock code turns an ordinal into "cuda:N" (or xpu, npu, ...) and
+            # anything else into the CPU -- moving a model that is on sunrise to the CPU.
+            bound.arguments["device"] = torch.device(_BACKEND, device or 0)
+            return init(*bound.args, **bound.kwargs)
+        return init(self, *args, **kwargs)
+
+    functools.update_wrapper(__init__, init)
+    __init__.__sunrise_patch__ = True  # type: ignore[attr-defined]
+    _set_attr(pipeline_cls, "__init__", __init__, "transformers.Pipeline.__init__ device")
+
+
+def _patch_sentence_transformers(module: Any) -> None:
+    def make(original: Callable) -> Callable:
+        def get_device_name() -> str:
+            name = original()
+            if name == "cpu" and _sunrise_is_accelerator():
+                return _BACKEND
+            return name
+
+        return get_device_name
+
+    _patch_function(module, "get_device_name", make, "sentence_transformers get_device_name")
+
+
+# module name -> patcher, applied right after the module is imported
+_PATCHERS: dict[str, Callable[[Any], None]] = {
+    "accelerate.state": _patch_accelerate_state,
+    "accelerate.utils.modeling": _patch_accelerate_modeling,
+    "accelerate.accelerator": _patch_accelerator,
+    "transformers.utils.import_utils": _patch_transformers_import_utils,
+    "transformers.training_args": _patch_training_args,
+    "transformers.pipelines.base": _patch_pipelines,
+    "sentence_transformers.util.environment": _patch_sentence_transformers,
+}
+
+
+def _apply(name: str, module: Any) -> None:
+    with _lock:
+        if not _enabled or name in _patched_modules:
+            return
+        _patched_modules.add(name)
+        try:
+            _PATCHERS[name](module)
+        except Exception as error:  # a library version we do not know: leave it stock
+            _logger.warning(f"torch_sunrise: could not patch {name} for the sunrise device: {error!r}")
+
+
+# --------------------------------------------------------------------------- import hook
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: for the modules in ``_PATCHERS`` it asks the other
+    finders for the spec and makes the loader patch the module once executed."""
+
+    def __init__(self) -> None:
+        self._busy = threading.local()
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in _PATCHERS or getattr(self._busy, "name", None) == fullname:
+            return None
+        self._busy.name = fullname
+        try:
+            spec = None
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    break
+        finally:
+            self._busy.name = None
+        loader = getattr(spec, "loader", None)
+        if not isinstance(loader, (importlib.machinery.SourceFileLoader, importlib.machinery.SourcelessFileLoader)):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_and_patch(module: Any) -> None:
+            exec_module(module)
+            with _lock:
+                _patched_modules.discard(fullname)  # a reload made new objects: patch them too
+            _apply(fullname, module)
+
+        loader.exec_module = exec_and_patch  # this loader instance serves this one file
+        return spec
+
+
+_finder: Optional[_PatchOnImport] = None
+
+
+# --------------------------------------------------------------------------- API
+
+
+def enable() -> None:
+    """Apply the patches: now to the modules already imported, and to the others
+    as soon as they are imported. Idempotent."""
+    global _enabled, _finder
+    with _lock:
+        _enabled = True
+        if _finder is None:
+            _finder = _PatchOnImport()
+            sys.meta_path.insert(0, _finder)
+        for name in _PATCHERS:
+            module = sys.modules.get(name)
+            if module is not None:
+                _apply(name, module)
+
+
+def disable() -> None:
+    """Remove the import hook and restore every patched function to the original."""
+    global _enabled, _finder
+    with _lock:
+        _enabled = False
+        if _finder is not None:
+            try:
+                sys.meta_path.remove(_finder)
+            except ValueError:
+                pass
+            _finder = None
+        while _applied:
+            owner, attr, original, _what = _applied.pop()
+            setattr(owner, attr, original)
+        _patched_modules.clear()
+
+
+def is_enabled() -> bool:
+    """Whether the integration is enabled (the hook installed)."""
+    return _enabled
+
+
+def applied_patches() -> list[str]:
+    """What has been patched so far (modules not yet imported are not listed)."""
+    with _lock:
+        return [what for _owner, _attr, _original, what in _applied]
+
+
+def _enable_on_import() -> None:
+    """Called when torch_sunrise is imported: installs the hook unless
+    ``SUNRISE_HF_INTEGRATION=0``. Imports nothing from HuggingFace."""
+    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    enable()
