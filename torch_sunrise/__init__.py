@@ -118,4 +118,8 @@ def _drain_devices_at_exit() -> None:
 if _C is not None:
     _register()
     atexit.register(_drain_devices_at_exit)
-    from .integrations.huggingface import _enable_on_import; _enable_on_import()  # noqa: E702  (docs/huggingface.md)
+    # HuggingFace libraries pick sunrise like CUDA, patched lazily when they
+    # are imported (docs/huggingface.md; SUNRISE_HF_INTEGRATION=0 disables).
+    from .integrations.huggingface import _enable_on_import
+
+    _enable_on_import()
