@@ -1,0 +1,274 @@
+// Hot operators without a structured kernel, made asynchronous: their output
+// shapes are simple to compute on the host, so the outputs are allocated and
+// checked here and ATen's CPU kernel runs over views of device memory as
+// device work, instead of synchronizing through the CPU fallback. Argument
+// errors a user can cause are raised here, at the call; errors found while
+// computing (an index out of range) surface at the next synchronization, as on
+// a GPU.
+#include "StructuredOps.h"
+
+#include <ATen/ExpandUtils.h>
+#include <ATen/WrapDimUtils.h>
+#include <ATen/ops/_fused_adam.h>
+#include <ATen/ops/_fused_adamw.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/index_select.h>
+#include <ATen/ops/isnan.h>
+#include <ATen/ops/masked_fill.h>
+#include <ATen/ops/max.h>
+#include <ATen/ops/min.h>
+#include <ATen/ops/relu.h>
+#include <ATen/ops/result_type.h>
+#include <ATen/ops/where.h>
+#include <torch/library.h>
+
+namespace torch_sunrise::aten {
+namespace {
+
+using structured::launch;
+
+// CPU views made on the device thread: the host only captures the tensors.
+struct Views {
+  kernels::CpuViewSet set;
+  at::Tensor operator()(const at::Tensor& t) {
+    return t.defined() && t.device().is_privateuseone() ? set.view(t) : t;
+  }
+  std::vector<at::Tensor> operator()(at::TensorList list) {
+    std::vector<at::Tensor> out;
+    out.reserve(list.size());
+    for (const at::Tensor& t : list) out.push_back((*this)(t));
+    return out;
+  }
+};
+
+c10::Device device_of(std::initializer_list<const at::Tensor*> tensors, const char* op) {
+  return structured::common_device(tensors, {}, {}, op);
+}
+
+at::Tensor relu(const at::Tensor& self) {
+  TORCH_CHECK(self.scalar_type() != at::kBool, "Boolean inputs not supported for relu");
+  const c10::Device device = device_of({&self}, "aten::relu");
+  const SunriseGuard guard(device);
+  at::Tensor out = at::empty_like(self);
+  launch(device, [self, out] {
+    Views v;
+    v(out).copy_(at::relu(v(self)));
+  });
+  return out;
+}
+
+at::Tensor& relu_(at::Tensor& self) {
+  TORCH_CHECK(self.scalar_type() != at::kBool, "Boolean inputs not supported for relu");
+  const c10::Device device = device_of({&self}, "aten::relu_");
+  const SunriseGuard guard(device);
+  launch(device, [self] {
+    Views v;
+    at::Tensor view = v(self);
+    at::relu_(view);
+  });
+  return self;
+}
+
+at::Tensor isnan(const at::Tensor& self) {
+  const c10::Device device = device_of({&self}, "aten::isnan");
+  const SunriseGuard guard(device);
+  at::Tensor out = at::empty_like(self, self.options().dtype(at::kBool));
+  launch(device, [self, out] {
+    Views v;
+    v(out).copy_(at::isnan(v(self)));
+  });
+  return out;
+}
+
+void check_mask(const at::Tensor& self, const at::Tensor& mask) {
+  TORCH_CHECK(mask.scalar_type() == at::kBool, "masked_fill_ only supports boolean masks, but got mask with dtype ",
+              mask.scalar_type());
+  TORCH_CHECK(at::infer_size(self.sizes(), mask.sizes()) == self.sizes(), "The size of the mask ", mask.sizes(),
+              " must match the size of tensor ", self.sizes(), " for in-place masked_fill_");
+}
+
+at::Tensor& masked_fill_scalar(at::Tensor& self, const at::Tensor& mask, const c10::Scalar& value) {
+  check_mask(self, mask);
+  const c10::Device device = device_of({&self, &mask}, "aten::masked_fill_");
+  const SunriseGuard guard(device);
+  launch(device, [self, mask, value] {
+    Views v;
+    v(self).masked_fill_(v(mask), value);
+  });
+  return self;
+}
+
+at::Tensor& masked_fill_tensor(at::Tensor& self, const at::Tensor& mask, const at::Tensor& value) {
+  check_mask(self, mask);
+  TORCH_CHECK(value.dim() == 0, "masked_fill_ only supports a 0-dimensional value tensor, but got tensor with ",
+              value.dim(), " dimension(s).");
+  const c10::Device device = device_of({&self, &mask, &value}, "aten::masked_fill_");
+  const SunriseGuard guard(device);
+  launch(device, [self, mask, value] {
+    Views v;
+    v(self).masked_fill_(v(mask), v(value));
+  });
+  return self;
+}
+
+std::vector<int64_t> where_shape(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b) {
+  return at::infer_size(at::infer_size(c.sizes(), a.sizes()), b.sizes());
+}
+
+void check_condition(const at::Tensor& condition) {
+  TORCH_CHECK(condition.scalar_type() == at::kBool || condition.scalar_type() == at::kByte,
+              "where expected condition to be a boolean tensor, but got a tensor with dtype ",
+              condition.scalar_type());
+}
+
+at::Tensor where_self(const at::Tensor& condition, const at::Tensor& self, const at::Tensor& other) {
+  check_condition(condition);
+  const c10::Device device = device_of({&condition, &self, &other}, "aten::where.self");
+  const SunriseGuard guard(device);
+  at::Tensor out = at::empty(where_shape(condition, self, other),
+                             self.options().dtype(at::result_type(self, other)).device(device));
+  launch(device, [condition, self, other, out] {
+    Views v;
+    at::Tensor o = v(out);
+    at::where_out(o, v(condition), v(self), v(other));
+  });
+  return out;
+}
+
+at::Tensor& where_self_out(const at::Tensor& condition, const at::Tensor& self, const at::Tensor& other,
+                           at::Tensor& out) {
+  check_condition(condition);
+  const c10::Device device = device_of({&condition, &self, &other, &out}, "aten::where.self_out");
+  const SunriseGuard guard(device);
+  const c10::ScalarType dtype = at::result_type(self, other);
+  TORCH_CHECK(out.scalar_type() == dtype, "Expected out type to be ", dtype, " but got ", out.scalar_type());
+  at::native::resize_output(out, where_shape(condition, self, other));
+  launch(device, [condition, self, other, out] {
+    Views v;
+    at::Tensor o = v(out);
+    at::where_out(o, v(condition), v(self), v(other));
+  });
+  return out;
+}
+
+std::vector<int64_t> index_select_shape(const at::Tensor& self, int64_t dim, const at::Tensor& index) {
+  TORCH_CHECK_INDEX(index.dim() <= 1, "index_select(): Index is supposed to be a vector");
+  TORCH_CHECK(index.scalar_type() == at::kLong || index.scalar_type() == at::kInt,
+              "index_select(): Expected dtype int32 or int64 for index");
+  std::vector<int64_t> shape = self.sizes().vec();
+  if (self.dim() > 0) shape[static_cast<size_t>(dim)] = index.numel();
+  return shape;
+}
+
+at::Tensor index_select(const at::Tensor& self, int64_t dim, const at::Tensor& index) {
+  dim = at::maybe_wrap_dim(dim, self.dim());
+  const c10::Device device = device_of({&self, &index}, "aten::index_select");
+  const SunriseGuard guard(device);
+  at::Tensor out = at::empty(index_select_shape(self, dim, index), self.options());
+  launch(device, [self, dim, index, out] {
+    Views v;
+    at::Tensor o = v(out);
+    at::index_select_out(o, v(self), dim, v(index));
+  });
+  return out;
+}
+
+at::Tensor& index_select_out(const at::Tensor& self, int64_t dim, const at::Tensor& index, at::Tensor& out) {
+  dim = at::maybe_wrap_dim(dim, self.dim());
+  const c10::Device device = device_of({&self, &index, &out}, "aten::index_select.out");
+  const SunriseGuard guard(device);
+  TORCH_CHECK(out.scalar_type() == self.scalar_type(), "index_select(): self and result must have the same scalar type");
+  at::native::resize_output(out, index_select_shape(self, dim, index));
+  launch(device, [self, dim, index, out] {
+    Views v;
+    at::Tensor o = v(out);
+    at::index_select_out(o, v(self), dim, v(index));
+  });
+  return out;
+}
+
+template <bool IsMax>
+at::Tensor full_reduction(const at::Tensor& self) {
+  TORCH_CHECK(self.numel() > 0, IsMax ? "max" : "min",
+              "(): Expected reduction dim to be specified for input.numel() == 0. Specify the reduction dim with the "
+              "'dim' argument.");
+  const c10::Device device = device_of({&self}, IsMax ? "aten::max" : "aten::min");
+  const SunriseGuard guard(device);
+  at::Tensor out = at::empty({}, self.options());
+  launch(device, [self, out] {
+    Views v;
+    v(out).copy_(IsMax ? at::max(v(self)) : at::min(v(self)));
+  });
+  return out;
+}
+
+// Fused Adam(W): every argument is updated in place, so nothing needs a shape.
+template <bool AdamW>
+void fused_adam_impl(at::TensorList self, at::TensorList grads, at::TensorList exp_avgs,
+                     at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList state_steps,
+                     double lr, const std::optional<at::Tensor>& lr_tensor, double beta1, double beta2,
+                     double weight_decay, double eps, bool amsgrad, bool maximize,
+                     const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+  if (self.empty()) return;
+  const c10::Device device = device_of({&self[0]}, AdamW ? "aten::_fused_adamw_" : "aten::_fused_adam_");
+  const SunriseGuard guard(device);
+  launch(device, [p = self.vec(), g = grads.vec(), m = exp_avgs.vec(), s = exp_avg_sqs.vec(),
+                  mx = max_exp_avg_sqs.vec(), st = state_steps.vec(), lr, lr_tensor, beta1, beta2, weight_decay, eps,
+                  amsgrad, maximize, grad_scale, found_inf] {
+    Views v;
+    auto opt = [&](const std::optional<at::Tensor>& t) { return t ? std::optional<at::Tensor>(v(*t)) : std::nullopt; };
+    auto run = [&](auto learning_rate) {
+      if constexpr (AdamW) {
+        at::_fused_adamw_(v(p), v(g), v(m), v(s), v(mx), v(st), learning_rate, beta1, beta2, weight_decay, eps,
+                          amsgrad, maximize, opt(grad_scale), opt(found_inf));
+      } else {
+        at::_fused_adam_(v(p), v(g), v(m), v(s), v(mx), v(st), learning_rate, beta1, beta2, weight_decay, eps,
+                         amsgrad, maximize, opt(grad_scale), opt(found_inf));
+      }
+    };
+    if (lr_tensor) run(v(*lr_tensor));
+    else run(lr);
+  });
+}
+
+template <bool AdamW>
+void fused_adam(at::TensorList self, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                at::TensorList max_exp_avg_sqs, at::TensorList state_steps, double lr, double beta1, double beta2,
+                double weight_decay, double eps, bool amsgrad, bool maximize,
+                const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+  fused_adam_impl<AdamW>(self, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, std::nullopt, beta1,
+                         beta2, weight_decay, eps, amsgrad, maximize, grad_scale, found_inf);
+}
+
+template <bool AdamW>
+void fused_adam_tensor_lr(at::TensorList self, at::TensorList grads, at::TensorList exp_avgs,
+                          at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList state_steps,
+                          const at::Tensor& lr, double beta1, double beta2, double weight_decay, double eps,
+                          bool amsgrad, bool maximize, const std::optional<at::Tensor>& grad_scale,
+                          const std::optional<at::Tensor>& found_inf) {
+  fused_adam_impl<AdamW>(self, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, 0.0, lr, beta1, beta2,
+                         weight_decay, eps, amsgrad, maximize, grad_scale, found_inf);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
+  m.impl("relu", relu);
+  m.impl("relu_", relu_);
+  m.impl("isnan", isnan);
+  m.impl("masked_fill_.Scalar", masked_fill_scalar);
+  m.impl("masked_fill_.Tensor", masked_fill_tensor);
+  m.impl("where.self", where_self);
+  m.impl("where.self_out", where_self_out);
+  m.impl("index_select", index_select);
+  m.impl("index_select.out", index_select_out);
+  m.impl("max", full_reduction<true>);
+  m.impl("min", full_reduction<false>);
+  m.impl("_fused_adamw_", fused_adam<true>);
+  m.impl("_fused_adamw_.tensor_lr", fused_adam_tensor_lr<true>);
+  m.impl("_fused_adam_", fused_adam<false>);
+  m.impl("_fused_adam_.tensor_lr", fused_adam_tensor_lr<false>);
+}
+
+}  // namespace torch_sunrise::aten
