@@ -64,6 +64,20 @@ def test_mixed_dtype_inputs_are_cast_in_stream_order() -> None:
         assert_close(xs.grad.cpu(), xc.grad)
 
 
+@pytest.mark.parametrize(
+    "self_dtype, other_dtype, other_shape",
+    [(torch.float16, torch.float32, ()), (torch.float16, torch.float32, (3,)), (torch.float32, torch.float64, (3,))],
+)
+def test_inplace_mixed_dtype_reads_self_in_stream_order(self_dtype, other_dtype, other_shape) -> None:
+    # self of an in-place op is promoted by TensorIterator on the host; it must
+    # see the value the queued fill produced.
+    for _ in range(50):
+        a = torch.full((3,), 6.75, dtype=self_dtype, device="sunrise")
+        b = torch.full(other_shape, 0.5, dtype=other_dtype, device="sunrise")
+        a.add_(b)
+        assert_close(a.cpu(), torch.full((3,), 7.25, dtype=self_dtype))
+
+
 @pytest.mark.parametrize("start", [0, 2, 20, 100])
 def test_out_arguments_are_resized_like_cpu(start: int) -> None:
     x = torch.randn(5, 4)

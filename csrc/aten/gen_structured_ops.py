@@ -147,6 +147,7 @@ def gen_variant(g: NativeFunctionsGroup, f, kernel_class: str, idx: int) -> tupl
         elif kind == "optional":
             lines.append(f"  ::std::optional<at::Tensor> {b.name}_c = {b.name};")
             castable_opt.append(b.name)
+    lines.append("  bool synced = false;")
     lines.append("  for (int attempt = 0;; ++attempt) {")
 
     if k is SchemaKind.functional:
@@ -203,10 +204,16 @@ def gen_variant(g: NativeFunctionsGroup, f, kernel_class: str, idx: int) -> tupl
         lines.append(f"  op->meta({meta_exprs});")
     tensor_ptrs = ", ".join(f"&{n}_c" for n in castable)
     opt_ptrs = ", ".join(f"&{n}_c" for n in castable_opt)
+    # A promoted input that cannot be cast on the device (the self of an
+    # in-place op) was read on the host: synchronize and run meta() again, so
+    # that TensorIterator's host-side cast sees up-to-date memory.
+    lines.append("  if (const auto promoted = op->promoted_views(); !promoted.empty()) {")
     lines.append(
-        f"  if (attempt == 0 && cast_promoted(*op->operands_, op->promoted_views(), op->promotion_dtype(), "
+        f"    if (attempt == 0 && cast_promoted(*op->operands_, promoted, op->promotion_dtype(), "
         f"{{{tensor_ptrs}}}, {{{opt_ptrs}}})) continue;"
     )
+    lines.append("    if (!synced) { getCurrentSunriseStream(device.index()).synchronize(); synced = true; continue; }")
+    lines.append("  }")
     for i, out_arg in enumerate(structured.out_arguments(g)):
         from torchgen.api.types import BaseCType, MutRefCType, NamedCType, tensorT
         impl_context.append(Expr(expr=f"op->views_[{i}]",

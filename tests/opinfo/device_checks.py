@@ -1,0 +1,720 @@
+"""The checks behind tests/test_opinfo_device.py: PyTorch's OpInfos run on sunrise and on CPU.
+
+Every check generates the OpInfo's samples on the sunrise device (``op.sample_inputs(device,
+dtype)``, with a fixed seed), copies each sample to the CPU *exactly* (same strides, storage
+offsets, storage sharing between arguments, conj/neg bits, views and autograd views of leaves),
+runs the op on both and compares. On sunrise the op runs on a copy of the sample made the same way
+(so both sides have the same layouts and autograd structure), by device work still queued when the
+op is called: the op must respect stream order.
+
+  forward        every sample: results (values, dtypes, shapes), the device of the results,
+                 which results alias which inputs (views stay views), and the sample tensors
+                 afterwards (ops that mutate their inputs)
+  noncontiguous  the same on ``sample.noncontiguous()``
+  out            ``out=`` variants: with out tensors of the right size, empty out tensors (which
+                 the op must resize; strides compared too) and strided out tensors; the result
+                 must be the out tensors when it is on CPU
+  inplace        the in-place variant (``op.inplace_variant``): result, mutated input, identity
+  grad           gradients of every output with respect to every sample tensor that requires
+                 grad, with the same random output gradients on both sides
+
+A sample for which the CPU raises must raise on sunrise too. Results of random ops (and of samples
+that run a seeded random ATen op, e.g. dropout with p > 0: sunrise has its own generator, as CUDA
+does) are compared on shape and dtype only. Tolerances: the OpInfo's toleranceOverride for the
+dtype where it has one, else assert_close's defaults (exact for integers and bool).
+
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import time
+import unittest
+import warnings
+from typing import Any, Callable, Iterable
+
+import torch
+from torch.testing._internal.common_utils import clear_tracked_input
+
+from tests.opinfo import sweep
+
+DEVICE_TYPE = "sunrise"
+KINDS = ("forward", "noncontiguous", "out", "inplace", "grad")
+RECORD_ENV = "SUNRISE_OPINFO_RECORD"  # JSONL file that receives one record per test (driver)
+# Fault injection, to test the harness itself: "crash:T,hang:T,wrong:T" where T is OP, OP/KIND or
+# OP/KIND/DTYPE (OP a full name). crash = SIGSEGV, hang = sleep, wrong = sunrise results + 1.
+INJECT_ENV = "SUNRISE_OPINFO_INJECT"
+
+
+def injected(key: str, kind: str, dtype: str) -> str | None:
+    for item in os.environ.get(INJECT_ENV, "").split(","):
+        fault, _, target = item.partition(":")
+        if target in (key, f"{key}/{kind}", f"{key}/{kind}/{dtype}"):
+            return fault
+    return None
+
+# The fast representative subset run by default (OpInfo full names). It covers every family
+# of op (elementwise unary / binary / ternary, comparisons, reductions, scans, matmul and
+# linalg, convolution, pooling, normalization, losses, activations, indexing / scatter /
+# gather, views and shape ops, factories, sorting, data-dependent shapes, FFT, random ops)
+# and every kind of check (many have out= and in-place variants and gradients).
+QUICK_OPS = (
+    "add", "mul", "div.no_rounding_mode", "pow", "abs", "exp", "sqrt", "sin", "sigmoid",
+    "clamp", "where", "addcmul", "lerp", "eq", "isnan", "logical_and", "bitwise_and",
+    "sum", "mean", "amax", "argmax", "var", "norm", "cumsum", "logsumexp",
+    "matmul", "addmm", "bmm", "linalg.inv", "nn.functional.linear", "nn.functional.conv2d",
+    "nn.functional.avg_pool2d", "nn.functional.layer_norm", "nn.functional.batch_norm",
+    "nn.functional.cross_entropy", "softmax", "nn.functional.gelu",
+    "nn.functional.embedding", "index_select", "index_add", "gather", "scatter_add", "masked_fill", "index_put",
+    "cat", "reshape", "transpose", "as_strided", "expand", "unfold", "flip",
+    "topk", "sort", "nonzero", "masked_select", "arange", "full", "zeros_like",
+    "fft.fft", "nn.functional.dropout",
+)
+# dtypes of the default subset (the full run uses every dtype the op supports on CPU).
+QUICK_DTYPES = (torch.float32, torch.bfloat16, torch.int64, torch.bool, torch.complex64)
+QUICK_GRAD_DTYPES = (torch.float32, torch.complex64)
+
+
+def op_key(op) -> str:
+    return sweep.op_key(op)
+
+
+def select_ops(op_db: Iterable, full: bool, names: str | None) -> list:
+    """The OpInfos to instantiate: ``names`` (comma-separated full names) if given, else all of
+    op_db when ``full``, else QUICK_OPS."""
+    ops = list(op_db)
+    if names:
+        wanted = {n.strip() for n in names.split(",") if n.strip()}
+    elif full:
+        wanted = None
+    else:
+        wanted = set(QUICK_OPS)
+    if wanted is not None:
+        known = {op_key(op) for op in ops}
+        unknown = sorted(wanted - known)
+        if unknown:
+            raise ValueError(f"no OpInfo named {unknown} in op_db")
+        ops = [op for op in ops if op_key(op) in wanted]
+    return ops
+
+
+def stripped(op):
+    """A shallow copy of the OpInfo without its decorators. They belong to PyTorch's own test
+    classes (skips for CPU builds without LAPACK, @slowTest, @onlyCUDA, @onlyNativeDeviceTypes,
+    TF32 switches); none applies to these tests, whose only skips and expected failures are in
+    tests/opinfo/expected_failures.py. Tolerance overrides are read from the original."""
+    import copy
+
+    clone = copy.copy(op)
+    clone.decorators = ()
+    clone._sunrise_original = op
+    return clone
+
+
+def original(op):
+    return getattr(op, "_sunrise_original", op)
+
+
+# --------------------------------------------------------------------------- copying samples
+
+
+def map_tree(obj: Any, fn: Callable[[Any], Any]) -> Any:
+    """fn applied to every leaf of a structure of lists, tuples (namedtuples, torch.Size) and
+    dicts; leaves are anything else."""
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(map_tree(x, fn) for x in obj))
+    if isinstance(obj, torch.Size):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_tree(x, fn) for x in obj)
+    if isinstance(obj, dict):
+        return {k: map_tree(v, fn) for k, v in obj.items()}
+    return fn(obj)
+
+
+def tensors_in(obj: Any) -> list:
+    out: list = []
+    map_tree(obj, lambda x: out.append(x) if isinstance(x, torch.Tensor) else None)
+    return out
+
+
+def is_device_ref(x: Any) -> bool:
+    if isinstance(x, torch.device):
+        return x.type == DEVICE_TYPE
+    return isinstance(x, str) and (x == DEVICE_TYPE or x.startswith(DEVICE_TYPE + ":"))
+
+
+class ExactCopy:
+    """Copies a sample (or any structure) to another device exactly: every storage once, each
+    tensor rebuilt on the copy with its size, strides and storage offset, so views, expanded
+    tensors and arguments sharing memory keep doing so. A tensor object that appears twice is
+    copied once. A non-leaf tensor requiring grad that shares memory with a leaf requiring grad
+    (a view of it, found among the arguments or as its ``_base``) becomes an ``as_strided`` view of
+    the copied leaf, so gradients flow to the leaf alike. Device arguments naming sunrise
+    are replaced by the target device when it is the CPU."""
+
+    def __init__(self, target: str = "cpu", cpu_too: bool = True):
+        self.target = torch.device(target)
+        self.cpu_too = cpu_too  # False: tensors on the CPU stay there (cloned exactly)
+        self.memo: dict[int, tuple] = {}
+        self.storages: dict[tuple, torch.Tensor] = {}
+        self.grad_leaves: dict[tuple, torch.Tensor] = {}
+        self.on_device = 0  # sunrise tensors and device arguments met
+        self.names_cpu = 0  # device arguments naming the CPU (results may rightly be there)
+
+    def __call__(self, obj: Any) -> Any:
+        for t in tensors_in(obj):  # leaves that views among the arguments may come from
+            if t.requires_grad and t.is_leaf and t.layout == torch.strided:
+                key = _storage_key(t)
+                if key is not None:
+                    self.grad_leaves.setdefault(key, t)
+        return map_tree(obj, self.leaf)
+
+    def leaf(self, x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return self.tensor(x)
+        if isinstance(x, torch.device) and x.type == "cpu" or isinstance(x, str) and (x == "cpu" or x.startswith("cpu:")):
+            self.names_cpu += 1
+        if is_device_ref(x):
+            self.on_device += 1
+            if self.target.type == "cpu":
+                return torch.device("cpu") if isinstance(x, torch.device) else "cpu"
+        return x
+
+    def tensor(self, t: torch.Tensor) -> torch.Tensor:
+        hit = self.memo.get(id(t))
+        if hit is not None:
+            return hit[1]
+        if t.device.type == DEVICE_TYPE:
+            self.on_device += 1
+        copy = self._copy(t)
+        self.memo[id(t)] = (t, copy)  # keeps t alive, so its id is not reused
+        return copy
+
+    def counterpart(self, t: torch.Tensor) -> torch.Tensor | None:
+        hit = self.memo.get(id(t))
+        return hit[1] if hit else None
+
+    def _as_view(self, t: torch.Tensor) -> torch.Tensor | None:
+        """t rebuilt as a view of the copy of the tensor it is a view of, with the same autograd
+        standing: a non-leaf requiring grad stays connected to its leaf (a leaf requiring grad
+        among the arguments that shares its memory, else its ``_base``); a view made without
+        grad tracking (a leaf) stays one. Views with another dtype (``.real``, ``view(dtype)``) too.
+    None when t is no view of a strided tensor it can be rebuilt from."""
+        base, track = None, False
+        if t.requires_grad and not t.is_leaf:
+            base = self.grad_leaves.get(_storage_key(t))
+            if base is None and t._base is not None and t._base.requires_grad:
+                base = t._base
+            track = base is not None
+        if base is None:
+            base = t._base
+        if base is None or base is t or base.layout != torch.strided:
+            return None
+        if base.dtype != t.dtype and not (base.dtype.is_complex and base.dtype.to_real() == t.dtype) \
+                and base.element_size() != t.element_size():
+            return None
+        cbase = self.tensor(base)
+        with torch.set_grad_enabled(track):
+            if cbase.dtype == t.dtype:
+                pass
+            elif cbase.dtype.is_complex and cbase.dtype.to_real() == t.dtype:  # .real, .imag, view_as_real
+                cbase = torch.view_as_real(cbase.resolve_conj() if cbase.is_conj() else cbase)
+            else:  # .view(dtype) with the same element size
+                cbase = cbase.view(t.dtype)
+            view = cbase.as_strided(t.shape, t.stride(), t.storage_offset())
+            if t.is_conj() != view.is_conj():
+                view = view.conj()
+            if t.is_neg() != view.is_neg():
+                view = torch._neg_view(view)
+        if view.is_leaf and view.requires_grad != t.requires_grad:
+            view.requires_grad_(t.requires_grad)
+        return view
+
+    def _copy(self, t: torch.Tensor) -> torch.Tensor:
+        target = self.target if (self.cpu_too or t.device.type != "cpu") else torch.device("cpu")
+        if t.layout != torch.strided:
+            c = t.detach().to(target)
+            return c.requires_grad_(True) if t.requires_grad else c
+        view = self._as_view(t)
+        if view is not None:
+            return view
+        storage = t.untyped_storage()
+        nbytes = storage.nbytes()
+        key = (str(t.device), storage.data_ptr()) if nbytes else None
+        buf = self.storages.get(key) if key else None
+        if buf is None:
+            raw = torch.empty(0, dtype=torch.uint8, device=t.device)
+            if nbytes:
+                raw.set_(storage)
+            buf = raw.to(target, copy=True)
+            if key:
+                self.storages[key] = buf
+        with torch.no_grad():
+            c = torch.empty(0, dtype=t.dtype, device=target)
+            c.set_(buf.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+        if t.requires_grad:
+            c.requires_grad_(True)
+        if t.is_conj():
+            c = c.conj()
+        if t.is_neg():
+            c = torch._neg_view(c)
+        return c
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _tol_for(t: torch.Tensor, tol) -> dict:
+    if tol is not None and (t.dtype.is_floating_point or t.dtype.is_complex):
+        return {"rtol": tol[0], "atol": tol[1]}
+    return {}
+
+
+def _to_cpu_exact(t: torch.Tensor) -> torch.Tensor:
+    if t.device.type == "cpu":
+        return t
+    if t.layout != torch.strided:
+        return t.cpu()
+    return ExactCopy("cpu").tensor(t.detach())
+
+
+def differences(expected: Any, actual: Any, tol=None, *, metadata_only: bool = False,
+                check_stride: bool = False, path: str = "result") -> list[str]:
+    """Where ``actual`` (sunrise) differs from ``expected`` (CPU): a list of reasons."""
+    if isinstance(expected, torch.Tensor) or isinstance(actual, torch.Tensor):
+        if not (isinstance(expected, torch.Tensor) and isinstance(actual, torch.Tensor)):
+            return [f"{path}: {type(actual).__name__} where CPU returns {type(expected).__name__}"]
+        if expected.shape != actual.shape or expected.dtype != actual.dtype:
+            return [f"{path}: {list(actual.shape)} {actual.dtype}, CPU {list(expected.shape)} {expected.dtype}"]
+        if expected.layout != actual.layout:
+            return [f"{path}: layout {actual.layout}, CPU {expected.layout}"]
+        bad = []
+        if check_stride and actual.numel() > 1 and expected.stride() != actual.stride():
+            bad.append(f"{path}: strides {actual.stride()}, CPU {expected.stride()}")
+        if metadata_only:
+            return bad
+        a = _to_cpu_exact(actual.detach())
+        e = expected.detach()
+        try:
+            torch.testing.assert_close(a, e, equal_nan=True, check_device=False, **_tol_for(e, tol))
+        except AssertionError as err:
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            bad.append(f"{path}: " + " | ".join(lines[:4]))
+        return bad
+    if isinstance(expected, (list, tuple)) and isinstance(actual, (list, tuple)):
+        if len(expected) != len(actual):
+            return [f"{path}: {len(actual)} items, CPU {len(expected)}"]
+        return [d for i, (e, a) in enumerate(zip(expected, actual))
+                for d in differences(e, a, tol, metadata_only=metadata_only, check_stride=check_stride,
+                                     path=f"{path}[{i}]")]
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        if expected.keys() != actual.keys():
+            return [f"{path}: keys {sorted(actual)}, CPU {sorted(expected)}"]
+        return [d for k in expected
+                for d in differences(expected[k], actual[k], tol, metadata_only=metadata_only,
+                                     check_stride=check_stride, path=f"{path}[{k!r}]")]
+    if isinstance(actual, torch.device) and actual.type == DEVICE_TYPE:
+        actual = torch.device("cpu")
+    if type(expected) is not type(actual) and not (
+            isinstance(expected, (int, float, complex)) and isinstance(actual, (int, float, complex))):
+        return [f"{path}: {type(actual).__name__} {actual!r}, CPU {type(expected).__name__} {expected!r}"]
+    if isinstance(expected, (float, complex)) and not metadata_only:
+        try:
+            torch.testing.assert_close(actual, expected, equal_nan=True,
+                                       **({"rtol": tol[0], "atol": tol[1]} if tol else {}))
+            return []
+        except AssertionError as err:
+            return [f"{path}: {actual!r}, CPU {expected!r} ({sweep.one_line(err, 120)})"]
+    if metadata_only:
+        return []
+    try:
+        same = expected == actual
+        same = bool(same)
+    except Exception:  # noqa: BLE001 - objects without a usable ==
+        same = repr(expected) == repr(actual)
+    return [] if same else [f"{path}: {actual!r}, CPU {expected!r}"]
+
+
+def device_problems(result: Any, path: str = "result") -> list[str]:
+    return [f"{path}: a result tensor is on {t.device}, expected {DEVICE_TYPE}"
+            for t in tensors_in(result) if t.device.type != DEVICE_TYPE][:1]
+
+
+def _storage_key(t: torch.Tensor):
+    if t.layout != torch.strided:
+        return None
+    try:
+        s = t.untyped_storage()
+    except Exception:  # noqa: BLE001
+        return None
+    return (s.device.type, s.data_ptr()) if s.nbytes() else None
+
+
+def aliasing(result: Any, inputs: list) -> list[tuple]:
+    """For each result tensor: the indices of the sample tensors it shares memory with."""
+    keys = [_storage_key(t) for t in inputs]
+    out = []
+    for t in tensors_in(result):
+        k = _storage_key(t)
+        out.append(tuple(i for i, ik in enumerate(keys) if k is not None and ik == k))
+    return out
+
+
+# --------------------------------------------------------------------------- test driver
+
+
+class Checker:
+    """Runs one check (kind) of one (op, dtype) on sunrise and CPU. Collects what it saw in
+    ``self.info`` (written to the record file for the coverage report)."""
+
+    def __init__(self, tc, device: str, dtype, op, kind: str):
+        self.tc, self.device, self.dtype, self.kind = tc, device, dtype, kind
+        self.op = op
+        self.orig = original(op)
+        self.key = op_key(op)
+        self.dtype_name = str(dtype).replace("torch.", "")
+        self.tol = sweep.tolerances(self.orig, dtype)
+        self.random_op = sweep.is_random(self.key)
+        self.seed = sweep.stable_seed(self.key, self.dtype_name)
+        self.fallback: dict[str, int] = {}
+        self.info: dict[str, Any] = {"kind": kind, "op": self.key, "dtype": self.dtype_name, "samples": 0,
+                                     "cpu_raised": 0, "random_samples": 0, "compared": 0}
+        self.perturb = injected(self.key, kind, self.dtype_name) == "wrong"
+        self.desc = ""
+        self.device_drew_random = False
+
+    # -- helpers
+    def samples(self, requires_grad: bool = False) -> list:
+        """The OpInfo's samples, generated on sunrise. If that raises, the samples are generated
+        on the CPU: the test skips (with the reason) when the CPU fails too, and fails otherwise."""
+        torch.manual_seed(self.seed)
+        try:
+            return list(self.op.sample_inputs(self.device, self.dtype, requires_grad=requires_grad))
+        except Exception as e:  # noqa: BLE001
+            dev_exc = e
+        finally:
+            clear_tracked_input()  # PyTorch's "Caused by sample input" note: our messages name the sample
+        torch.manual_seed(self.seed)
+        try:
+            list(self.op.sample_inputs("cpu", self.dtype, requires_grad=requires_grad))
+        except Exception as e:  # noqa: BLE001
+            raise unittest.SkipTest(f"the OpInfo cannot generate samples on CPU either: {sweep.exc_line(e)}")
+        self.info["reason"] = "sample generation on sunrise raised " + sweep.exc_line(dev_exc)
+        raise AssertionError(f"sample_inputs raised on {DEVICE_TYPE} (not on CPU): {sweep.exc_line(dev_exc)}") \
+            from dev_exc
+
+    def run_device(self, fn: Callable[[], Any]) -> Any:
+        import torch_sunrise
+
+        torch_sunrise.reset_fallback_stats()
+        torch.manual_seed(self.seed)
+        before = torch.sunrise.get_rng_state()
+        self.device_drew_random = False
+        try:
+            result = fn()
+            torch.sunrise.synchronize()
+            self.device_drew_random = not torch.equal(before, torch.sunrise.get_rng_state())
+            return sweep.perturbed(result) if self.perturb else result
+        finally:
+            for name, calls in torch_sunrise.fallback_stats().items():
+                self.fallback[name] = self.fallback.get(name, 0) + calls
+
+    def run_cpu(self, fn: Callable[[], Any], probe: Callable[[], Any] | None = None) -> tuple[Any, bool]:
+        """(result, random). random: the run drew from the CPU generator, or ``probe`` (the same
+        call on another copy of the sample, run first) ran an ATen op tagged
+        nondeterministic_seeded (dropout with p > 0, ...; the generator state alone does not tell
+        when the OpInfo wraps the op in freeze_rng_state). The reference itself runs without a
+        dispatch mode: some CPU ops compute differently under one (complex pinverse does)."""
+        random = False
+        if probe is not None and not self.random_op:
+            detector = sweep.seeded_op_detector()
+            torch.manual_seed(self.seed)
+            try:
+                with detector:
+                    probe()
+            except Exception:  # noqa: BLE001 - the reference run below reports errors
+                pass
+            random = detector.hit is not None
+        torch.manual_seed(self.seed)
+        before = torch.random.get_rng_state()
+        result = fn()
+        return result, random or not torch.equal(before, torch.random.get_rng_state())
+
+    @staticmethod
+    def probe_of(fn: Callable, tree: tuple) -> Callable[[], Any]:
+        """fn(input, *args, **kwargs) on a fresh CPU copy of tree (made when the probe runs)."""
+        def probe():
+            p_in, p_args, p_kwargs = ExactCopy("cpu")(tree)
+            return fn(p_in, *p_args, **p_kwargs)
+
+        return probe
+
+    def describe(self, cpu_copy) -> None:
+        """Remembers the sample's description (from its CPU copy, before any op ran on it)."""
+        c_in, c_args, c_kwargs = cpu_copy
+        try:
+            parts = [sweep.describe(c_in)] + [sweep.describe(a) for a in c_args]
+            parts += [f"{k}={sweep.describe(v)}" for k, v in c_kwargs.items()]
+            self.desc = sweep.one_line(", ".join(parts), 400)
+        except Exception as e:  # noqa: BLE001
+            self.desc = f"(not describable: {sweep.exc_line(e)})"
+
+    def fail(self, i: int, sample, what: str) -> None:
+        self.info["failed_sample"] = i
+        self.info["sample"] = self.desc
+        msg = f"{self.kind} {self.key} [{self.dtype_name}] sample {i}: {what}\n  sample (device arguments " \
+              f"shown as cpu): {self.desc}"
+        self.info["reason"] = sweep.one_line(what, 400)
+        self.tc.fail(msg)
+
+    def both(self, i: int, sample, cpu_fn, dev_fn, probe=None):
+        """Runs cpu_fn then dev_fn. Returns (expected, actual, random) or None when both raised;
+        fails the test when only one raised."""
+        try:
+            expected, rnd = self.run_cpu(cpu_fn, probe)
+            cpu_exc = None
+        except Exception as e:  # noqa: BLE001
+            expected, rnd, cpu_exc = None, False, e
+        try:
+            actual = self.run_device(dev_fn)
+            dev_exc = None
+        except Exception as e:  # noqa: BLE001
+            actual, dev_exc = None, e
+        if cpu_exc is not None:
+            self.info["cpu_raised"] += 1
+            if dev_exc is None:
+                self.fail(i, sample, f"CPU raised {sweep.exc_line(cpu_exc)} but {DEVICE_TYPE} did not")
+            return None
+        if dev_exc is not None:
+            self.fail(i, sample, f"{DEVICE_TYPE} raised {sweep.exc_line(dev_exc)} (CPU did not)")
+        rnd = rnd or self.random_op or self.device_drew_random
+        if rnd:
+            self.info["random_samples"] += 1
+        return expected, actual, rnd
+
+    def check(self, i: int, sample, problems: list[str]) -> None:
+        if problems:
+            self.fail(i, sample, "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
+
+    def prepare(self, sample) -> tuple:
+        """(CPU copy, device copy, CPU copier) of a sample. The device copy is made by device
+        work that is still queued when the op runs (no synchronization in between): the op must
+        order itself after the work producing its inputs, as on a GPU stream."""
+        copier = ExactCopy("cpu")
+        cpu = copier((sample.input, sample.args, sample.kwargs))
+        self.describe(cpu)
+        dev = ExactCopy(self.device, cpu_too=False)((sample.input, sample.args, sample.kwargs))
+        return cpu, dev, copier
+
+    # -- the checks
+    def forward(self, noncontiguous: bool = False) -> None:
+        samples = self.samples()
+        if noncontiguous:
+            samples = [s.noncontiguous() for s in samples]
+        fn = self.op
+        for i, sample in enumerate(samples):
+            self.info["samples"] += 1
+            (c_in, c_args, c_kwargs), (d_in, d_args, d_kwargs), copier = self.prepare(sample)
+            got = self.both(i, sample, lambda: fn(c_in, *c_args, **c_kwargs),
+                            lambda: fn(d_in, *d_args, **d_kwargs), self.probe_of(fn, (c_in, c_args, c_kwargs)))
+            if got is None:
+                continue
+            expected, actual, rnd = got
+            self.info["compared"] += 1
+            problems = device_problems(actual) if copier.on_device and not copier.names_cpu else []
+            diffs = differences(expected, actual, self.tol, metadata_only=rnd)
+            if diffs and not rnd:
+                # Non-unique results (e.g. SVD signs): compare what the OpInfo says to compare.
+                try:
+                    if not differences(sample.output_process_fn_grad(expected),
+                                       sample.output_process_fn_grad(actual), self.tol):
+                        diffs = []
+                        self.info["processed_compare"] = self.info.get("processed_compare", 0) + 1
+                except Exception:  # noqa: BLE001
+                    pass
+            problems += diffs
+            if not rnd:
+                dev_inputs = tensors_in((d_in, d_args, d_kwargs))
+                cpu_inputs = tensors_in((c_in, c_args, c_kwargs))
+                a_dev, a_cpu = aliasing(actual, dev_inputs), aliasing(expected, cpu_inputs)
+                if a_dev != a_cpu:
+                    problems.append(f"aliasing of results with the sample tensors: {a_dev}, CPU {a_cpu}")
+                problems += ["after the op, " + d for d in differences(cpu_inputs, dev_inputs, self.tol,
+                                                                    path="sample tensors")]
+            self.check(i, sample, problems)
+
+    def out(self) -> None:
+        fn = self.op
+        for i, sample in enumerate(self.samples()):
+            self.info["samples"] += 1
+            copier = ExactCopy("cpu")
+            c_in, c_args, c_kwargs = copier((sample.input, sample.args, sample.kwargs))
+            self.describe((c_in, c_args, c_kwargs))
+            try:
+                torch.manual_seed(self.seed)
+                functional = fn(c_in, *c_args, **c_kwargs)
+            except Exception:  # noqa: BLE001 - no result to shape the out tensors: nothing to test
+                self.info["cpu_raised"] += 1
+                continue
+            results = list(functional) if isinstance(functional, (tuple, list)) else [functional]
+            if not results or not all(isinstance(t, torch.Tensor) and t.layout == torch.strided for t in results):
+                continue
+            for variant in ("same size", "empty", "strided"):
+                outs_cpu = [make_out(t, variant) for t in results]
+                outs_dev = [ExactCopy(self.device).tensor(t) for t in outs_cpu]
+                if isinstance(functional, torch.Tensor):
+                    o_cpu, o_dev = outs_cpu[0], outs_dev[0]
+                else:
+                    o_cpu, o_dev = tuple(outs_cpu), tuple(outs_dev)
+                (c_in2, c_args2, c_kwargs2), (d_in, d_args, d_kwargs), _ = self.prepare(sample)
+                got = self.both(i, sample, lambda: fn(c_in2, *c_args2, out=o_cpu, **c_kwargs2),
+                                lambda: fn(d_in, *d_args, out=o_dev, **d_kwargs),
+                                self.probe_of(fn, (c_in2, c_args2, c_kwargs2)))
+                if got is None:
+                    continue
+                expected, actual, rnd = got
+                self.info["compared"] += 1
+                problems = device_problems(outs_dev, "out")
+                problems += differences(expected, actual, self.tol, metadata_only=rnd, path="returned")
+                problems += differences(outs_cpu, outs_dev, self.tol, metadata_only=rnd,
+                                        check_stride=variant == "empty", path="out")
+                ident_cpu = [r is o for r, o in zip(tensors_in(expected), outs_cpu)]
+                ident_dev = [r is o for r, o in zip(tensors_in(actual), outs_dev)]
+                if ident_cpu != ident_dev:
+                    problems.append(f"returned tensors are the out tensors: {ident_dev}, CPU {ident_cpu}")
+                self.check(i, sample, [f"{variant} out: {p}" for p in problems])
+
+    def inplace(self) -> None:
+        fn = self.op.inplace_variant
+        for i, sample in enumerate(self.samples()):
+            self.info["samples"] += 1
+            (c_in, c_args, c_kwargs), (d_in, d_args, d_kwargs), _ = self.prepare(sample)
+            got = self.both(i, sample, lambda: fn(c_in, *c_args, **c_kwargs),
+                            lambda: fn(d_in, *d_args, **d_kwargs), self.probe_of(fn, (c_in, c_args, c_kwargs)))
+            if got is None:
+                continue
+            expected, actual, rnd = got
+            self.info["compared"] += 1
+            problems = differences(expected, actual, self.tol, metadata_only=rnd, check_stride=True)
+            problems += differences(c_in, d_in, self.tol, metadata_only=rnd, path="input after")
+            if (expected is c_in) != (actual is d_in):
+                problems.append(f"the result is the input: {actual is d_in}, CPU {expected is c_in}")
+            self.check(i, sample, problems)
+
+    def grad(self) -> None:
+        fn = self.op
+        gen = torch.Generator().manual_seed(self.seed)
+        for i, sample in enumerate(self.samples(requires_grad=True)):
+            self.info["samples"] += 1
+            # Both sides are rebuilt from the sample by the same ExactCopy code, so their autograd
+            # structure (leaves, views of leaves, views made without grad tracking) is the same.
+            (c_in, c_args, c_kwargs), (d_in, d_args, d_kwargs), _ = self.prepare(sample)
+            dev_leaves, cpu_leaves, seen = [], [], set()
+            for d, c in zip(tensors_in((d_in, d_args, d_kwargs)), tensors_in((c_in, c_args, c_kwargs))):
+                if d.requires_grad and id(d) not in seen:
+                    seen.add(id(d))
+                    dev_leaves.append(d)
+                    cpu_leaves.append(c)
+            if not dev_leaves:
+                continue
+            got = self.both(i, sample,
+                            lambda: sample.output_process_fn_grad(fn(c_in, *c_args, **c_kwargs)),
+                            lambda: sample.output_process_fn_grad(fn(d_in, *d_args, **d_kwargs)),
+                            self.probe_of(fn, (c_in, c_args, c_kwargs)))
+            if got is None:
+                continue
+            expected, actual, rnd = got
+            exp_t, act_t = tensors_in(expected), tensors_in(actual)
+            if len(exp_t) != len(act_t):
+                self.fail(i, sample, f"{len(act_t)} output tensors, CPU {len(exp_t)}")
+            pairs = [(e, a) for e, a in zip(exp_t, act_t)
+                     if e.requires_grad and (e.dtype.is_floating_point or e.dtype.is_complex)]
+            if any(not a.requires_grad for _, a in pairs):
+                self.fail(i, sample, "an output requires grad on CPU but not on sunrise")
+            if not pairs:
+                continue
+            grads_cpu = [random_like(e, gen) for e, _ in pairs]
+            grads_dev = [g.to(self.device) for g in grads_cpu]
+            got = self.both(
+                i, sample,
+                lambda: torch.autograd.grad([e for e, _ in pairs], cpu_leaves, grads_cpu, allow_unused=True),
+                lambda: torch.autograd.grad([a for _, a in pairs], dev_leaves, grads_dev, allow_unused=True))
+            if got is None:
+                continue
+            g_cpu, g_dev, rnd2 = got
+            self.info["compared"] += 1
+            problems = device_problems([g for g in g_dev if g is not None], "grad")
+            problems += differences(list(g_cpu), list(g_dev), self.tol, metadata_only=rnd or rnd2, path="grad")
+            self.check(i, sample, problems)
+
+    def record(self, seconds: float, status: str) -> None:
+        path = os.environ.get(RECORD_ENV)
+        if not path:
+            return
+        rec = dict(self.info, seconds=round(seconds, 3), status=status, fallback=self.fallback)
+        with open(path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def make_out(t: torch.Tensor, variant: str) -> torch.Tensor:
+    """An out tensor for a result like t, filled with 3 (a value results rarely take)."""
+    if variant == "empty":
+        return torch.empty(0, dtype=t.dtype)
+    if variant == "strided" and t.dim() > 0 and t.numel() > 1:
+        wide = torch.empty(*t.shape[:-1], t.shape[-1] * 2, dtype=t.dtype)
+        o = wide[..., ::2]
+    else:
+        o = torch.empty_like(t, memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        o.fill_(3)
+    return o
+
+
+def random_like(t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    if t.dtype.is_complex:
+        g = torch.complex(torch.randn(t.shape, generator=gen, dtype=torch.float64),
+                          torch.randn(t.shape, generator=gen, dtype=torch.float64))
+    else:
+        g = torch.randn(t.shape, generator=gen, dtype=torch.float64)
+    return g.to(t.dtype)
+
+
+def run_check(tc, device: str, dtype, op, kind: str) -> None:
+    checker = Checker(tc, device, dtype, op, kind)
+    fault = injected(checker.key, kind, checker.dtype_name)
+    if fault == "crash":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif fault == "hang":
+        time.sleep(1e6)
+    t0 = time.monotonic()
+    status = "failed"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation / resize warnings of the samples themselves
+            if kind in ("forward", "noncontiguous"):
+                checker.forward(noncontiguous=kind == "noncontiguous")
+            elif kind == "out":
+                checker.out()
+            elif kind == "inplace":
+                checker.inplace()
+            elif kind == "grad":
+                checker.grad()
+            else:
+                raise ValueError(kind)
+        status = "passed"
+    except unittest.SkipTest as e:
+        status = "skipped"
+        checker.info["reason"] = str(e)
+        raise
+    except BaseException as e:  # noqa: BLE001 - recorded, then re-raised
+        if "reason" not in checker.info:
+            checker.info["reason"] = sweep.one_line(sweep.exc_line(e), 400)
+        raise
+    finally:
+        checker.record(time.monotonic() - t0, status)
