@@ -54,6 +54,18 @@ def test_normal_matches_cpu_distribution(dtype: torch.dtype) -> None:
     _assert_native("aten::normal_")
 
 
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_complex_uniform_and_normal_match_cpu_statistics(dtype: torch.dtype) -> None:
+    u = torch.empty(N, dtype=dtype, device="sunrise").uniform_(-1.0, 3.0).cpu()
+    n = torch.randn(N, dtype=dtype, device="sunrise").cpu()
+    cu, cn = torch.empty(N, dtype=dtype).uniform_(-1.0, 3.0), torch.randn(N, dtype=dtype)
+    for dev, cpu in ((u, cu), (n, cn)):
+        assert_close(_moments(torch.view_as_real(dev)[:, 0])[:2], _moments(torch.view_as_real(cpu)[:, 0])[:2],
+                     atol=0.03, rtol=0.02)
+        assert_close(_moments(torch.view_as_real(dev)[:, 1])[:2], _moments(torch.view_as_real(cpu)[:, 1])[:2],
+                     atol=0.03, rtol=0.02)
+
+
 def test_factories_rand_randn_randint_run_on_device() -> None:
     a = torch.rand(3, 4, device="sunrise")
     b = torch.randn(3, 4, device="sunrise", dtype=torch.float64)

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/ones_like.h>
+#include <ATen/ops/view_as_real.h>
 #include <torch/library.h>
 
 #include <limits>
@@ -18,13 +19,19 @@ at::Tensor& uniform_(at::Tensor& self, double from, double to, Gen gen) {
   TORCH_CHECK(from <= to, "uniform_ expects to return a [from, to) range, but found from=", from, " > to=", to);
   TORCH_CHECK(std::isfinite(to - from), "uniform_ expects to-from <= std::numeric_limits<", self.scalar_type(),
               ">::max(), but found to=", to, " and from=", from, " which result in to-from to exceed the limit");
-  kernels::uniform_(self, from, to, std::move(gen));
+  // Complex tensors draw real and imaginary parts independently, as on CPU.
+  kernels::uniform_(self.is_complex() ? at::view_as_real(self) : self, from, to, std::move(gen));
   return self;
 }
 
 at::Tensor& normal_(at::Tensor& self, double mean, double std, Gen gen) {
   TORCH_CHECK(std >= 0.0, "normal expects std >= 0.0, but found std ", std);
-  kernels::normal_(self, mean, std, std::move(gen));
+  // Complex normal: each part gets half the variance, as on CPU.
+  if (self.is_complex()) {
+    kernels::normal_(at::view_as_real(self), mean, std / std::sqrt(2.0), std::move(gen));
+  } else {
+    kernels::normal_(self, mean, std, std::move(gen));
+  }
   return self;
 }
 
