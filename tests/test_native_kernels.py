@@ -142,3 +142,96 @@ def test_module_to_keeps_parameter_identity_and_ties() -> None:
     emb.to("sunrise")
     head.to("sunrise")
     assert head.weight is emb.weight
+
+
+# ------------------------------------------ non-structured hot ops, as device work
+class _no_fallback:  # noqa: N801 - used like a function
+    """SUNRISE_FALLBACK=error inside: any CPU fallback raises."""
+
+    def __enter__(self):
+        self.mode = torch_sunrise.get_fallback_mode()
+        torch_sunrise.set_fallback_mode("error")
+
+    def __exit__(self, *exc):
+        torch_sunrise.set_fallback_mode(self.mode)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_forward_backward_native(dtype, affine) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 8, dtype=dtype)
+    w, b = (torch.randn(8, dtype=dtype), torch.randn(8, dtype=dtype)) if affine else (None, None)
+    grad = torch.randn(3, 5, 8, dtype=dtype)
+
+    def run(device):
+        xs = x.to(device).requires_grad_()
+        ws = w.to(device).requires_grad_() if affine else None
+        bs = b.to(device).requires_grad_() if affine else None
+        out, mean, rstd = torch.native_layer_norm(xs, (8,), ws, bs, 1e-5)
+        out.backward(grad.to(device))
+        grads = [t.grad.cpu() for t in (xs, ws, bs) if t is not None]
+        return [out.detach().cpu(), mean.cpu(), rstd.cpu()] + grads
+
+    with _no_fallback():
+        got = run("sunrise")
+    for g, e in zip(got, run("cpu")):
+        assert g.dtype == e.dtype and g.shape == e.shape
+        assert_close(g, e, rtol=0, atol=0)
+
+
+def test_layer_norm_mixed_dtype_and_bad_shape() -> None:
+    x = torch.randn(4, 6, dtype=torch.bfloat16)
+    w, b = torch.randn(6), torch.randn(6)
+    with _no_fallback():
+        got = torch.native_layer_norm(x.sunrise(), (6,), w.sunrise(), b.sunrise(), 1e-5)
+    for g, e in zip(got, torch.native_layer_norm(x, (6,), w, b, 1e-5)):
+        assert g.dtype == e.dtype
+        assert_close(g.cpu(), e, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="normalized_shape"):
+        torch.nn.functional.layer_norm(torch.randn(4, 6, device="sunrise"), (5,))
+
+
+@pytest.mark.parametrize("padding_idx, scale", [(None, False), (2, True)])
+def test_embedding_backward_native(padding_idx, scale) -> None:
+    weight = torch.randn(10, 4)
+    idx = torch.tensor([[1, 2, 2], [9, 0, 2]])
+    grad = torch.randn(2, 3, 4)
+
+    def run(device):
+        w = weight.to(device).requires_grad_()
+        torch.nn.functional.embedding(idx.to(device), w, padding_idx=padding_idx,
+                                      scale_grad_by_freq=scale).backward(grad.to(device))
+        return w.grad.cpu()
+
+    with _no_fallback():
+        got = run("sunrise")
+    assert_close(got, run("cpu"), rtol=0, atol=0)
+
+
+def test_dropout_backward_native_matches_its_mask() -> None:
+    x = torch.randn(64, 32, device="sunrise", requires_grad=True)
+    with _no_fallback():
+        y = torch.nn.functional.dropout(x, p=0.3, training=True)
+        y.backward(torch.ones_like(y))
+    kept = (y.detach() != 0).cpu()
+    assert_close(x.grad.cpu(), kept.float() / 0.7)
+
+
+def test_arange_abs_index_native() -> None:
+    with _no_fallback():
+        assert_close(torch.arange(3, 17, 2, device="sunrise").cpu(), torch.arange(3, 17, 2))
+        assert_close(torch.arange(0.5, 2.0, 0.25, device="sunrise").cpu(), torch.arange(0.5, 2.0, 0.25))
+        x = torch.randn(5, 6)
+        assert_close(x.sunrise().abs().cpu(), x.abs())
+        out = torch.empty(0, device="sunrise")
+        torch.abs(x.sunrise(), out=out)
+        assert_close(out.cpu(), x.abs())
+        rows, cols = torch.tensor([0, 4, 2]), torch.tensor([[1], [3]])
+        assert_close(x.sunrise()[rows.sunrise()].cpu(), x[rows])
+        assert_close(x.sunrise()[cols.sunrise(), rows.sunrise()].cpu(), x[cols, rows])
+        assert_close(x.sunrise()[:, rows].cpu(), x[:, rows])  # CPU index tensors are accepted, as on CUDA
+    mask = x > 0
+    assert_close(x.sunrise()[mask.sunrise()].cpu(), x[mask])  # data-dependent shape: synchronizes
+    with pytest.raises(RuntimeError, match="step must be nonzero"):
+        torch.arange(0, 3, 0, device="sunrise")

@@ -7,13 +7,25 @@
 // a GPU.
 #include "StructuredOps.h"
 
+#include "SunriseHostCompute.h"
+
 #include <ATen/ExpandUtils.h>
+#include <ATen/OpMathType.h>
 #include <ATen/WrapDimUtils.h>
+#include <ATen/native/cpu/mixed_data_type.h>
+#include <ATen/native/layer_norm.h>
 #include <ATen/ops/_fused_adam.h>
 #include <ATen/ops/_fused_adamw.h>
+#include <ATen/ops/abs.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/embedding_dense_backward.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/index.h>
 #include <ATen/ops/index_select.h>
+#include <ATen/ops/native_dropout_backward.h>
+#include <ATen/ops/native_layer_norm.h>
+#include <ATen/ops/native_layer_norm_backward.h>
 #include <ATen/ops/isnan.h>
 #include <ATen/ops/masked_fill.h>
 #include <ATen/ops/max.h>
@@ -188,6 +200,188 @@ at::Tensor& index_select_out(const at::Tensor& self, int64_t dim, const at::Tens
   return out;
 }
 
+// ------------------------------------------------------------- layer norm
+// The CPU kernel's outputs, predicted here (layer_norm_cpu): Y contiguous like
+// the input; mean and rstd shaped like the input over the leading dims with
+// ones over the normalized ones, in float when a reduced-precision input comes
+// with float32 parameters.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm(const at::Tensor& input,
+                                                                 c10::IntArrayRef normalized_shape,
+                                                                 const std::optional<at::Tensor>& weight,
+                                                                 const std::optional<at::Tensor>& bias, double eps) {
+  const at::Tensor no_tensor;
+  const at::Tensor& w = weight ? *weight : no_tensor;
+  const at::Tensor& b = bias ? *bias : no_tensor;
+  const c10::Device device = structured::common_device({&input}, {&weight, &bias}, {}, "aten::native_layer_norm");
+  const SunriseGuard guard(device);
+  at::native::_check_layer_norm_inputs(input, normalized_shape, w, b);
+  const bool mixed = at::native::is_mixed_type(input, w, b);
+  if (mixed) at::native::check_mixed_data_type(input, w, b);
+  const c10::ScalarType stat_dtype = mixed ? at::toOpMathType(input.scalar_type()) : input.scalar_type();
+  const size_t axis = input.dim() - normalized_shape.size();
+  std::vector<int64_t> stat_shape(input.sizes().begin(), input.sizes().begin() + static_cast<ptrdiff_t>(axis));
+  stat_shape.resize(static_cast<size_t>(input.dim()), 1);
+  at::Tensor y = at::empty(input.sizes(), input.options());
+  at::Tensor mean = at::empty(stat_shape, input.options().dtype(stat_dtype));
+  at::Tensor rstd = at::empty(stat_shape, input.options().dtype(stat_dtype));
+  launch(device, [input, shape = normalized_shape.vec(), weight, bias, eps, y, mean, rstd] {
+    Views v;
+    auto opt = [&](const std::optional<at::Tensor>& t) { return t ? std::optional<at::Tensor>(v(*t)) : std::nullopt; };
+    auto [ry, rmean, rrstd] = at::native_layer_norm(v(input), shape, opt(weight), opt(bias), eps);
+    v(y).copy_(ry);
+    v(mean).copy_(rmean);
+    v(rstd).copy_(rrstd);
+  });
+  return {y, mean, rstd};
+}
+
+// Gradients come back like the tensors they belong to (layer_norm_backward_cpu),
+// only where output_mask asks for them.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, c10::IntArrayRef normalized_shape, const at::Tensor& mean,
+    const at::Tensor& rstd, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    std::array<bool, 3> output_mask) {
+  const c10::Device device = structured::common_device({&grad_out, &input, &mean, &rstd}, {&weight, &bias}, {},
+                                                       "aten::native_layer_norm_backward");
+  const SunriseGuard guard(device);
+  const at::Tensor no_tensor;
+  at::native::_check_layer_norm_inputs(input, normalized_shape, weight ? *weight : no_tensor,
+                                       bias ? *bias : no_tensor);
+  auto like = [](bool wanted, const std::optional<at::Tensor>& t) {
+    return wanted && t && t->defined() ? at::empty(t->sizes(), t->options()) : at::Tensor();
+  };
+  at::Tensor dx = output_mask[0] ? at::empty(input.sizes(), input.options()) : at::Tensor();
+  at::Tensor dw = like(output_mask[1], weight);
+  at::Tensor db = like(output_mask[2], bias);
+  launch(device, [grad_out, input, shape = normalized_shape.vec(), mean, rstd, weight, bias, output_mask, dx, dw,
+                  db] {
+    Views v;
+    auto opt = [&](const std::optional<at::Tensor>& t) { return t ? std::optional<at::Tensor>(v(*t)) : std::nullopt; };
+    auto [rx, rw, rb] = at::native_layer_norm_backward(v(grad_out), v(input), shape, v(mean), v(rstd), opt(weight),
+                                                       opt(bias), output_mask);
+    if (dx.defined()) v(dx).copy_(rx);
+    if (dw.defined()) v(dw).copy_(rw);
+    if (db.defined()) v(db).copy_(rb);
+  });
+  return {dx, dw, db};
+}
+
+// ------------------------------------------------- embedding and dropout grads
+at::Tensor embedding_dense_backward(const at::Tensor& grad_output, const at::Tensor& indices, int64_t num_weights,
+                                    int64_t padding_idx, bool scale_grad_by_freq) {
+  TORCH_CHECK(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt,
+              "embedding_backward: expected indices of dtype int32 or int64, got ", indices.scalar_type());
+  TORCH_CHECK(grad_output.dim() >= 1, "embedding_backward: grad_output must have at least one dimension");
+  const c10::Device device = device_of({&grad_output, &indices}, "aten::embedding_dense_backward");
+  const SunriseGuard guard(device);
+  at::Tensor out = at::empty({num_weights, grad_output.size(-1)}, grad_output.options());
+  launch(device, [grad_output, indices, num_weights, padding_idx, scale_grad_by_freq, out] {
+    Views v;
+    v(out).copy_(at::embedding_dense_backward(v(grad_output), v(indices), num_weights, padding_idx,
+                                               scale_grad_by_freq));
+  });
+  return out;
+}
+
+at::Tensor native_dropout_backward(const at::Tensor& grad_output, const at::Tensor& mask, double scale) {
+  const c10::Device device = device_of({&grad_output, &mask}, "aten::native_dropout_backward");
+  const SunriseGuard guard(device);
+  at::Tensor out = at::empty(at::infer_size(grad_output.sizes(), mask.sizes()),
+                             grad_output.options().dtype(at::result_type(grad_output, mask)));
+  launch(device, [grad_output, mask, scale, out] {
+    Views v;
+    v(out).copy_(at::native_dropout_backward(v(grad_output), v(mask), scale));
+  });
+  return out;
+}
+
+// ----------------------------------------------------------- out= variants
+// The out= argument is sized on the host (resize_output, with its warning for
+// a non-empty out of another shape), then the CPU kernel fills its view.
+at::Tensor& abs_out(const at::Tensor& self, at::Tensor& out) {
+  const c10::Device device = device_of({&self, &out}, "aten::abs.out");
+  const SunriseGuard guard(device);
+  const c10::ScalarType expected = self.is_complex() ? c10::toRealValueType(self.scalar_type()) : self.scalar_type();
+  TORCH_CHECK(at::canCast(expected, out.scalar_type()), "result type ", expected,
+              " can't be cast to the desired output type ", out.scalar_type());
+  at::native::resize_output(out, self.sizes());
+  launch(device, [self, out] {
+    Views v;
+    at::Tensor o = v(out);
+    at::abs_out(o, v(self));
+  });
+  return out;
+}
+
+// arange's length depends only on the scalars; the meta kernel computes it
+// (with CPU's argument checks) on a meta tensor of out's dtype.
+at::Tensor& arange_out(const c10::Scalar& start, const c10::Scalar& end, const c10::Scalar& step, at::Tensor& out) {
+  const c10::Device device = device_of({&out}, "aten::arange.start_out");
+  const SunriseGuard guard(device);
+  at::Tensor meta = at::empty({0}, out.options().device(c10::kMeta));
+  at::arange_out(meta, start, end, step);
+  at::native::resize_output(out, meta.sizes());
+  launch(device, [start, end, step, out] {
+    Views v;
+    at::Tensor o = v(out);
+    at::arange_out(o, start, end, step);
+  });
+  return out;
+}
+
+// Advanced indexing with integer index tensors: the result's shape follows
+// from the shapes alone (the meta kernel computes it). Boolean masks make it
+// depend on the data, so those synchronize and run on the host.
+at::Tensor& index_out(const at::Tensor& self, const c10::List<std::optional<at::Tensor>>& indices, at::Tensor& out) {
+  bool data_dependent = false;
+  for (const std::optional<at::Tensor>& index : indices) {
+    if (!index || !index->defined()) continue;
+    data_dependent |= index->scalar_type() == at::kBool || index->scalar_type() == at::kByte;
+  }
+  const c10::Device device = device_of({&self, &out}, "aten::index.Tensor_out");
+  const SunriseGuard guard(device);
+  auto to_meta = [](const at::Tensor& t) {
+    return at::empty_strided(t.sizes(), t.strides(), t.options().device(c10::kMeta));
+  };
+  if (data_dependent) {
+    HostCompute host(device);
+    c10::List<std::optional<at::Tensor>> cpu_indices;
+    for (const std::optional<at::Tensor>& index : indices) {
+      cpu_indices.push_back(index && index->defined() ? std::optional<at::Tensor>(host.in(*index)) : std::nullopt);
+    }
+    at::Tensor out_view = host.in(out);
+    at::index_out(out_view, host.in(self), cpu_indices);
+    host.write_back(out, out_view);
+    return out;
+  }
+  c10::List<std::optional<at::Tensor>> meta_indices;
+  for (const std::optional<at::Tensor>& index : indices) {
+    if (index && index->defined()) {
+      TORCH_CHECK(index->device() == device || index->device().is_cpu(),
+                  "indices should be either on cpu or on the same device as the indexed tensor (", device, ")");
+      meta_indices.push_back(std::optional<at::Tensor>(to_meta(*index)));
+    } else {
+      meta_indices.push_back(std::nullopt);
+    }
+  }
+  at::Tensor meta_out = at::empty({0}, out.options().device(c10::kMeta));
+  at::index_out(meta_out, to_meta(self), meta_indices);
+  TORCH_CHECK(out.scalar_type() == self.scalar_type(), "index_out: expected out dtype ", self.scalar_type(),
+              ", got ", out.scalar_type());
+  at::native::resize_output(out, meta_out.sizes());
+  std::vector<std::optional<at::Tensor>> held(indices.begin(), indices.end());
+  launch(device, [self, held = std::move(held), out] {
+    Views v;
+    c10::List<std::optional<at::Tensor>> cpu_indices;
+    for (const std::optional<at::Tensor>& index : held) {
+      cpu_indices.push_back(index && index->defined() ? std::optional<at::Tensor>(v(*index)) : std::nullopt);
+    }
+    at::Tensor o = v(out);
+    at::index_out(o, v(self), cpu_indices);
+  });
+  return out;
+}
+
 template <bool IsMax>
 at::Tensor full_reduction(const at::Tensor& self) {
   TORCH_CHECK(self.numel() > 0, IsMax ? "max" : "min",
@@ -263,6 +457,13 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("where.self_out", where_self_out);
   m.impl("index_select", index_select);
   m.impl("index_select.out", index_select_out);
+  m.impl("native_layer_norm", native_layer_norm);
+  m.impl("native_layer_norm_backward", native_layer_norm_backward);
+  m.impl("embedding_dense_backward", embedding_dense_backward);
+  m.impl("native_dropout_backward", native_dropout_backward);
+  m.impl("abs.out", abs_out);
+  m.impl("arange.start_out", arange_out);
+  m.impl("index.Tensor_out", index_out);
   m.impl("max", full_reduction<true>);
   m.impl("min", full_reduction<false>);
   m.impl("_fused_adamw_", fused_adam<true>);

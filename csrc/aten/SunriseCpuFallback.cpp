@@ -269,7 +269,7 @@ TORCH_LIBRARY_IMPL(_, PrivateUse1, m) {
 // float32, so they are sent to the CPU kernel explicitly until they get
 // native kernels.
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
-  for (const char* op : {"native_layer_norm", "native_group_norm", "addr", "addr.out"}) {
+  for (const char* op : {"native_group_norm", "addr", "addr.out"}) {
     m.impl(op, torch::CppFunction::makeFromBoxedFunction<&sunrise_cpu_fallback>());
   }
 }
