@@ -44,8 +44,8 @@ c10::Device common_device(std::initializer_list<const at::Tensor*> tensors,
 
 at::Tensor& Operands::new_slot() {
   if (used_ < kInline) return inline_[used_++];
-  overflow_.emplace_back(nullptr, at::Tensor());
-  return overflow_.back().second;
+  overflow_.emplace_front(nullptr, at::Tensor());
+  return overflow_.front().second;
 }
 
 const at::Tensor& Operands::hold(const at::Tensor& t) {
@@ -57,7 +57,7 @@ const at::Tensor& Operands::hold(const at::Tensor& t) {
   if (inline_slot) {
     impls_[used_ - 1] = key;
   } else {
-    overflow_.back().first = key;
+    overflow_.front().first = key;
   }
   return slot;
 }
@@ -106,16 +106,16 @@ const at::Tensor& Operands::refresh(const at::Tensor& t) {
 }
 
 const std::optional<at::Tensor>& Operands::hold(const std::optional<at::Tensor>& t) {
-  optionals_.push_back(t.has_value() ? std::optional<at::Tensor>(hold(*t)) : std::nullopt);
-  return optionals_.back();
+  optionals_.push_front(t.has_value() ? std::optional<at::Tensor>(hold(*t)) : std::nullopt);
+  return optionals_.front();
 }
 
 const std::vector<at::Tensor>& Operands::hold(const c10::IListRef<at::Tensor>& list) {
   std::vector<at::Tensor> views;
   views.reserve(list.size());
   for (const at::Tensor& t : list) views.push_back(hold(t));
-  lists_.push_back(std::move(views));
-  return lists_.back();
+  lists_.push_front(std::move(views));
+  return lists_.front();
 }
 
 }  // namespace torch_sunrise::aten::structured

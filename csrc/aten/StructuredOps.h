@@ -25,7 +25,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
 
-#include <deque>
+#include <forward_list>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -70,9 +70,11 @@ class Operands {
   std::array<const c10::TensorImpl*, kInline> impls_{};
   std::array<at::Tensor, kInline> inline_{};
   size_t used_ = 0;
-  std::deque<std::pair<const c10::TensorImpl*, at::Tensor>> overflow_;  // rare: ops with many tensors
-  std::deque<std::optional<at::Tensor>> optionals_;
-  std::deque<std::vector<at::Tensor>> lists_;
+  // Node-based (stable references) and, unlike std::deque, free of any
+  // allocation until used: most ops never touch them.
+  std::forward_list<std::pair<const c10::TensorImpl*, at::Tensor>> overflow_;  // ops with many tensors
+  std::forward_list<std::optional<at::Tensor>> optionals_;
+  std::forward_list<std::vector<at::Tensor>> lists_;
 };
 
 constexpr const char* kCpu = "cpu";

@@ -36,6 +36,7 @@
 #include <torch_sunrise/SunriseCachingAllocator.h>
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseFunctions.h>
+#include <torch_sunrise/SunriseLaunch.h>
 
 #include <c10/core/Allocator.h>
 #include <c10/util/flat_hash_map.h>
@@ -573,7 +574,10 @@ class SunriseCachingAllocator final : public c10::DeviceAllocator {
     device(ptr.device().index()).record_stream(ptr.get(), s.handle());
   }
 
-  DeviceStats getDeviceStats(c10::DeviceIndex index) override { return device(index).stats(); }
+  DeviceStats getDeviceStats(c10::DeviceIndex index) override {
+    release_finished_tasks();  // what finished device work still held is free
+    return device(index).stats();
+  }
   void resetAccumulatedStats(c10::DeviceIndex index) override { device(index).reset_accumulated(); }
   void resetPeakStats(c10::DeviceIndex index) override { device(index).reset_peak(); }
 
@@ -622,6 +626,7 @@ void resetAccumulatedStats(c10::DeviceIndex device) { instance().resetAccumulate
 void resetPeakStats(c10::DeviceIndex device) { instance().resetPeakStats(device); }
 
 std::vector<SegmentInfo> snapshot() {
+  release_finished_tasks();
   std::vector<SegmentInfo> out;
   for (c10::DeviceIndex i = 0; i < device_count(); ++i) instance().device(i).append_snapshot(out);
   return out;

@@ -1,5 +1,6 @@
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseFunctions.h>
+#include <torch_sunrise/SunriseLaunch.h>
 
 namespace torch_sunrise {
 
@@ -43,6 +44,7 @@ void device_synchronize(c10::DeviceIndex device) {
   // Raise while `device` is current: the error is read (and its sticky state
   // cleared) from the current device.
   const srError_t err = srDeviceSynchronize();
+  release_finished_tasks();
   if (err != srSuccess) {
     try {
       SUNRISE_CHECK(err);

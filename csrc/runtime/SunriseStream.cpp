@@ -1,6 +1,7 @@
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseFunctions.h>
 #include <torch_sunrise/SunriseStream.h>
+#include <torch_sunrise/SunriseLaunch.h>
 
 #include <array>
 #include <atomic>
@@ -77,7 +78,11 @@ bool SunriseStream::query() const {
   return true;
 }
 
-void SunriseStream::synchronize() const { SUNRISE_CHECK(srStreamSynchronize(handle())); }
+void SunriseStream::synchronize() const {
+  const srError_t err = srStreamSynchronize(handle());
+  release_finished_tasks();
+  SUNRISE_CHECK(err);
+}
 
 SunriseStream getStreamFromPool(bool is_high_priority, c10::DeviceIndex device) {
   return getStreamFromPool(is_high_priority ? -1 : 0, device);

@@ -4,8 +4,8 @@
 //       blocks spread over the device's compute units. f is copied into the
 //       launch (like CUDA kernel parameters) and must be trivially copyable.
 //   launch_task(stream, f)  f() runs once on the stream's device thread, in
-//       stream order. f may own anything (tensors, vectors): it is destroyed on
-//       the device thread after running.
+//       stream order. f may own anything (tensors, vectors); it is destroyed
+//       on the host after it ran (see release_finished_tasks).
 //
 // Both return as soon as the work is queued. An exception thrown by device
 // work is recorded as the device's sticky error and raised by the next
@@ -26,7 +26,11 @@ namespace detail {
 struct HostTask {
   virtual ~HostTask() = default;
   virtual void run() = 0;
+  HostTask* next_finished = nullptr;  // link in the list of finished tasks
 };
+
+// Hands a task that ran to the host for destruction; called on the device thread.
+void retire(HostTask* task) noexcept;
 
 template <typename F>
 struct HostTaskImpl final : HostTask {
@@ -36,7 +40,7 @@ struct HostTaskImpl final : HostTask {
 };
 
 inline void run_host_task(void* user_data) {
-  std::unique_ptr<HostTask> task(static_cast<HostTask*>(user_data));
+  auto* task = static_cast<HostTask*>(user_data);
   try {
     task->run();
   } catch (const c10::Error& e) {
@@ -44,6 +48,7 @@ inline void run_host_task(void* user_data) {
   } catch (const std::exception& e) {
     srReportAsyncError(srErrorLaunchFailure, e.what());
   }
+  retire(task);
 }
 
 template <typename F>
@@ -62,8 +67,17 @@ void block_trampoline(const srKernelContext* ctx, void* args) {
 
 }  // namespace detail
 
+// Destroys the tasks that finished running. A task owns what the host
+// allocated for it (tensors, CPU views, their storages); destroying it on the
+// device thread would free host-allocated memory from another thread, which
+// makes glibc's malloc and the caching allocator's lock contend with the host
+// on every small op. The host destroys them in batches instead: at its next
+// launch, at synchronizations, and before reading memory statistics.
+void release_finished_tasks() noexcept;
+
 template <typename F>
 void launch_task(const SunriseStream& stream, F&& f) {
+  release_finished_tasks();
   using Fn = std::decay_t<F>;
   auto task = std::make_unique<detail::HostTaskImpl<Fn>>(Fn(std::forward<F>(f)));
   SUNRISE_CHECK(srLaunchHostFunc(stream.handle(), &detail::run_host_task, task.get()));
