@@ -74,7 +74,7 @@ const at::Tensor* Operands::view_of(const at::Tensor& t) const {
 }
 
 bool cast_promoted(const Operands& operands, const std::vector<const c10::TensorImpl*>& promoted,
-                   c10::ScalarType dtype, std::initializer_list<at::Tensor*> tensors,
+                   c10::ScalarType dtype, std::initializer_list<c10::MaybeOwned<at::Tensor>*> tensors,
                    std::initializer_list<std::optional<at::Tensor>*> optionals) {
   if (promoted.empty() || dtype == c10::ScalarType::Undefined) return false;
   auto was_promoted = [&](const at::Tensor& t) {
@@ -84,9 +84,9 @@ bool cast_promoted(const Operands& operands, const std::vector<const c10::Tensor
            std::find(promoted.begin(), promoted.end(), view->unsafeGetTensorImpl()) != promoted.end();
   };
   bool cast = false;
-  for (at::Tensor* t : tensors) {
-    if (was_promoted(*t)) {
-      *t = t->to(dtype);
+  for (c10::MaybeOwned<at::Tensor>* t : tensors) {
+    if (was_promoted(**t)) {
+      *t = c10::MaybeOwned<at::Tensor>::owned((*t)->to(dtype));
       cast = true;
     }
   }

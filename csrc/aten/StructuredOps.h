@@ -16,9 +16,11 @@
 
 #include "../kernels/DeviceView.h"
 
+#include <torch_sunrise/SunriseCachingAllocator.h>
 #include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseLaunch.h>
 
+#include <ATen/EmptyTensor.h>
 #include <ATen/TensorIterator.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/native/Resize.h>
@@ -88,9 +90,17 @@ void forward_set_output(Kernel* self, int64_t i, c10::IntArrayRef sizes, c10::In
   }
 }
 
+// Straight to the caching allocator (the device guard of the wrapper is set),
+// as CUDA's structured kernels call empty_cuda: a dispatcher round trip per
+// output is a visible share of a small op's host time.
 inline at::Tensor create_out(c10::IntArrayRef sizes, c10::IntArrayRef strides, const c10::TensorOptions& options,
-                             c10::Device device) {
-  return strides.empty() ? at::empty(sizes, options.device(device)) : at::empty_strided(sizes, strides, options.device(device));
+                             c10::Device /*device*/) {
+  constexpr c10::DispatchKeySet keys(c10::DispatchKey::PrivateUse1);
+  const c10::ScalarType dtype = options.dtype().toScalarType();
+  if (strides.empty()) {
+    return at::detail::empty_generic(sizes, caching_allocator::get(), keys, dtype, options.memory_format_opt());
+  }
+  return at::detail::empty_strided_generic(sizes, strides, caching_allocator::get(), keys, dtype);
 }
 
 // What the three kinds of wrappers share.
@@ -121,8 +131,10 @@ struct Base : Kernel {
 
 // Casts, on the device, the arguments whose views TensorIterator promoted on
 // the host; true when anything was cast (the caller runs meta() again).
+// Read-only tensor arguments are borrowed (a copy of a tensor that Python owns
+// touches its PyObject, which needs the GIL) until a cast replaces them.
 bool cast_promoted(const Operands& operands, const std::vector<const c10::TensorImpl*>& promoted,
-                   c10::ScalarType dtype, std::initializer_list<at::Tensor*> tensors,
+                   c10::ScalarType dtype, std::initializer_list<c10::MaybeOwned<at::Tensor>*> tensors,
                    std::initializer_list<std::optional<at::Tensor>*> optionals);
 
 // outputs allocated by the op.

@@ -142,7 +142,7 @@ def gen_variant(g: NativeFunctionsGroup, f, kernel_class: str, idx: int) -> tupl
         if isinstance(b.argument, Argument) and b.argument.is_write:
             continue
         if kind == "tensor":
-            lines.append(f"  at::Tensor {b.name}_c = {b.name};")
+            lines.append(f"  c10::MaybeOwned<at::Tensor> {b.name}_c = c10::MaybeOwned<at::Tensor>::borrowed({b.name});")
             castable.append(b.name)
         elif kind == "optional":
             lines.append(f"  ::std::optional<at::Tensor> {b.name}_c = {b.name};")
@@ -169,7 +169,7 @@ def gen_variant(g: NativeFunctionsGroup, f, kernel_class: str, idx: int) -> tupl
     rebinds: list[str] = []
     for b in args:
         kind = tensor_kind(b.nctype.cpp_type())
-        src = f"{b.name}_c" if b.name in castable or b.name in castable_opt else b.name
+        src = f"*{b.name}_c" if b.name in castable else f"{b.name}_c" if b.name in castable_opt else b.name
         if kind == "tensor":
             lines.append(f"  const at::Tensor& {b.name}_v = op->operands_->hold({src});")
             context.append(Expr(expr=f"{b.name}_v", type=b.nctype))
