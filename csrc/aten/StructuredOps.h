@@ -19,6 +19,7 @@
 #include <torch_sunrise/SunriseCachingAllocator.h>
 #include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseLaunch.h>
+#include <torch_sunrise/SunriseStorage.h>
 
 #include <ATen/EmptyTensor.h>
 #include <ATen/TensorIterator.h>
@@ -90,6 +91,56 @@ void forward_set_output(Kernel* self, int64_t i, c10::IntArrayRef sizes, c10::In
   }
 }
 
+// meta() may reshape an output after set_output, through the view it was
+// handed (mse_loss with a reduction resizes its elementwise output to 0-dim):
+// the device tensor takes the view's shape, and the view is re-pointed at the
+// (possibly regrown) device storage.
+inline void adopt_view_shape(Operands& operands, const at::Tensor& dev, const at::Tensor& view) {
+  if (!view.defined() || (view.sizes().equals(dev.sizes()) && view.strides().equals(dev.strides()) &&
+                          view.storage_offset() == dev.storage_offset())) {
+    return;
+  }
+  c10::TensorImpl* impl = dev.unsafeGetTensorImpl();
+  impl->set_storage_offset(view.storage_offset());
+  resize_tensor_impl(impl, view.sizes(), view.strides());
+  operands.refresh(dev);
+}
+
+// impl() may flip an output's conjugate or negative bit (linalg_lu_solve with
+// left=False solves for X^H and returns a conjugate view of it), but only on
+// the CPU view: the device tensor's metadata went to the caller when the op
+// returned. The device task makes the flip physical, so the device tensor's
+// bytes and bits stay as meta() left them and hold the result.
+template <size_t N>
+class OutputBits {
+ public:
+  explicit OutputBits(const std::array<at::Tensor, N>& views) {
+    for (size_t i = 0; i < N; ++i) {
+      conj_[i] = views[i].defined() && views[i].is_conj();
+      neg_[i] = views[i].defined() && views[i].is_neg();
+    }
+  }
+  void resolve(const std::array<at::Tensor, N>& views) const {
+    for (size_t i = 0; i < N; ++i) {
+      if (!views[i].defined()) continue;
+      const bool conj = views[i].is_conj() != conj_[i];
+      const bool neg = views[i].is_neg() != neg_[i];
+      if (!conj && !neg) continue;
+      at::Tensor t = views[i];  // same TensorImpl
+      t._set_conj(false);
+      t._set_neg(false);
+      if (conj) t.conj_physical_();
+      if (neg) t.neg_();
+      t._set_conj(conj_[i]);
+      t._set_neg(neg_[i]);
+    }
+  }
+
+ private:
+  std::array<bool, N> conj_{};
+  std::array<bool, N> neg_{};
+};
+
 // Straight to the caching allocator (the device guard of the wrapper is set),
 // as CUDA's structured kernels call empty_cuda: a dispatcher round trip per
 // output is a visible share of a small op's host time.
@@ -113,6 +164,12 @@ inline at::Tensor create_out(c10::IntArrayRef sizes, c10::IntArrayRef strides, c
 // left to promote.
 template <typename Kernel>
 struct Base : Kernel {
+  // meta() reads or writes tensor data on the host (gen_structured_ops.py's
+  // META_TOUCHES_DATA; the wrapper synchronizes before meta()): resizing an
+  // out= argument queues a copy of its old bytes, which must land before
+  // meta() writes the new ones.
+  bool meta_touches_data_ = false;
+
   std::vector<const c10::TensorImpl*> promoted_views() const {
     std::vector<const c10::TensorImpl*> out;
     if constexpr (std::is_base_of_v<at::TensorIteratorBase, Kernel>) {
@@ -157,6 +214,13 @@ struct Functional final : Base<Kernel> {
     forward_set_output<Kernel>(this, i, sizes, strides, options);
   }
 
+  // After meta(): see adopt_view_shape.
+  void adopt_view_shapes() {
+    for (size_t i = 0; i < N; ++i) {
+      if (outputs_[i].defined()) adopt_view_shape(*operands_, outputs_[i], views_[i]);
+    }
+  }
+
   Operands operands_storage_;
   Operands* const operands_ = &operands_storage_;
   std::array<at::Tensor, N> outputs_;  // on the device
@@ -195,6 +259,7 @@ struct Out final : Base<Kernel> {
       } else if (options.memory_format_opt().has_value()) {
         out.unsafeGetTensorImpl()->empty_tensor_restride(*options.memory_format_opt());
       }
+      if (this->meta_touches_data_) getCurrentSunriseStream(operands_->device().index()).synchronize();
     }
     if (allow_proxy && !strides.empty() && !out.strides().equals(strides)) {
       proxies_[i] = create_out(sizes, strides, options, operands_->device());
@@ -203,6 +268,11 @@ struct Out final : Base<Kernel> {
       views_[i] = operands_->refresh(out);
     }
     forward_set_output<Kernel>(this, i, sizes, strides, options);
+  }
+
+  // After meta(): see adopt_view_shape.
+  void adopt_view_shapes() {
+    for (size_t i = 0; i < N; ++i) adopt_view_shape(*operands_, proxies_[i] ? *proxies_[i] : outputs_[i].get(), views_[i]);
   }
 
   // Queues the copies from proxies into the real out= arguments.
@@ -247,6 +317,9 @@ struct Inplace final : Base<Kernel> {
     }
     forward_set_output<Kernel>(this, i, sizes, strides, options);
   }
+
+  // In-place outputs keep self's shape (set() checks it).
+  void adopt_view_shapes() {}
 
   void finish() {
     if (proxy_) self_.copy_(*proxy_);

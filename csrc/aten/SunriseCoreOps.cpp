@@ -5,13 +5,16 @@
 #include "../kernels/CoreKernels.h"
 
 #include <torch_sunrise/SunriseCachingAllocator.h>
+#include <torch_sunrise/SunriseFunctions.h>
 #include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseStorage.h>
 
 #include <ATen/EmptyTensor.h>
 #include <ATen/native/Resize.h>
+#include <ATen/native/TensorFactories.h>
 #include <ATen/ops/_reshape_alias_native.h>
 #include <ATen/ops/as_strided_native.h>
+#include <ATen/ops/conj_physical.h>
 #include <ATen/ops/view_native.h>
 #include <torch/library.h>
 
@@ -135,6 +138,37 @@ bool has_compatible_shallow_copy_type(const at::Tensor& self, const at::Tensor& 
   return dense(self) && dense(from);
 }
 
+// conj_physical_'s generic kernel calls the conj DispatchStub, which has no
+// sunrise entry; the out= variant with out=self dispatches to sunrise.
+at::Tensor& conj_physical_(at::Tensor& self) {
+  if (!self.is_complex()) return self;
+  return at::conj_physical_out(self, self);
+}
+
+// As CUDA's: a ZeroTensor without storage (autograd's efficient zeros). The
+// ZeroTensor dispatch key materializes it for ops that need the values.
+at::Allocator* zero_tensor_allocator(c10::DeviceIndex index) {
+  static const auto allocators = [] {
+    std::vector<std::unique_ptr<at::native::ZeroTensorAllocator>> all;
+    for (c10::DeviceIndex i = 0; i < device_count(); ++i) {
+      all.push_back(std::make_unique<at::native::ZeroTensorAllocator>(c10::Device(c10::DeviceType::PrivateUse1, i)));
+    }
+    return all;
+  }();
+  check_device_index(index);
+  return allocators[index].get();
+}
+
+at::Tensor efficientzerotensor(c10::IntArrayRef size, std::optional<c10::ScalarType> dtype,
+                               std::optional<c10::Layout> layout, std::optional<c10::Device> device,
+                               std::optional<bool> pin_memory) {
+  check_factory_args(layout, pin_memory);
+  const c10::DeviceIndex index = device && device->has_index() ? device->index() : current_device();
+  const auto keys = kSunriseKeys | c10::DispatchKeySet(c10::DispatchKey::ZeroTensor);
+  return at::detail::empty_generic(size, zero_tensor_allocator(index), keys, c10::dtype_or_default(dtype),
+                                   std::nullopt);
+}
+
 void record_stream(at::Tensor& self, c10::Stream stream) {
   TORCH_CHECK(stream.device() == self.device(), "record_stream: the stream is on ", stream.device(),
               " but the tensor is on ", self.device());
@@ -162,6 +196,8 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("_local_scalar_dense", local_scalar_dense);
   m.impl("record_stream", record_stream);
   m.impl("_has_compatible_shallow_copy_type", has_compatible_shallow_copy_type);
+  m.impl("conj_physical_", conj_physical_);
+  m.impl("_efficientzerotensor", efficientzerotensor);
 }
 
 // Copies resolve conjugate and negative bits themselves (the CPU copy kernel

@@ -277,7 +277,7 @@ def _tol_for(t: torch.Tensor, tol) -> dict:
 def _to_cpu_exact(t: torch.Tensor) -> torch.Tensor:
     if t.device.type == "cpu":
         return t
-    if t.layout != torch.strided:
+    if t.layout != torch.strided or t._is_zerotensor():  # a ZeroTensor (autograd's zeros) has no storage
         return t.cpu()
     return ExactCopy("cpu").tensor(t.detach())
 
