@@ -179,7 +179,9 @@ struct srStream {
   std::condition_variable queue_cv;  // wakes the device thread
   std::vector<sunrise_rt::Task> ring;  // power-of-two ring buffer
   size_t head = 0, tail = 0;           // guarded by queue_mutex
-  std::atomic<uint64_t> pending{0};    // tasks in the ring, for lock-free spinning
+  // Tasks announced to the device thread, for lock-free spinning; raised
+  // after the queue lock is released, so may briefly lag (or go below) the ring.
+  std::atomic<int64_t> pending{0};
   bool worker_sleeping = false;        // guarded by queue_mutex
   bool stopping = false;               // guarded by queue_mutex
   std::thread worker;

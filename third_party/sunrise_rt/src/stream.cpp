@@ -91,10 +91,10 @@ void execute(srStream* s, Task& t) {
 
 void worker_loop(srStream* s) {
   const int64_t spin_ns = config().spin_ns;
+  std::vector<Task> batch;
   for (;;) {
-    Task task;
     {
-      if (s->pending.load(std::memory_order_acquire) == 0)
+      if (s->pending.load(std::memory_order_acquire) <= 0)
         spin_until([s] { return s->pending.load(std::memory_order_acquire) > 0; }, spin_ns);
       std::unique_lock<std::mutex> lock(s->queue_mutex);
       while (s->head == s->tail) {
@@ -103,20 +103,25 @@ void worker_loop(srStream* s) {
         s->queue_cv.wait(lock);
         s->worker_sleeping = false;
       }
-      task = std::move(s->ring[s->head & (s->ring.size() - 1)]);
-      ++s->head;
-      s->pending.fetch_sub(1, std::memory_order_relaxed);
+      // Take everything queued at once: one lock round trip per batch, not per task.
+      const size_t n = s->tail - s->head;
+      for (size_t i = 0; i < n; ++i) batch.push_back(std::move(s->ring[(s->head + i) & (s->ring.size() - 1)]));
+      s->head = s->tail;
+      s->pending.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
     }
-    execute(s, task);
-    const uint64_t seq = task.seq;
-    // Release the task's resources before announcing completion, so a waiter
-    // that frees memory afterwards never races with the task's destructor.
-    task = Task();
-    s->completed.store(seq, std::memory_order_seq_cst);
-    if (s->waiters.load(std::memory_order_seq_cst) > 0) {
-      { std::lock_guard<std::mutex> lock(s->done_mutex); }
-      s->done_cv.notify_all();
+    for (Task& task : batch) {
+      execute(s, task);
+      const uint64_t seq = task.seq;
+      // Release the task's resources before announcing completion, so a waiter
+      // that frees memory afterwards never races with the task's destructor.
+      task = Task();
+      s->completed.store(seq, std::memory_order_seq_cst);
+      if (s->waiters.load(std::memory_order_seq_cst) > 0) {
+        { std::lock_guard<std::mutex> lock(s->done_mutex); }
+        s->done_cv.notify_all();
+      }
     }
+    batch.clear();
   }
 }
 
@@ -155,6 +160,7 @@ srError_t create_stream(Device* dev, int priority, unsigned flags, bool is_defau
 
 srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
   uint64_t seq = 0;
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(s->queue_mutex);
     if (s->stopping) return fail(srErrorInvalidResourceHandle, "stream is being destroyed");
@@ -179,9 +185,13 @@ srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
     s->ring[s->tail & (s->ring.size() - 1)] = std::move(task);
     ++s->tail;
     s->submitted.store(seq, std::memory_order_seq_cst);
-    s->pending.fetch_add(1, std::memory_order_release);
-    if (s->worker_sleeping) s->queue_cv.notify_one();
+    wake = s->worker_sleeping;
   }
+  // Announced only now that the lock is free: a spinning device thread that
+  // saw it while the host still held the lock would block on the mutex, and
+  // the host would pay a futex wake-up on every launch.
+  s->pending.fetch_add(1, std::memory_order_release);
+  if (wake) s->queue_cv.notify_one();
   if (seq_out) *seq_out = seq;
   if (config().launch_blocking) {
     wait_for(s, seq);
