@@ -73,6 +73,20 @@ const at::Tensor* Operands::view_of(const at::Tensor& t) const {
   return nullptr;
 }
 
+bool Operands::is_device_view(const c10::TensorImpl* view) const {
+  auto made_here = [&](const at::Tensor& held) {
+    return held.unsafeGetTensorImpl() == view &&
+           views_.device_storage_of(held.storage().unsafeGetStorageImpl()) != nullptr;
+  };
+  for (size_t i = 0; i < used_; ++i) {
+    if (made_here(inline_[i])) return true;
+  }
+  for (const auto& slot : overflow_) {
+    if (made_here(slot.second)) return true;
+  }
+  return false;
+}
+
 bool cast_promoted(const Operands& operands, const std::vector<const c10::TensorImpl*>& promoted,
                    c10::ScalarType dtype, std::initializer_list<c10::MaybeOwned<at::Tensor>*> tensors,
                    std::initializer_list<std::optional<at::Tensor>*> optionals) {

@@ -62,6 +62,8 @@ class Operands {
   const at::Tensor& refresh(const at::Tensor& t);
   // The view hold() made for `t`, or nullptr.
   const at::Tensor* view_of(const at::Tensor& t) const;
+  // Whether `view` is one of the views over device memory that hold() made.
+  bool is_device_view(const c10::TensorImpl* view) const;
   c10::Device device() const { return device_; }
 
  private:
@@ -170,12 +172,14 @@ struct Base : Kernel {
   // meta() writes the new ones.
   bool meta_touches_data_ = false;
 
-  std::vector<const c10::TensorImpl*> promoted_views() const {
+  // CPU scalars are promoted too, harmlessly: they are host memory.
+  std::vector<const c10::TensorImpl*> promoted_views(const Operands& operands) const {
     std::vector<const c10::TensorImpl*> out;
     if constexpr (std::is_base_of_v<at::TensorIteratorBase, Kernel>) {
       for (const auto& operand : this->operands_) {
-        if (!operand.is_output && operand.original_tensor_base().defined())
-          out.push_back(operand.original_tensor_base().unsafeGetTensorImpl());
+        if (operand.is_output || !operand.original_tensor_base().defined()) continue;
+        const c10::TensorImpl* impl = operand.original_tensor_base().unsafeGetTensorImpl();
+        if (operands.is_device_view(impl)) out.push_back(impl);
       }
     }
     return out;

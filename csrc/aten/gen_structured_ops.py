@@ -222,7 +222,7 @@ def gen_variant(g: NativeFunctionsGroup, f, kernel_class: str, idx: int) -> tupl
     # A promoted input that cannot be cast on the device (the self of an
     # in-place op) was read on the host: synchronize and run meta() again, so
     # that TensorIterator's host-side cast sees up-to-date memory.
-    lines.append("  if (const auto promoted = op->promoted_views(); !promoted.empty()) {")
+    lines.append("  if (const auto promoted = op->promoted_views(*op->operands_); !promoted.empty()) {")
     lines.append(
         f"    if (attempt == 0 && cast_promoted(*op->operands_, promoted, op->promotion_dtype(), "
         f"{{{tensor_ptrs}}}, {{{opt_ptrs}}})) continue;"
