@@ -7,6 +7,8 @@ no test ends within ``--timeout`` seconds the process is killed and the test rec
 ``timeout``. Either way the chunk is restarted without the tests already done, so one bad op
 never loses the run. The driver itself does not import torch.
 
+``--jobs N`` runs N chunks side by side (one process each; on 2 cores, --jobs 2 halves the time).
+
 Usage (from the repository root)::
 
     python -m tests.opinfo.full_run --json build/opinfo_full/results.json     # everything
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import datetime
 import json
 import os
@@ -30,6 +33,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -404,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-tests", type=int, default=300, help="about this many tests per chunk")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds without a test ending before a kill")
     p.add_argument("--threads", type=int, default=1, help="threads of each test process")
+    p.add_argument("--jobs", type=int, default=1, help="chunks run at the same time (one process each)")
     p.add_argument("--json", default=None, help="write all results here (default: <workdir>/results.json)")
     p.add_argument("--no-snapshot", action="store_true",
                    help="import torch_sunrise from the repository instead of a copy taken at the start "
@@ -450,34 +455,44 @@ def main(argv: list[str] | None = None) -> int:
     total_tests = sum(tests_of(o) for o in ops)
     if log:
         print(f"{len(ops)} OpInfos, about {total_tests} tests, {len(chunks)} chunks", file=log, flush=True)
-    results = []
     counts = collections.Counter()
     previous_seconds = 0.0
-    for n, chunk in enumerate(chunks):
+    progress = threading.Lock()
+    finished = 0
+
+    def one_chunk(n: int, chunk: list[str]) -> dict:
+        nonlocal previous_seconds, finished
         done_path = os.path.join(args.workdir, f"chunk_{n:03d}.done")
         if args.resume and os.path.exists(done_path):
             with open(done_path) as f:
                 cr = json.load(f)
-            previous_seconds += cr.get("seconds", 0.0)
+            with progress:
+                previous_seconds += cr.get("seconds", 0.0) / max(1, args.jobs)
         else:
             c0 = time.monotonic()
             cr = run_chunk(n, chunk, args.workdir, env, args.timeout, log)
             cr["seconds"] = round(time.monotonic() - c0, 1)
             with open(done_path, "w") as f:
                 json.dump(cr, f)
-        results.append(cr)
-        for ev in cr["events"]:
-            if "report" in ev:
-                counts[ev["outcome"]] += 1
-        if log:
-            el = time.monotonic() - t0 + previous_seconds
-            print(f"[chunk {n + 1}/{len(chunks)} {el / 60:6.1f} min] {chunk[0]} .. {chunk[-1]}: "
-                  f"{dict(counts)}", file=log, flush=True)
+        with progress:
+            finished += 1
+            for ev in cr["events"]:
+                if "report" in ev:
+                    counts[ev["outcome"]] += 1
+            if log:
+                el = time.monotonic() - t0 + previous_seconds
+                print(f"[chunk {finished}/{len(chunks)} {el / 60:6.1f} min] {chunk[0]} .. {chunk[-1]}: "
+                      f"{dict(counts)}", file=log, flush=True)
+        return cr
+
+    # Chunks are independent processes; --jobs of them run side by side.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(one_chunk, range(len(chunks)), chunks))
     import importlib.metadata as md
 
     result = {
         "config": {"ops": args.ops, "chunk_tests": args.chunk_tests, "timeout": args.timeout,
-                   "threads": args.threads, "chunks": len(chunks)},
+                   "threads": args.threads, "jobs": args.jobs, "chunks": len(chunks)},
         "environment": {"date": datetime.date.today().isoformat(), "torch": listing["torch"],
                         "python": platform.python_version(), "cpus": os.cpu_count(), "source": git_revision(),
                         "torch_sunrise": md.version("torch_sunrise") if _has_dist("torch_sunrise") else "?",
