@@ -95,7 +95,8 @@ def _gpt2(device: str):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=6, n_embd=512, n_head=8, n_positions=256, vocab_size=8000)
+    config = GPT2Config(n_layer=6, n_embd=512, n_head=8, n_positions=256, vocab_size=8000, bos_token_id=0,
+                        eos_token_id=0)
     model = GPT2LMHeadModel(config).eval()
     return model.to(device)
 
@@ -113,6 +114,43 @@ def case_gpt2_generate(device: str, quick: bool):
     kwargs = dict(max_new_tokens=32, do_sample=False, pad_token_id=0)
     with torch.no_grad():
         return median_time(lambda: model.generate(ids, **kwargs), device, 1, 3 if not quick else 1), 1e3, "ms"
+
+
+# The issue's floors, as the largest acceptable sunrise / CPU ratio (transfers:
+# at least 85 % of host memcpy bandwidth, i.e. at most 1 / 0.85 of its time).
+FLOORS = {
+    "16-element add": 1.6, "MLP 8x64, batch 32, forward": 1.5, "mm 1024x1024": 1.1, "add, 64 MB": 1.1,
+    "softmax, 64 MB": 1.1, "H2D 256 MB (vs host memcpy)": 1 / 0.85, "D2H 256 MB (vs host memcpy)": 1 / 0.85,
+    "GPT-2 (6x512) forward, 128 tokens": 1.1, "GPT-2 (6x512) greedy, 32 new tokens": 1.3,
+}
+
+
+def write_svg(rows: list[tuple], path: str) -> None:
+    """A horizontal bar chart of the ratios, with each case's floor marked (no plotting dependency)."""
+    width, left, bar, gap, top = 760, 290, 18, 10, 40
+    scale_max = max(2.0, max(r[4] for r in rows) * 1.1, max(FLOORS.get(r[0], 0) for r in rows) * 1.1)
+    x = lambda v: left + (width - left - 30) * v / scale_max  # noqa: E731
+    height = top + len(rows) * (bar + gap) + 30
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           f'font-size="12">', f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left}" y="20" font-weight="bold">sunrise time / CPU eager time (lower is better; '
+           f'| = floor of issue 4)</text>',
+           f'<line x1="{x(1):.1f}" y1="{top - 8}" x2="{x(1):.1f}" y2="{height - 25}" stroke="#888" '
+           f'stroke-dasharray="4,3"/>', f'<text x="{x(1) - 8:.1f}" y="{height - 10}">1.0</text>']
+    for i, (name, _cpu, _dev, _unit, ratio) in enumerate(rows):
+        y = top + i * (bar + gap)
+        floor = FLOORS.get(name)
+        ok = floor is None or ratio <= floor
+        out.append(f'<text x="{left - 8}" y="{y + bar - 5}" text-anchor="end">{name}</text>')
+        out.append(f'<rect x="{left}" y="{y}" width="{x(ratio) - left:.1f}" height="{bar}" '
+                   f'fill="{"#4c9a5a" if ok else "#c8553d"}"/>')
+        out.append(f'<text x="{x(ratio) + 4:.1f}" y="{y + bar - 5}">{ratio:.2f}</text>')
+        if floor is not None:
+            out.append(f'<line x1="{x(floor):.1f}" y1="{y - 3}" x2="{x(floor):.1f}" y2="{y + bar + 3}" '
+                       f'stroke="black" stroke-width="2"/>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
 
 
 CASES = [
@@ -133,6 +171,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--only", default=None, help="substring of the case names to run")
+    parser.add_argument("--svg", default=None, help="also write the ratios as a bar chart (e.g. docs/bench_ops.svg)")
     args = parser.parse_args()
     torch_sunrise.set_fallback_mode("silent")
     rows = []
@@ -152,6 +191,8 @@ def main() -> None:
         print("\n| case | CPU eager | sunrise | sunrise / CPU |\n| --- | --- | --- | --- |")
         for name, cpu, dev, unit, ratio in rows:
             print(f"| {name} | {cpu:.2f} {unit} | {dev:.2f} {unit} | {ratio:.2f} |")
+    if args.svg:
+        write_svg(rows, args.svg)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import torch_sunrise  # noqa: F401
+from conftest import describe
 
 MiB = 1 << 20
 
@@ -178,3 +179,30 @@ def test_oom_message_and_recovery_in_a_fresh_process() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+def test_launch_queue_is_bounded_so_a_fast_host_cannot_grow_memory(run_python) -> None:
+    # Queued work keeps its operands alive. A host issuing 4 MiB temporaries
+    # much faster than the device computes them may run at most
+    # SUNRISE_MAX_QUEUED launches ahead (CUDA's launch queue is bounded too),
+    # so the memory held by queued work stays bounded as well.
+    code = """
+        import torch, torch_sunrise
+        x = torch.randn(1 << 20, device="sunrise")
+        w = torch.randn(1024, 1024, device="sunrise")
+        torch.sunrise.synchronize()
+        torch.sunrise.reset_peak_memory_stats()
+        for _ in range(300):
+            w @ w          # slow device work, so the host runs ahead
+            y = x * 2.0    # a 4 MiB temporary, dropped at once on the host
+        torch.sunrise.synchronize()
+        print(torch.sunrise.max_memory_allocated() / 2**20)
+    """
+    proc = run_python(code, env={"SUNRISE_MAX_QUEUED": "16"})
+    assert proc.returncode == 0, describe(proc)
+    peak_mib = float(proc.stdout.split()[-1])
+    # x (4) + w (4) + at most ~16 queued launches of 4 MiB each, with slack.
+    assert peak_mib < 120, f"peak {peak_mib:.0f} MiB: the queue did not bound the host"
+    bad = run_python("import torch, torch_sunrise; torch.randn(2, device='sunrise')",
+                     env={"SUNRISE_MAX_QUEUED": "lots"})
+    assert bad.returncode != 0 and "SUNRISE_MAX_QUEUED" in bad.stderr, describe(bad)

@@ -420,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     os.makedirs(args.workdir, exist_ok=True)
+    source = git_revision()  # the code the snapshot (and so the whole run) measures
     snapshot, build = (None, {}) if args.no_snapshot else take_snapshot(args.workdir)
     if args.resume and snapshot and os.path.exists(os.path.join(args.workdir, "build.json")):
         with open(os.path.join(args.workdir, "build.json")) as f:
@@ -494,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"ops": args.ops, "chunk_tests": args.chunk_tests, "timeout": args.timeout,
                    "threads": args.threads, "jobs": args.jobs, "chunks": len(chunks)},
         "environment": {"date": datetime.date.today().isoformat(), "torch": listing["torch"],
-                        "python": platform.python_version(), "cpus": os.cpu_count(), "source": git_revision(),
+                        "python": platform.python_version(), "cpus": os.cpu_count(), "source": source,
                         "torch_sunrise": md.version("torch_sunrise") if _has_dist("torch_sunrise") else "?",
                         "build": build, "threads": args.threads},
         "seconds": round(time.monotonic() - t0 + previous_seconds, 1),

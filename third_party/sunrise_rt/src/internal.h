@@ -27,6 +27,10 @@ struct Config {
   int compute_units = 1;        // per device, including the stream's own thread
   bool launch_blocking = false;
   int64_t spin_ns = 50'000;     // spin before sleeping, nanoseconds
+  // Launch queue depth per stream: a host that runs further ahead than this
+  // waits, as with CUDA's bounded launch queue. Queued work keeps its operands
+  // alive, so without a bound a fast host grows device memory without limit.
+  long max_queued = 256;
   std::string error;            // non-empty: the environment was invalid
 };
 

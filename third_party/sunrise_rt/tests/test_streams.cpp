@@ -341,9 +341,10 @@ TEST(host_func_order_and_thread) {
 }
 
 TEST(stream_queue_grows_while_blocked) {
-  // Thousands of tasks queued behind a blocked one, added while the queue has
-  // wrapped around (the device thread consumed part of it): order is kept.
-  constexpr int kFirst = 40, kSecond = 40, kThird = 2000;
+  // Tasks queued behind a blocked one (up to the launch queue bound), added
+  // while the ring has wrapped around (the device thread consumed part of it)
+  // and must grow: order is kept.
+  constexpr int kFirst = 40, kSecond = 40, kThird = 200;
   constexpr int kTotal = kFirst + kSecond + kThird;
   Stream s;
   Log log(kTotal);
@@ -371,6 +372,31 @@ TEST(stream_queue_grows_while_blocked) {
   CHECK_SR(srStreamSynchronize(s));
   CHECK_EQ(log.disorder(kTotal), 0);
   CHECK_EQ(g1.timed_out.load() + g2.timed_out.load(), 0);
+}
+
+TEST(stream_launch_queue_is_bounded) {
+  // A host further ahead than SUNRISE_MAX_QUEUED (default 256) launches waits
+  // for the device, as with CUDA's bounded launch queue.
+  constexpr int kLaunches = 400;
+  Stream s;
+  Gate gate;
+  GateOpener opener(gate);
+  CHECK_SR(srLaunchHostFunc(s, gate_host_fn, &gate));
+  CHECK(gate.wait_entered());
+  std::atomic<int> launched{0};
+  std::thread host([&] {
+    for (int i = 0; i < kLaunches; ++i) {
+      if (srLaunchHostFunc(s, [](void*) {}, nullptr) != srSuccess) return;
+      launched.fetch_add(1);
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const int ahead = launched.load();
+  CHECK(ahead >= 200 && ahead <= 257);
+  gate.release();
+  host.join();
+  CHECK_EQ(launched.load(), kLaunches);
+  CHECK_SR(srStreamSynchronize(s));
 }
 
 // ------------------------------------------------------------- asynchrony
