@@ -235,3 +235,28 @@ def test_arange_abs_index_native() -> None:
     assert_close(x.sunrise()[mask.sunrise()].cpu(), x[mask])  # data-dependent shape: synchronizes
     with pytest.raises(RuntimeError, match="step must be nonzero"):
         torch.arange(0, 3, 0, device="sunrise")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.complex64])
+@pytest.mark.parametrize("dim, correction, keepdim", [(None, None, False), (1, 0, True), ((0, 2), 2, False)])
+def test_var_std_native(dtype, dim, correction, keepdim) -> None:
+    x = torch.randn(4, 5, 6, dtype=dtype)
+    with _no_fallback():
+        for fn in (torch.var, torch.std):
+            got = fn(x.sunrise(), dim, correction=correction, keepdim=keepdim)
+            expected = fn(x, dim, correction=correction, keepdim=keepdim)
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            assert_close(got.cpu(), expected, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="floating point and complex"):
+        torch.var(torch.ones(3, dtype=torch.long, device="sunrise"))
+
+
+def test_eye_native() -> None:
+    with _no_fallback():
+        assert_close(torch.eye(3, device="sunrise").cpu(), torch.eye(3))
+        assert_close(torch.eye(2, 5, dtype=torch.int64, device="sunrise").cpu(), torch.eye(2, 5, dtype=torch.int64))
+        out = torch.empty(0, device="sunrise")
+        torch.eye(4, out=out)
+        assert_close(out.cpu(), torch.eye(4))
+    with pytest.raises(RuntimeError, match="n must be greater or equal to 0"):
+        torch.eye(-1, device="sunrise")

@@ -19,6 +19,7 @@
 #include <ATen/ops/abs.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/embedding_dense_backward.h>
+#include <ATen/ops/eye.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/index.h>
@@ -31,6 +32,9 @@
 #include <ATen/ops/max.h>
 #include <ATen/ops/min.h>
 #include <ATen/ops/relu.h>
+#include <ATen/ops/std.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/var.h>
 #include <ATen/ops/result_type.h>
 #include <ATen/ops/where.h>
 #include <torch/library.h>
@@ -329,6 +333,45 @@ at::Tensor& arange_out(const c10::Scalar& start, const c10::Scalar& end, const c
   return out;
 }
 
+// eye's shape depends only on n and m; the meta kernel checks them.
+at::Tensor& eye_m_out(int64_t n, int64_t m, at::Tensor& out) {
+  const c10::Device device = device_of({&out}, "aten::eye.m_out");
+  const SunriseGuard guard(device);
+  at::Tensor meta = at::empty({0}, out.options().device(c10::kMeta));
+  at::eye_out(meta, n, m);
+  at::native::resize_output(out, meta.sizes());
+  launch(device, [n, m, out] {
+    Views v;
+    at::Tensor o = v(out);
+    at::eye_out(o, n, m);
+  });
+  return out;
+}
+
+at::Tensor& eye_out(int64_t n, at::Tensor& out) { return eye_m_out(n, n, out); }
+
+// var / std with a correction: the result has the shape of any reduction over
+// `dim` (taken from sum's meta kernel) and the real dtype of the input.
+template <bool Std>
+at::Tensor var_or_std(const at::Tensor& self, at::OptionalIntArrayRef dim, const std::optional<c10::Scalar>& correction,
+                      bool keepdim) {
+  TORCH_CHECK(at::isFloatingType(self.scalar_type()) || at::isComplexType(self.scalar_type()),
+              "std and var only support floating point and complex dtypes");
+  const c10::Device device = device_of({&self}, Std ? "aten::std.correction" : "aten::var.correction");
+  const SunriseGuard guard(device);
+  const at::Tensor shape = at::sum(at::empty_strided(self.sizes(), self.strides(), self.options().device(c10::kMeta)),
+                                   dim, keepdim);
+  at::Tensor out = at::empty(shape.sizes(), self.options().dtype(c10::toRealValueType(self.scalar_type())));
+  std::optional<std::vector<int64_t>> dims;
+  if (dim) dims = dim->vec();
+  launch(device, [self, dims, correction, keepdim, out] {
+    Views v;
+    const at::OptionalIntArrayRef d = dims ? at::OptionalIntArrayRef(*dims) : at::OptionalIntArrayRef(std::nullopt);
+    v(out).copy_(Std ? at::std(v(self), d, correction, keepdim) : at::var(v(self), d, correction, keepdim));
+  });
+  return out;
+}
+
 // Advanced indexing with integer index tensors: the result's shape follows
 // from the shapes alone (the meta kernel computes it). Boolean masks make it
 // depend on the data, so those synchronize and run on the host.
@@ -464,6 +507,10 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("abs.out", abs_out);
   m.impl("arange.start_out", arange_out);
   m.impl("index.Tensor_out", index_out);
+  m.impl("eye.m_out", eye_m_out);
+  m.impl("eye.out", eye_out);
+  m.impl("var.correction", var_or_std<false>);
+  m.impl("std.correction", var_or_std<true>);
   m.impl("max", full_reduction<true>);
   m.impl("min", full_reduction<false>);
   m.impl("_fused_adamw_", fused_adam<true>);
