@@ -260,3 +260,14 @@ def test_eye_native() -> None:
         assert_close(out.cpu(), torch.eye(4))
     with pytest.raises(RuntimeError, match="n must be greater or equal to 0"):
         torch.eye(-1, device="sunrise")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int64, torch.bool])
+def test_dropout_backward_dtypes_match_cpu(dtype) -> None:
+    grad = torch.randint(0, 3, (4, 5)).to(dtype)
+    mask = torch.rand(4, 5) > 0.3
+    with _no_fallback():
+        got = torch.ops.aten.native_dropout_backward(grad.sunrise(), mask.sunrise(), 1.25)
+    expected = torch.ops.aten.native_dropout_backward(grad, mask, 1.25)
+    assert got.dtype == expected.dtype
+    assert_close(got.cpu(), expected, rtol=0, atol=0)

@@ -290,8 +290,11 @@ at::Tensor embedding_dense_backward(const at::Tensor& grad_output, const at::Ten
 at::Tensor native_dropout_backward(const at::Tensor& grad_output, const at::Tensor& mask, double scale) {
   const c10::Device device = device_of({&grad_output, &mask}, "aten::native_dropout_backward");
   const SunriseGuard guard(device);
+  // grad * mask * scale: a floating scale promotes integer and bool gradients.
+  const at::Tensor product = at::empty({0}, grad_output.options().dtype(at::result_type(grad_output, mask))
+                                                .device(c10::kMeta));
   at::Tensor out = at::empty(at::infer_size(grad_output.sizes(), mask.sizes()),
-                             grad_output.options().dtype(at::result_type(grad_output, mask)));
+                             grad_output.options().dtype(at::result_type(product, c10::Scalar(scale))));
   launch(device, [grad_output, mask, scale, out] {
     Views v;
     v(out).copy_(at::native_dropout_backward(v(grad_output), v(mask), scale));
