@@ -98,8 +98,12 @@ def build_report(result: dict) -> tuple[str, dict]:
              f"{env.get('cpus', '?')} CPUs, test processes with {env.get('threads', 1)} thread(s)")
     L.append(f"- Source: {env.get('source', '?')}; extension `{build.get('extension', '?')}` built "
              f"{build.get('built', '?')} (sha256 {build.get('sha256', '?')}), run from a snapshot")
-    L.append(f"- Wall time: {result['seconds'] / 60:.0f} min ({result['config'].get('chunks', '?')} chunks, one at "
-             "a time)\n")
+    if env.get("rerun"):
+        r = env["rerun"]
+        L.append(f"- Re-run on {r['source']}: {', '.join(r['ops'])} ({r['why']})")
+    jobs = result["config"].get("jobs", 1)
+    L.append(f"- Wall time: {result['seconds'] / 60:.0f} min ({result['config'].get('chunks', '?')} chunks, "
+             f"{'one at a time' if jobs == 1 else f'{jobs} at a time'})\n")
 
     t = s["totals"]
     L.append("## Headline\n")
