@@ -50,6 +50,9 @@ struct Views {
   at::Tensor operator()(const at::Tensor& t) {
     return t.defined() && t.device().is_privateuseone() ? set.view(t) : t;
   }
+  std::optional<at::Tensor> operator()(const std::optional<at::Tensor>& t) {
+    return t ? std::optional<at::Tensor>((*this)(*t)) : std::nullopt;
+  }
   std::vector<at::Tensor> operator()(at::TensorList list) {
     std::vector<at::Tensor> out;
     out.reserve(list.size());
@@ -57,6 +60,12 @@ struct Views {
     return out;
   }
 };
+
+// A tensor with t's metadata on the meta device: meta kernels compute result
+// shapes from it without touching memory.
+at::Tensor meta_like(const at::Tensor& t) {
+  return at::empty_strided(t.sizes(), t.strides(), t.options().device(c10::kMeta));
+}
 
 c10::Device device_of(std::initializer_list<const at::Tensor*> tensors, const char* op) {
   return structured::common_device(tensors, {}, {}, op);
@@ -230,8 +239,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm(const at::Tenso
   at::Tensor rstd = at::empty(stat_shape, input.options().dtype(stat_dtype));
   launch(device, [input, shape = normalized_shape.vec(), weight, bias, eps, y, mean, rstd] {
     Views v;
-    auto opt = [&](const std::optional<at::Tensor>& t) { return t ? std::optional<at::Tensor>(v(*t)) : std::nullopt; };
-    auto [ry, rmean, rrstd] = at::native_layer_norm(v(input), shape, opt(weight), opt(bias), eps);
+    auto [ry, rmean, rrstd] = at::native_layer_norm(v(input), shape, v(weight), v(bias), eps);
     v(y).copy_(ry);
     v(mean).copy_(rmean);
     v(rstd).copy_(rrstd);
@@ -260,9 +268,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm_backward(
   launch(device, [grad_out, input, shape = normalized_shape.vec(), mean, rstd, weight, bias, output_mask, dx, dw,
                   db] {
     Views v;
-    auto opt = [&](const std::optional<at::Tensor>& t) { return t ? std::optional<at::Tensor>(v(*t)) : std::nullopt; };
-    auto [rx, rw, rb] = at::native_layer_norm_backward(v(grad_out), v(input), shape, v(mean), v(rstd), opt(weight),
-                                                       opt(bias), output_mask);
+    auto [rx, rw, rb] = at::native_layer_norm_backward(v(grad_out), v(input), shape, v(mean), v(rstd), v(weight),
+                                                       v(bias), output_mask);
     if (dx.defined()) v(dx).copy_(rx);
     if (dw.defined()) v(dw).copy_(rw);
     if (db.defined()) v(db).copy_(rb);
@@ -362,8 +369,7 @@ at::Tensor var_or_std(const at::Tensor& self, at::OptionalIntArrayRef dim, const
               "std and var only support floating point and complex dtypes");
   const c10::Device device = device_of({&self}, Std ? "aten::std.correction" : "aten::var.correction");
   const SunriseGuard guard(device);
-  const at::Tensor shape = at::sum(at::empty_strided(self.sizes(), self.strides(), self.options().device(c10::kMeta)),
-                                   dim, keepdim);
+  const at::Tensor shape = at::sum(meta_like(self), dim, keepdim);
   at::Tensor out = at::empty(shape.sizes(), self.options().dtype(c10::toRealValueType(self.scalar_type())));
   std::optional<std::vector<int64_t>> dims;
   if (dim) dims = dim->vec();
@@ -386,9 +392,6 @@ at::Tensor& index_out(const at::Tensor& self, const c10::List<std::optional<at::
   }
   const c10::Device device = device_of({&self, &out}, "aten::index.Tensor_out");
   const SunriseGuard guard(device);
-  auto to_meta = [](const at::Tensor& t) {
-    return at::empty_strided(t.sizes(), t.strides(), t.options().device(c10::kMeta));
-  };
   if (data_dependent) {
     HostCompute host(device);
     c10::List<std::optional<at::Tensor>> cpu_indices;
@@ -405,13 +408,13 @@ at::Tensor& index_out(const at::Tensor& self, const c10::List<std::optional<at::
     if (index && index->defined()) {
       TORCH_CHECK(index->device() == device || index->device().is_cpu(),
                   "indices should be either on cpu or on the same device as the indexed tensor (", device, ")");
-      meta_indices.push_back(std::optional<at::Tensor>(to_meta(*index)));
+      meta_indices.push_back(std::optional<at::Tensor>(meta_like(*index)));
     } else {
       meta_indices.push_back(std::nullopt);
     }
   }
   at::Tensor meta_out = at::empty({0}, out.options().device(c10::kMeta));
-  at::index_out(meta_out, to_meta(self), meta_indices);
+  at::index_out(meta_out, meta_like(self), meta_indices);
   TORCH_CHECK(out.scalar_type() == self.scalar_type(), "index_out: expected out dtype ", self.scalar_type(),
               ", got ", out.scalar_type());
   at::native::resize_output(out, meta_out.sizes());
@@ -457,14 +460,13 @@ void fused_adam_impl(at::TensorList self, at::TensorList grads, at::TensorList e
                   mx = max_exp_avg_sqs.vec(), st = state_steps.vec(), lr, lr_tensor, beta1, beta2, weight_decay, eps,
                   amsgrad, maximize, grad_scale, found_inf] {
     Views v;
-    auto opt = [&](const std::optional<at::Tensor>& t) { return t ? std::optional<at::Tensor>(v(*t)) : std::nullopt; };
     auto run = [&](auto learning_rate) {
       if constexpr (AdamW) {
         at::_fused_adamw_(v(p), v(g), v(m), v(s), v(mx), v(st), learning_rate, beta1, beta2, weight_decay, eps,
-                          amsgrad, maximize, opt(grad_scale), opt(found_inf));
+                          amsgrad, maximize, v(grad_scale), v(found_inf));
       } else {
         at::_fused_adam_(v(p), v(g), v(m), v(s), v(mx), v(st), learning_rate, beta1, beta2, weight_decay, eps,
-                         amsgrad, maximize, opt(grad_scale), opt(found_inf));
+                         amsgrad, maximize, v(grad_scale), v(found_inf));
       }
     };
     if (lr_tensor) run(v(*lr_tensor));

@@ -510,21 +510,26 @@ class Checker:
         dev = ExactCopy(self.device, cpu_too=False)((sample.input, sample.args, sample.kwargs))
         return cpu, dev, copier
 
+    def run_sample(self, i: int, sample, fn):
+        """Runs ``fn`` on CPU and device copies of one sample: (CPU args, device args, copier, both's result)."""
+        self.info["samples"] += 1
+        (c_in, c_args, c_kwargs), (d_in, d_args, d_kwargs), copier = self.prepare(sample)
+        got = self.both(i, sample, lambda: fn(c_in, *c_args, **c_kwargs), lambda: fn(d_in, *d_args, **d_kwargs),
+                        self.probe_of(fn, (c_in, c_args, c_kwargs)))
+        if got is not None:
+            self.info["compared"] += 1
+        return (c_in, c_args, c_kwargs), (d_in, d_args, d_kwargs), copier, got
+
     # -- the checks
     def forward(self, noncontiguous: bool = False) -> None:
         samples = self.samples()
         if noncontiguous:
             samples = [s.noncontiguous() for s in samples]
-        fn = self.op
         for i, sample in enumerate(samples):
-            self.info["samples"] += 1
-            (c_in, c_args, c_kwargs), (d_in, d_args, d_kwargs), copier = self.prepare(sample)
-            got = self.both(i, sample, lambda: fn(c_in, *c_args, **c_kwargs),
-                            lambda: fn(d_in, *d_args, **d_kwargs), self.probe_of(fn, (c_in, c_args, c_kwargs)))
+            (c_in, c_args, c_kwargs), (d_in, d_args, d_kwargs), copier, got = self.run_sample(i, sample, self.op)
             if got is None:
                 continue
             expected, actual, rnd = got
-            self.info["compared"] += 1
             problems = device_problems(actual) if copier.on_device and not copier.names_cpu else []
             diffs = differences(expected, actual, self.tol, metadata_only=rnd)
             if diffs and not rnd:
@@ -589,16 +594,11 @@ class Checker:
                 self.check(i, sample, [f"{variant} out: {p}" for p in problems])
 
     def inplace(self) -> None:
-        fn = self.op.inplace_variant
         for i, sample in enumerate(self.samples()):
-            self.info["samples"] += 1
-            (c_in, c_args, c_kwargs), (d_in, d_args, d_kwargs), _ = self.prepare(sample)
-            got = self.both(i, sample, lambda: fn(c_in, *c_args, **c_kwargs),
-                            lambda: fn(d_in, *d_args, **d_kwargs), self.probe_of(fn, (c_in, c_args, c_kwargs)))
+            (c_in, _, _), (d_in, _, _), _, got = self.run_sample(i, sample, self.op.inplace_variant)
             if got is None:
                 continue
             expected, actual, rnd = got
-            self.info["compared"] += 1
             problems = differences(expected, actual, self.tol, metadata_only=rnd, check_stride=True)
             problems += differences(c_in, d_in, self.tol, metadata_only=rnd, path="input after")
             if (expected is c_in) != (actual is d_in):

@@ -36,6 +36,8 @@ import sys
 import threading
 import time
 
+from tests.opinfo.sweep import git_revision
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEST_FILE = "tests/test_opinfo_device.py"
 TEST_CLASS = "TestSunriseOpInfoPRIVATEUSE1"
@@ -386,17 +388,6 @@ def summary_text(result: dict, s: dict | None = None) -> str:
             msg = " ".join(x["message"].split())[:240]
             lines.append(f"  {x['outcome']:7s} {x['kind']} {x['op']} [{x['dtype']}]: {msg}")
     return "\n".join(lines)
-
-
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"commit {rev}" + (" with local changes" if dirty else "") if rev else "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
