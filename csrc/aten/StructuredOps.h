@@ -146,8 +146,7 @@ class OutputBits {
 // Straight to the caching allocator (the device guard of the wrapper is set),
 // as CUDA's structured kernels call empty_cuda: a dispatcher round trip per
 // output is a visible share of a small op's host time.
-inline at::Tensor create_out(c10::IntArrayRef sizes, c10::IntArrayRef strides, const c10::TensorOptions& options,
-                             c10::Device /*device*/) {
+inline at::Tensor create_out(c10::IntArrayRef sizes, c10::IntArrayRef strides, const c10::TensorOptions& options) {
   constexpr c10::DispatchKeySet keys(c10::DispatchKey::PrivateUse1);
   const c10::ScalarType dtype = options.dtype().toScalarType();
   if (strides.empty()) {
@@ -213,7 +212,7 @@ struct Functional final : Base<Kernel> {
   const at::Tensor& maybe_get_output(int64_t i) override { return views_[i]; }
 
   void set(int64_t i, c10::IntArrayRef sizes, c10::IntArrayRef strides, c10::TensorOptions options) {
-    outputs_[i] = create_out(sizes, strides, options, operands_->device());
+    outputs_[i] = create_out(sizes, strides, options);
     views_[i] = operands_->hold(outputs_[i]);
     forward_set_output<Kernel>(this, i, sizes, strides, options);
   }
@@ -266,7 +265,7 @@ struct Out final : Base<Kernel> {
       if (this->meta_touches_data_) getCurrentSunriseStream(operands_->device().index()).synchronize();
     }
     if (allow_proxy && !strides.empty() && !out.strides().equals(strides)) {
-      proxies_[i] = create_out(sizes, strides, options, operands_->device());
+      proxies_[i] = create_out(sizes, strides, options);
       views_[i] = operands_->hold(*proxies_[i]);
     } else {
       views_[i] = operands_->refresh(out);
@@ -316,7 +315,7 @@ struct Inplace final : Base<Kernel> {
     TORCH_CHECK(sizes == self_.sizes(), "Bad in-place call: input tensor size ", self_.sizes(),
                 " and output tensor size ", sizes, " should match");
     if (allow_proxy && !strides.empty() && !self_.strides().equals(strides)) {
-      proxy_ = create_out(sizes, strides, options, operands_->device());
+      proxy_ = create_out(sizes, strides, options);
       views_[i] = operands_->hold(*proxy_);
     }
     forward_set_output<Kernel>(this, i, sizes, strides, options);
