@@ -35,7 +35,6 @@ void amp_foreach_non_finite_check_and_unscale_(at::TensorList self, at::Tensor& 
   const SunriseGuard guard(device);
   launch_task(getCurrentSunriseStream(device.index()),
               [grads = std::move(grads), inf = kernels::cpu_view(found_inf), scale = kernels::cpu_view(inv_scale)]() mutable {
-                at::AutoDispatchBelowADInplaceOrView below_autograd;
                 at::_amp_foreach_non_finite_check_and_unscale_(grads, inf, scale);
               });
 }
@@ -49,7 +48,6 @@ at::Tensor& amp_update_scale_(at::Tensor& self, at::Tensor& growth_tracker, cons
   launch_task(getCurrentSunriseStream(device.index()),
               [scale = kernels::cpu_view(self), tracker = kernels::cpu_view(growth_tracker),
                inf = kernels::cpu_view(found_inf), growth_factor, backoff_factor, growth_interval]() mutable {
-                at::AutoDispatchBelowADInplaceOrView below_autograd;
                 at::_amp_update_scale_(scale, tracker, inf, growth_factor, backoff_factor, growth_interval);
               });
   return self;

@@ -40,8 +40,6 @@ void* dense_begin(const at::Tensor& t) { return t.data_ptr(); }
 // operand until it has run.
 void enqueue_strided_copy(const SunriseStream& stream, at::Tensor dst_cpu, at::Tensor src_cpu) {
   launch_task(stream, [dst = std::move(dst_cpu), src = std::move(src_cpu)]() mutable {
-    // Device work never records autograd history.
-    at::AutoDispatchBelowADInplaceOrView guard;
     dst.copy_(src);
   });
 }

@@ -11,15 +11,20 @@ void release_device_storage(void* ctx) {
   c10::raw::intrusive_ptr::decref(static_cast<c10::StorageImpl*>(ctx));
 }
 
-c10::Storage make_cpu_storage(const c10::Storage& device_storage) {
+c10::Storage make_cpu_storage(const c10::Storage& device_storage, void* bytes, size_t nbytes) {
   c10::StorageImpl* impl = device_storage.unsafeGetStorageImpl();
   // The CPU storage holds a reference on the device storage, so the bytes
   // outlive any CPU tensor a kernel keeps around.
   c10::raw::intrusive_ptr::incref(impl);
-  c10::DataPtr data(impl->mutable_data(), impl, &release_device_storage, c10::Device(c10::DeviceType::CPU));
-  return c10::Storage(c10::make_intrusive<c10::StorageImpl>(c10::StorageImpl::use_byte_size_t(), impl->nbytes(),
+  c10::DataPtr data(bytes, impl, &release_device_storage, c10::Device(c10::DeviceType::CPU));
+  return c10::Storage(c10::make_intrusive<c10::StorageImpl>(c10::StorageImpl::use_byte_size_t(), nbytes,
                                                             std::move(data), c10::GetCPUAllocator(),
                                                             /*resizable=*/true));
+}
+
+c10::Storage make_cpu_storage(const c10::Storage& device_storage) {
+  c10::StorageImpl* impl = device_storage.unsafeGetStorageImpl();
+  return make_cpu_storage(device_storage, impl->mutable_data(), impl->nbytes());
 }
 
 at::Tensor view_on(c10::Storage storage, const at::Tensor& t) {
@@ -49,11 +54,83 @@ at::Tensor CpuViewSet::view(const at::Tensor& device_tensor) {
   return view_on(storages_.back().second, device_tensor);
 }
 
-void CpuViewSet::refresh(const at::Tensor& view, const at::Tensor& device_tensor) {
-  const at::Tensor fresh = this->view(device_tensor);
-  auto* impl = view.unsafeGetTensorImpl();
-  impl->set_storage_keep_dtype(fresh.storage());
-  impl->set_sizes_and_strides(device_tensor.sizes(), device_tensor.strides(), device_tensor.storage_offset());
+const c10::Storage& CpuViewSet::cpu_storage(const c10::Storage& device_storage, void* data, size_t nbytes) {
+  for (auto& [dev, cpu] : storages_) {
+    if (dev.unsafeGetStorageImpl() == device_storage.unsafeGetStorageImpl() && cpu.data() == data &&
+        cpu.nbytes() == nbytes) {
+      return cpu;
+    }
+  }
+  storages_.emplace_back(device_storage, make_cpu_storage(device_storage, data, nbytes));
+  return storages_.back().second;
+}
+
+void CpuViewSet::check_unmoved() const {
+  for (const auto& [dev, cpu] : storages_) {
+    TORCH_CHECK(cpu.data_ptr().get_context() == dev.unsafeGetStorageImpl(),
+                "sunrise internal error: a CPU kernel reallocated the storage of a device tensor (it grew an "
+                "output beyond the size the host computed), so its result did not reach device memory; "
+                "please report this with the operator that raised it");
+  }
+}
+
+DeferredTensor::DeferredTensor(const at::Tensor& t)
+    : DeferredTensor(t, t.defined() ? t.sizes() : c10::IntArrayRef(), t.defined() ? t.strides() : c10::IntArrayRef()) {}
+
+DeferredTensor::DeferredTensor(const at::Tensor& t, c10::IntArrayRef sizes, c10::IntArrayRef strides) {
+  if (!t.defined()) return;
+  defined_ = true;
+  on_device_ = t.device().is_privateuseone();
+  TORCH_CHECK(on_device_ || t.device().is_cpu(), "sunrise: unexpected ", t.device(), " tensor argument");
+  storage_ = t.storage();
+  if (storage_) {
+    data_ = storage_.unsafeGetStorageImpl()->mutable_data();
+    nbytes_ = storage_.nbytes();
+  }
+  sizes_.assign(sizes.begin(), sizes.end());
+  strides_.assign(strides.begin(), strides.end());
+  offset_ = t.storage_offset();
+  dtype_ = t.dtype();
+  conj_ = t.is_conj();
+  neg_ = t.is_neg();
+  wrapped_number_ = t.unsafeGetTensorImpl()->is_wrapped_number();
+}
+
+at::Tensor DeferredTensor::view(CpuViewSet& views) const {
+  if (!defined_) return at::Tensor();
+  c10::Storage storage = !on_device_ ? storage_
+                         : storage_  ? views.cpu_storage(storage_, data_, nbytes_)
+                                     : c10::Storage(c10::make_intrusive<c10::StorageImpl>(
+                                           c10::StorageImpl::use_byte_size_t(), 0, c10::GetCPUAllocator(), true));
+  auto out = at::detail::make_tensor<c10::TensorImpl>(std::move(storage), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                                      dtype_);
+  out.unsafeGetTensorImpl()->set_sizes_and_strides(sizes_, strides_, offset_);
+  if (conj_) out._set_conj(true);
+  if (neg_) out._set_neg(true);
+  if (wrapped_number_) out.unsafeGetTensorImpl()->set_wrapped_number(true);
+  return out;
+}
+
+std::optional<at::Tensor> view(const std::optional<DeferredTensor>& t, CpuViewSet& views) {
+  return t ? std::optional<at::Tensor>(t->view(views)) : std::nullopt;
+}
+
+std::vector<at::Tensor> view(const std::vector<DeferredTensor>& list, CpuViewSet& views) {
+  std::vector<at::Tensor> out;
+  out.reserve(list.size());
+  for (const DeferredTensor& t : list) out.push_back(t.view(views));
+  return out;
+}
+
+std::optional<DeferredTensor> defer(const std::optional<at::Tensor>& t) {
+  return t ? std::optional<DeferredTensor>(DeferredTensor(*t)) : std::nullopt;
+}
+
+std::vector<DeferredTensor> defer(const c10::IListRef<at::Tensor>& list) {
+  std::vector<DeferredTensor> out;
+  out.reserve(list.size());
+  for (const at::Tensor& t : list) out.emplace_back(t);
+  return out;
 }
 
 c10::StorageImpl* CpuViewSet::device_storage_of(const c10::StorageImpl* cpu_storage) const {

@@ -20,7 +20,6 @@ void fill(const at::Tensor& self, const c10::Scalar& value) {
   SunriseGuard guard(self.device());
   const SunriseStream stream = getCurrentSunriseStream(self.device().index());
   launch_task(stream, [dst = cpu_view(self), value]() mutable {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
     dst.fill_(value);
   });
 }

@@ -15,6 +15,8 @@
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseStream.h>
 
+#include <ATen/core/LegacyTypeDispatch.h>
+
 #include <exception>
 #include <memory>
 #include <type_traits>
@@ -34,8 +36,13 @@ void retire(HostTask* task) noexcept;
 
 template <typename F>
 struct HostTaskImpl final : HostTask {
-  explicit HostTaskImpl(F&& f) : f_(std::move(f)) {}
-  void run() override { f_(); }
+  template <typename G>
+  explicit HostTaskImpl(G&& f) : f_(std::forward<G>(f)) {}
+  void run() override {
+    // Device work calls ATen's CPU kernels directly, never through autograd.
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    f_();
+  }
   F f_;
 };
 
@@ -79,7 +86,7 @@ template <typename F>
 void launch_task(const SunriseStream& stream, F&& f) {
   release_finished_tasks();
   using Fn = std::decay_t<F>;
-  auto task = std::make_unique<detail::HostTaskImpl<Fn>>(Fn(std::forward<F>(f)));
+  auto task = std::make_unique<detail::HostTaskImpl<Fn>>(std::forward<F>(f));
   SUNRISE_CHECK(srLaunchHostFunc(stream.handle(), &detail::run_host_task, task.get()));
   task.release();  // now owned by the queued host function
 }

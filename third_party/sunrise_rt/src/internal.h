@@ -179,24 +179,32 @@ struct srStream {
   // Submission side. `submitted` and `completed` count tasks; the stream is
   // idle exactly when they are equal, which — unlike "the queue is empty" —
   // also covers a task that has been dequeued and is still running.
-  std::mutex queue_mutex;
+  //
+  // The fields are grouped by the thread that writes them, a cache line each:
+  // the device thread spins on `pending` and writes `completed` after every
+  // task, and a line that both sides write moves between cores on each launch.
+  alignas(64) std::mutex queue_mutex;
   std::condition_variable queue_cv;  // wakes the device thread
   std::vector<sunrise_rt::Task> ring;  // power-of-two ring buffer
   size_t head = 0, tail = 0;           // guarded by queue_mutex
-  // Tasks announced to the device thread, for lock-free spinning; raised
-  // after the queue lock is released, so may briefly lag (or go below) the ring.
-  std::atomic<int64_t> pending{0};
   bool worker_sleeping = false;        // guarded by queue_mutex
   bool stopping = false;               // guarded by queue_mutex
   std::thread worker;
-
   std::atomic<uint64_t> submitted{0};
-  std::atomic<uint64_t> completed{0};
+  // A recent value of `completed`, so that the launch-queue bound reads the
+  // device thread's line only when the bound may have been reached.
+  std::atomic<uint64_t> completed_seen{0};
+
+  // Tasks announced to the device thread, for lock-free spinning; raised
+  // after the queue lock is released, so may briefly lag (or go below) the ring.
+  alignas(64) std::atomic<int64_t> pending{0};
+
+  alignas(64) std::atomic<uint64_t> completed{0};
+  std::atomic<int> waiters{0};
 
   // Completion side: host threads block here after spinning.
-  std::mutex done_mutex;
+  alignas(64) std::mutex done_mutex;
   std::condition_variable done_cv;
-  std::atomic<int> waiters{0};
 
   bool valid() const { return magic.load(std::memory_order_acquire) == kLive; }
 };

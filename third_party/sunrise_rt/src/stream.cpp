@@ -194,7 +194,10 @@ srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
   if (wake) s->queue_cv.notify_one();
   if (seq_out) *seq_out = seq;
   const uint64_t depth = static_cast<uint64_t>(config().max_queued);
-  if (seq > depth && s->completed.load(std::memory_order_acquire) < seq - depth) wait_for(s, seq - depth);
+  if (seq > depth && s->completed_seen.load(std::memory_order_relaxed) < seq - depth) {
+    s->completed_seen.store(s->completed.load(std::memory_order_acquire), std::memory_order_relaxed);
+    if (s->completed_seen.load(std::memory_order_relaxed) < seq - depth) wait_for(s, seq - depth);
+  }
   if (config().launch_blocking) {
     wait_for(s, seq);
     return s->device->report_sticky();
