@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import statistics
 import time
 from typing import Callable
@@ -28,6 +29,11 @@ def _sync(device: str) -> None:
 
 def median_time(fn: Callable[[], object], device: str, inner: int, repeats: int) -> float:
     """Median over `repeats` of the time per call of `inner` back-to-back calls (seconds)."""
+    # Each case starts from the same state: no garbage of earlier cases left to
+    # collect, no device memory of theirs left cached.
+    gc.collect()
+    torch.sunrise.synchronize()
+    torch.sunrise.empty_cache()
     fn()
     _sync(device)
     samples = []
@@ -174,16 +180,23 @@ def main() -> None:
     parser.add_argument("--svg", default=None, help="also write the ratios as a bar chart (e.g. docs/bench_ops.svg)")
     args = parser.parse_args()
     torch_sunrise.set_fallback_mode("silent")
-    rows = []
-    for name, case in CASES:
-        if args.only and args.only not in name:
-            continue
+    cases = [(name, case) for name, case in CASES if not args.only or args.only in name]
+    # Every CPU eager case first, then every sunrise case: a sunrise device
+    # thread that exists keeps a CPU eager OpenMP team from spinning between
+    # parallel regions (libgomp throttles spinning once a process has more team
+    # threads than cores), which would slow the CPU baseline of later cases.
+    cpu_times = {}
+    for name, case in cases:
         try:
-            cpu, scale, unit = case("cpu", args.quick)
-            dev, _, _ = case("sunrise", args.quick)
+            cpu_times[name] = case("cpu", args.quick)
         except ImportError as e:
             print(f"{name}: skipped ({e})")
+    rows = []
+    for name, case in cases:
+        if name not in cpu_times:
             continue
+        cpu, scale, unit = cpu_times[name]
+        dev, _, _ = case("sunrise", args.quick)
         rows.append((name, cpu * scale, dev * scale, unit, dev / cpu))
         print(f"{name:<40} cpu {cpu * scale:10.2f} {unit:<7} sunrise {dev * scale:10.2f} {unit:<7} ratio {dev / cpu:6.2f}",
               flush=True)

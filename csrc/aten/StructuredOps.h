@@ -129,10 +129,10 @@ struct Functional final : Meta {
   }
 
   // At launch (the bytes are those of launch time), with the allocated geometry.
-  std::array<kernels::DeferredTensor, N> deferred() const {
+  std::array<kernels::DeferredTensor, N> deferred(srStream_t stream) const {
     std::array<kernels::DeferredTensor, N> out;
     for (size_t i = 0; i < N; ++i) {
-      if (outputs_[i].defined()) out[i] = kernels::DeferredTensor(outputs_[i], sizes_[i], strides_[i]);
+      if (outputs_[i].defined()) out[i] = kernels::DeferredTensor(outputs_[i], sizes_[i], strides_[i], stream);
     }
     return out;
   }
@@ -173,9 +173,9 @@ struct Out final : Meta {
     forward_set_output<Meta>(this, i, sizes, strides, options);
   }
 
-  std::array<kernels::DeferredTensor, N> deferred() const {
+  std::array<kernels::DeferredTensor, N> deferred(srStream_t stream) const {
     std::array<kernels::DeferredTensor, N> out;
-    for (size_t i = 0; i < N; ++i) out[i] = kernels::DeferredTensor(outputs_[i].get());
+    for (size_t i = 0; i < N; ++i) out[i] = kernels::DeferredTensor(outputs_[i].get(), stream);
     return out;
   }
 

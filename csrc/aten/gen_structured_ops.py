@@ -132,6 +132,8 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, idx: int) -> tuple[
         f"{{{list_ptrs}}}, \"aten::{op_name}\");"
     )
     lines.append("  const SunriseGuard guard(device);")
+    lines.append("  const SunriseStream stream = getCurrentSunriseStream(device.index());")
+    lines.append("  const srStream_t queue = stream.handle();")
 
     # meta() on the host, over the device tensors.
     if k is SchemaKind.functional:
@@ -155,16 +157,16 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, idx: int) -> tuple[
         if n in out_names:
             continue
         if kind == "tensor":
-            captures.append(f"{n}_d = kernels::DeferredTensor({n})")
+            captures.append(f"{n}_d = kernels::DeferredTensor({n}, queue)")
             mutable = k is SchemaKind.inplace and n == "self"
             device.append(f"{'' if mutable else 'const '}at::Tensor {n}_v = {n}_d.view(views);")
             context.append(Expr(expr=f"{n}_v", type=b.nctype))
         elif kind == "optional":
-            captures.append(f"{n}_d = kernels::defer({n})")
+            captures.append(f"{n}_d = kernels::defer({n}, queue)")
             device.append(f"const ::std::optional<at::Tensor> {n}_v = kernels::view({n}_d, views);")
             context.append(Expr(expr=f"{n}_v", type=b.nctype))
         elif kind == "list":
-            captures.append(f"{n}_d = kernels::defer(c10::IListRef<at::Tensor>({n}))")
+            captures.append(f"{n}_d = kernels::defer(c10::IListRef<at::Tensor>({n}), queue)")
             device.append(f"const std::vector<at::Tensor> {n}_v = kernels::view({n}_d, views); "
                           f"const at::ITensorListRef {n}_r({n}_v);")
             context.append(Expr(expr=f"{n}_r", type=b.nctype))
@@ -181,7 +183,7 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, idx: int) -> tuple[
         device.append("std::array<at::Tensor, 1> out_v{self_v};")
         target = CppSignatureGroup.from_native_function(f, method=False).signature
     else:
-        captures.append("outs = op.deferred()")
+        captures.append("outs = op.deferred(queue)")
         device.append(f"std::array<at::Tensor, {n_out}> out_v = views_of(outs, views);")
         for i, out_arg in enumerate(structured.out_arguments(g)):
             context.append(Expr(expr=f"out_v[{i}]", type=NamedCType(out_arg.nctype.name, MutRefCType(BaseCType(tensorT)))))
@@ -191,7 +193,7 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, idx: int) -> tuple[
     device.append(f"at::cpu::{target.name()}({call_exprs});")
     device.append("bits.resolve(out_v);")
     device.append("views.check_unmoved();")
-    lines.append(f"  launch(device, [{', '.join(captures)}]() mutable {{")
+    lines.append(f"  launch_task(stream, [{', '.join(captures)}]() mutable {{")
     lines.extend(f"    {d}" for d in device)
     lines.append("  });")
 

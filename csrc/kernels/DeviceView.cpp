@@ -1,5 +1,7 @@
 #include "DeviceView.h"
 
+#include <torch_sunrise/SunriseCachingAllocator.h>
+
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/TensorImpl.h>
 #include <c10/util/intrusive_ptr.h>
@@ -54,38 +56,46 @@ at::Tensor CpuViewSet::view(const at::Tensor& device_tensor) {
   return view_on(storages_.back().second, device_tensor);
 }
 
-const c10::Storage& CpuViewSet::cpu_storage(const c10::Storage& device_storage, void* data, size_t nbytes) {
-  for (auto& [dev, cpu] : storages_) {
-    if (dev.unsafeGetStorageImpl() == device_storage.unsafeGetStorageImpl() && cpu.data() == data &&
-        cpu.nbytes() == nbytes) {
-      return cpu;
-    }
+const c10::Storage& CpuViewSet::cpu_storage(void* data, size_t nbytes) {
+  for (auto& [bytes, cpu] : blocks_) {
+    if (bytes == data && cpu.nbytes() == nbytes) return cpu;
   }
-  storages_.emplace_back(device_storage, make_cpu_storage(device_storage, data, nbytes));
-  return storages_.back().second;
+  // Not owning: the bytes stay valid while the task that views them runs.
+  c10::DataPtr ptr(data, data, [](void*) {}, c10::Device(c10::DeviceType::CPU));
+  blocks_.emplace_back(data, c10::Storage(c10::make_intrusive<c10::StorageImpl>(
+                                 c10::StorageImpl::use_byte_size_t(), nbytes, std::move(ptr), c10::GetCPUAllocator(),
+                                 /*resizable=*/true)));
+  return blocks_.back().second;
 }
 
 void CpuViewSet::check_unmoved() const {
-  for (const auto& [dev, cpu] : storages_) {
-    TORCH_CHECK(cpu.data_ptr().get_context() == dev.unsafeGetStorageImpl(),
+  for (const auto& [bytes, cpu] : blocks_) {
+    TORCH_CHECK(cpu.data_ptr().get_context() == bytes,
                 "sunrise internal error: a CPU kernel reallocated the storage of a device tensor (it grew an "
                 "output beyond the size the host computed), so its result did not reach device memory; "
                 "please report this with the operator that raised it");
   }
 }
 
-DeferredTensor::DeferredTensor(const at::Tensor& t)
-    : DeferredTensor(t, t.defined() ? t.sizes() : c10::IntArrayRef(), t.defined() ? t.strides() : c10::IntArrayRef()) {}
+DeferredTensor::DeferredTensor(const at::Tensor& t, srStream_t stream)
+    : DeferredTensor(t, t.defined() ? t.sizes() : c10::IntArrayRef(), t.defined() ? t.strides() : c10::IntArrayRef(),
+                     stream) {}
 
-DeferredTensor::DeferredTensor(const at::Tensor& t, c10::IntArrayRef sizes, c10::IntArrayRef strides) {
+DeferredTensor::DeferredTensor(const at::Tensor& t, c10::IntArrayRef sizes, c10::IntArrayRef strides,
+                               srStream_t stream) {
   if (!t.defined()) return;
   defined_ = true;
   on_device_ = t.device().is_privateuseone();
   TORCH_CHECK(on_device_ || t.device().is_cpu(), "sunrise: unexpected ", t.device(), " tensor argument");
-  storage_ = t.storage();
-  if (storage_) {
-    data_ = storage_.unsafeGetStorageImpl()->mutable_data();
-    nbytes_ = storage_.nbytes();
+  const c10::Storage& storage = t.storage();
+  if (on_device_) {
+    if (storage) {
+      data_ = storage.unsafeGetStorageImpl()->mutable_data();
+      nbytes_ = storage.nbytes();
+      caching_allocator::recordUseOnStream(storage.data_ptr(), stream);
+    }
+  } else {
+    cpu_storage_ = storage;
   }
   sizes_.assign(sizes.begin(), sizes.end());
   strides_.assign(strides.begin(), strides.end());
@@ -98,10 +108,7 @@ DeferredTensor::DeferredTensor(const at::Tensor& t, c10::IntArrayRef sizes, c10:
 
 at::Tensor DeferredTensor::view(CpuViewSet& views) const {
   if (!defined_) return at::Tensor();
-  c10::Storage storage = !on_device_ ? storage_
-                         : storage_  ? views.cpu_storage(storage_, data_, nbytes_)
-                                     : c10::Storage(c10::make_intrusive<c10::StorageImpl>(
-                                           c10::StorageImpl::use_byte_size_t(), 0, c10::GetCPUAllocator(), true));
+  c10::Storage storage = on_device_ ? views.cpu_storage(data_, nbytes_) : cpu_storage_;
   auto out = at::detail::make_tensor<c10::TensorImpl>(std::move(storage), c10::DispatchKeySet(c10::DispatchKey::CPU),
                                                       dtype_);
   out.unsafeGetTensorImpl()->set_sizes_and_strides(sizes_, strides_, offset_);
@@ -122,14 +129,14 @@ std::vector<at::Tensor> view(const std::vector<DeferredTensor>& list, CpuViewSet
   return out;
 }
 
-std::optional<DeferredTensor> defer(const std::optional<at::Tensor>& t) {
-  return t ? std::optional<DeferredTensor>(DeferredTensor(*t)) : std::nullopt;
+std::optional<DeferredTensor> defer(const std::optional<at::Tensor>& t, srStream_t stream) {
+  return t ? std::optional<DeferredTensor>(DeferredTensor(*t, stream)) : std::nullopt;
 }
 
-std::vector<DeferredTensor> defer(const c10::IListRef<at::Tensor>& list) {
+std::vector<DeferredTensor> defer(const c10::IListRef<at::Tensor>& list, srStream_t stream) {
   std::vector<DeferredTensor> out;
   out.reserve(list.size());
-  for (const at::Tensor& t : list) out.emplace_back(t);
+  for (const at::Tensor& t : list) out.emplace_back(t, stream);
   return out;
 }
 

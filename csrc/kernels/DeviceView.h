@@ -7,6 +7,8 @@
 // stream, or by the host after synchronizing that stream.
 #pragma once
 
+#include <sunrise_rt.h>
+
 #include <ATen/core/IListRef.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/SmallVector.h>
@@ -28,10 +30,10 @@ at::Tensor cpu_view(const at::Tensor& device_tensor);
 class CpuViewSet {
  public:
   at::Tensor view(const at::Tensor& device_tensor);
-  // The CPU storage over `nbytes` at `data`, the bytes `device_storage` held
-  // when they were captured (see DeferredTensor).
-  const c10::Storage& cpu_storage(const c10::Storage& device_storage, void* data, size_t nbytes);
-  // Raises if a CPU kernel reallocated one of the CPU storages (it grew an
+  // A CPU storage over `nbytes` of device memory at `data`, one per block of
+  // bytes (see DeferredTensor). It does not own the bytes.
+  const c10::Storage& cpu_storage(void* data, size_t nbytes);
+  // Raises if a CPU kernel reallocated one of those CPU storages (it grew an
   // output beyond the device bytes, so the result would not reach them).
   void check_unmoved() const;
   // The device storage behind a CPU storage made by this set, or nullptr.
@@ -42,33 +44,39 @@ class CpuViewSet {
  private:
   // (device storage, its CPU storage); a handful of entries per op, inline.
   c10::SmallVector<std::pair<c10::Storage, c10::Storage>, 4> storages_;
+  // (device bytes, CPU storage over them), for deferred tensors.
+  c10::SmallVector<std::pair<void*, c10::Storage>, 4> blocks_;
 };
 
-// A tensor argument of queued device work: its storage, the bytes that storage
-// held at launch, and its metadata. The device thread rebuilds the tensor as a
-// CPU view from it.
+// A tensor argument of queued device work: the device bytes its storage held
+// at launch, and its metadata. The device thread rebuilds the tensor as a CPU
+// view from it.
 //
-// Why not keep the at::Tensor: copying a tensor that Python owns increments
-// its PyObject as well (PyObject preservation, c10/util/intrusive_ptr.h),
-// which takes the GIL on both ends, while a storage reference and a few
-// integers do not. And why the bytes of launch time: a resize on the host
-// later moves the storage to a new block, which work queued before must not
-// see (the old block stays reserved for the stream, see resize_storage_bytes).
+// It keeps neither the tensor nor its storage alive. As on CUDA, memory the
+// host frees goes back to its stream's pool at once and is reused by later
+// work on that stream, which runs after this work (recordUseOnStream covers
+// work on another stream). A task holding its operands instead would keep
+// every queued op's memory reserved: a host running ahead by a few hundred
+// ops would cycle through that many fresh buffers, out of the caches, where
+// CPU eager reuses one warm buffer. The bytes are those of launch time, as a
+// later resize moves the storage to a new block that work queued before must
+// not see. And copying a tensor that Python owns would touch its PyObject as
+// well (PyObject preservation, c10/util/intrusive_ptr.h), which needs the GIL.
 class DeferredTensor {
  public:
   DeferredTensor() = default;  // an undefined tensor
-  // Device tensors and CPU scalars (kept with their wrapped-number flag, which
-  // type promotion reads).
-  explicit DeferredTensor(const at::Tensor& t);
+  // Device tensors used by work on `stream`, and CPU scalars (kept alive,
+  // with their wrapped-number flag, which type promotion reads).
+  DeferredTensor(const at::Tensor& t, srStream_t stream);
   // `t` with another geometry: an output as allocated, before meta() reshaped it.
-  DeferredTensor(const at::Tensor& t, c10::IntArrayRef sizes, c10::IntArrayRef strides);
+  DeferredTensor(const at::Tensor& t, c10::IntArrayRef sizes, c10::IntArrayRef strides, srStream_t stream);
 
   bool defined() const { return defined_; }
   // On the device thread.
   at::Tensor view(CpuViewSet& views) const;
 
  private:
-  c10::Storage storage_;
+  c10::Storage cpu_storage_;  // CPU scalars only
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   c10::SmallVector<int64_t, 5> sizes_;
@@ -85,7 +93,7 @@ class DeferredTensor {
 // Views of deferred optional tensors and lists, for the generated kernels.
 std::optional<at::Tensor> view(const std::optional<DeferredTensor>& t, CpuViewSet& views);
 std::vector<at::Tensor> view(const std::vector<DeferredTensor>& list, CpuViewSet& views);
-std::optional<DeferredTensor> defer(const std::optional<at::Tensor>& t);
-std::vector<DeferredTensor> defer(const c10::IListRef<at::Tensor>& list);
+std::optional<DeferredTensor> defer(const std::optional<at::Tensor>& t, srStream_t stream);
+std::vector<DeferredTensor> defer(const c10::IListRef<at::Tensor>& list, srStream_t stream);
 
 }  // namespace torch_sunrise::kernels

@@ -622,6 +622,12 @@ const Registerer g_registerer;
 
 c10::DeviceAllocator* get() { return &instance(); }
 void recordStream(const c10::DataPtr& data_ptr, SunriseStream stream) { instance().recordStream(data_ptr, stream); }
+void recordUseOnStream(const c10::DataPtr& data_ptr, srStream_t stream) {
+  if (data_ptr.get_deleter() != &free_sunrise_memory || data_ptr.get_context() == nullptr) return;
+  const auto* block = static_cast<const Block*>(data_ptr.get_context());
+  if (block->stream == stream) return;  // a block's stream is fixed while it is allocated
+  instance().device(block->device).record_stream(block->ptr, stream);
+}
 void emptyCache() { instance().emptyCache({0, 0}); }
 DeviceStats getDeviceStats(c10::DeviceIndex device) { return instance().getDeviceStats(device); }
 void resetAccumulatedStats(c10::DeviceIndex device) { instance().resetAccumulatedStats(device); }

@@ -20,6 +20,12 @@ c10::DeviceAllocator* get();
 // Marks the memory as used by `stream`: when freed, the block is not reused
 // until the work queued on that stream up to the free has finished.
 void recordStream(const c10::DataPtr& data_ptr, SunriseStream stream);
+// Queued device work does not keep the blocks it uses: as on CUDA, a block the
+// host frees is reused at once by later allocations on its own stream, which
+// stream order puts after that work. Work queued on another stream would not
+// be ordered so; launches call this for each operand, which records such a use
+// (as Tensor.record_stream would) and costs a comparison otherwise.
+void recordUseOnStream(const c10::DataPtr& data_ptr, srStream_t stream);
 // Returns every cached, unused segment of every device to the runtime.
 void emptyCache();
 DeviceStats getDeviceStats(c10::DeviceIndex device);

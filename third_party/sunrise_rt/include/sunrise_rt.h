@@ -203,6 +203,14 @@ SR_API srError_t srLaunchHostFunc(srStream_t stream, srHostFn_t fn, void* user_d
  * error becomes the device's sticky error with `message` as its detail. */
 SR_API void srReportAsyncError(srError_t error, const char* message);
 
+/* Called by a thread of the runtime's about to block: a device thread whose
+ * queue ran dry, or a host thread waiting for a stream (after spinning). Lets
+ * the embedding release per-thread resources that would otherwise compete
+ * with the threads still running (e.g. an OpenMP team's spinning workers).
+ * NULL removes it. */
+typedef void (*srSleepHook_t)(void);
+SR_API void srSetSleepHook(srSleepHook_t hook);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

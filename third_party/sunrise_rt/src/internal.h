@@ -201,6 +201,9 @@ struct srStream {
 
   alignas(64) std::atomic<uint64_t> completed{0};
   std::atomic<int> waiters{0};
+  // The lowest sequence number a blocked waiter needs: the device thread
+  // wakes waiters when it gets there, not after every task.
+  std::atomic<uint64_t> wake_at{UINT64_MAX};
 
   // Completion side: host threads block here after spinning.
   alignas(64) std::mutex done_mutex;

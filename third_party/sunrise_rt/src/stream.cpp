@@ -32,6 +32,12 @@ HandleRegistry<srStream>& stream_registry() {
 
 constexpr size_t kInitialRing = 64;
 
+std::atomic<srSleepHook_t> g_sleep_hook{nullptr};
+
+void before_sleep() {
+  if (srSleepHook_t hook = g_sleep_hook.load(std::memory_order_acquire)) hook();
+}
+
 void execute(srStream* s, Task& t) {
   Device* dev = s->device;
   switch (t.kind) {
@@ -94,8 +100,9 @@ void worker_loop(srStream* s) {
   std::vector<Task> batch;
   for (;;) {
     {
-      if (s->pending.load(std::memory_order_acquire) <= 0)
-        spin_until([s] { return s->pending.load(std::memory_order_acquire) > 0; }, spin_ns);
+      if (s->pending.load(std::memory_order_acquire) <= 0 &&
+          !spin_until([s] { return s->pending.load(std::memory_order_acquire) > 0; }, spin_ns))
+        before_sleep();
       std::unique_lock<std::mutex> lock(s->queue_mutex);
       while (s->head == s->tail) {
         if (s->stopping) return;
@@ -116,8 +123,11 @@ void worker_loop(srStream* s) {
       // that frees memory afterwards never races with the task's destructor.
       task = Task();
       s->completed.store(seq, std::memory_order_seq_cst);
-      if (s->waiters.load(std::memory_order_seq_cst) > 0) {
-        { std::lock_guard<std::mutex> lock(s->done_mutex); }
+      if (s->waiters.load(std::memory_order_seq_cst) > 0 && seq >= s->wake_at.load(std::memory_order_seq_cst)) {
+        {
+          std::lock_guard<std::mutex> lock(s->done_mutex);
+          s->wake_at.store(UINT64_MAX, std::memory_order_seq_cst);  // woken waiters that need more register again
+        }
         s->done_cv.notify_all();
       }
     }
@@ -196,7 +206,13 @@ srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
   const uint64_t depth = static_cast<uint64_t>(config().max_queued);
   if (seq > depth && s->completed_seen.load(std::memory_order_relaxed) < seq - depth) {
     s->completed_seen.store(s->completed.load(std::memory_order_acquire), std::memory_order_relaxed);
-    if (s->completed_seen.load(std::memory_order_relaxed) < seq - depth) wait_for(s, seq - depth);
+    if (s->completed_seen.load(std::memory_order_relaxed) < seq - depth) {
+      // The host is a whole queue ahead: sleep (spinning would take a core
+      // from the device's own threads) until half the queue has run, so the
+      // host wakes once per depth/2 launches rather than once per launch.
+      wait_for(s, seq - depth / 2, /*allow_spin=*/false);
+      s->completed_seen.store(s->completed.load(std::memory_order_acquire), std::memory_order_relaxed);
+    }
   }
   if (config().launch_blocking) {
     wait_for(s, seq);
@@ -208,10 +224,17 @@ srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
 void wait_for(srStream* s, uint64_t seq, bool allow_spin) {
   auto done = [s, seq] { return s->completed.load(std::memory_order_seq_cst) >= seq; };
   if (allow_spin ? spin_until(done, config().spin_ns) : done()) return;
+  before_sleep();
   s->waiters.fetch_add(1, std::memory_order_seq_cst);
   {
     std::unique_lock<std::mutex> lock(s->done_mutex);
-    s->done_cv.wait(lock, done);
+    while (!done()) {
+      uint64_t target = s->wake_at.load(std::memory_order_seq_cst);
+      while (seq < target && !s->wake_at.compare_exchange_weak(target, seq, std::memory_order_seq_cst)) {
+      }
+      if (done()) break;  // completed between the check and the registration
+      s->done_cv.wait(lock);
+    }
   }
   s->waiters.fetch_sub(1, std::memory_order_seq_cst);
 }
@@ -362,6 +385,8 @@ srError_t srLaunchHostFunc(srStream_t stream, srHostFn_t fn, void* user_data) {
   if (srError_t e = submit(stream, std::move(t))) return e;
   return ok();
 }
+
+void srSetSleepHook(srSleepHook_t hook) { g_sleep_hook.store(hook, std::memory_order_release); }
 
 void srReportAsyncError(srError_t error, const char* message) {
   const std::string text = message ? message : "";
