@@ -271,3 +271,59 @@ def test_dropout_backward_dtypes_match_cpu(dtype) -> None:
     expected = torch.ops.aten.native_dropout_backward(grad, mask, 1.25)
     assert got.dtype == expected.dtype
     assert_close(got.cpu(), expected, rtol=0, atol=0)
+
+
+def _queue_slow_work() -> None:
+    w = torch.randn(1024, 1024, device="sunrise")
+    for _ in range(4):
+        w = w @ w / 1024
+
+
+def test_queued_work_reads_the_bytes_of_launch_time_across_a_resize() -> None:
+    # resize_ moves x to a new block (old bytes copied in stream order); an op
+    # queued before must read the old block, and ops after the new one.
+    _queue_slow_work()
+    x = torch.arange(4.0, device="sunrise")
+    y = x * 2
+    x.resize_(1 << 16)
+    x[:4].fill_(-1)
+    z = x[:4] * 2
+    assert_close(y.cpu(), torch.arange(4.0) * 2, rtol=0, atol=0)
+    assert_close(z.cpu(), torch.full((4,), -2.0), rtol=0, atol=0)
+
+
+def test_meta_functions_that_touch_data_stay_in_stream_order() -> None:
+    # baddbmm's meta() copies self into the result (beta != 0): on sunrise
+    # that copy is a device op queued behind the work that produces self.
+    b1, b2 = torch.randn(2, 3, 4), torch.randn(2, 4, 5)
+    for _ in range(10):
+        _queue_slow_work()
+        s = torch.ones(2, 3, 5, device="sunrise") * 3
+        out = torch.baddbmm(s, b1.sunrise(), b2.sunrise(), beta=0.5)
+        assert_close(out.cpu(), torch.baddbmm(torch.full((2, 3, 5), 3.0), b1, b2, beta=0.5))
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_output_reshaped_by_meta_matches_cpu(reduction: str) -> None:
+    # mse_loss's meta() allocates an elementwise output and reduces it to 0-dim.
+    a, b = torch.randn(6, 7), torch.randn(6, 7)
+    out = torch.nn.functional.mse_loss(a.sunrise(), b.sunrise(), reduction=reduction)
+    ref = torch.nn.functional.mse_loss(a, b, reduction=reduction)
+    assert out.shape == ref.shape
+    assert_close(out.cpu(), ref)
+    target = torch.empty(0, device="sunrise")
+    torch._C._nn.mse_loss(a.sunrise(), b.sunrise(), {"none": 0, "mean": 1, "sum": 2}[reduction], out=target)
+    assert_close(target.cpu(), ref)
+
+
+def test_cpu_scalars_and_type_promotion_match_cpu() -> None:
+    i = torch.arange(6).view(2, 3)
+    f = torch.randn(3, dtype=torch.float64)
+    for fn in (lambda x, y: x + 0.5, lambda x, y: x * torch.tensor(2.5), lambda x, y: x / 2,
+               lambda x, y: x + y, lambda x, y: torch.where(x > 2, x, y), lambda x, y: x.float().add_(y)):
+        ref = fn(i, f)
+        out = fn(i.sunrise(), f.sunrise())
+        assert out.dtype == ref.dtype
+        assert_close(out.cpu(), ref)
+    with pytest.raises(RuntimeError, match="result type Float can't be cast"):
+        i.sunrise().add_(0.5)

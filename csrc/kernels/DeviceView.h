@@ -14,7 +14,6 @@
 #include <c10/util/SmallVector.h>
 
 #include <optional>
-
 #include <utility>
 #include <vector>
 

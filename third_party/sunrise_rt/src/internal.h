@@ -5,6 +5,7 @@
 #include "sunrise_rt.h"
 
 #include <atomic>
+#include <cstring>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -28,8 +29,9 @@ struct Config {
   bool launch_blocking = false;
   int64_t spin_ns = 50'000;     // spin before sleeping, nanoseconds
   // Launch queue depth per stream: a host that runs further ahead than this
-  // waits, as with CUDA's bounded launch queue. Queued work keeps its operands
-  // alive, so without a bound a fast host grows device memory without limit.
+  // waits (sleeping, until half the queue has run), as with CUDA's bounded
+  // launch queue. What queued work owns (task objects, and anything a kernel
+  // keeps alive until it runs) stays bounded with it.
   long max_queued = 256;
   std::string error;            // non-empty: the environment was invalid
 };
@@ -163,6 +165,33 @@ struct Task {
   uint64_t wait_seq = 0;
 
   void* args() { return heap_args ? heap_args.get() : inline_args; }
+
+  // Tasks move into the ring on every launch and out of it on the device
+  // thread: copy the argument bytes only when a kernel has them inline (the
+  // implicit move copied all of inline_args, byte by byte, on every launch).
+  Task() = default;
+  Task(Task&& other) noexcept { *this = std::move(other); }
+  Task& operator=(Task&& other) noexcept {
+    kind = other.kind;
+    seq = other.seq;
+    kernel = other.kernel;
+    grid = other.grid;
+    block = other.block;
+    heap_args = std::move(other.heap_args);
+    args_size = other.args_size;
+    if (kind == Kind::Kernel && !heap_args && args_size > 0) std::memcpy(inline_args, other.inline_args, args_size);
+    host_fn = other.host_fn;
+    user_data = other.user_data;
+    dst = other.dst;
+    src = other.src;
+    count = other.count;
+    value = other.value;
+    event = other.event;
+    event_generation = other.event_generation;
+    wait_stream = other.wait_stream;
+    wait_seq = other.wait_seq;
+    return *this;
+  }
 };
 
 }  // namespace sunrise_rt
