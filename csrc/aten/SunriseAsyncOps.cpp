@@ -44,21 +44,34 @@ namespace {
 
 using structured::launch;
 
-// CPU views made on the device thread: the host only captures the tensors.
-struct Views {
-  kernels::CpuViewSet set;
-  at::Tensor operator()(const at::Tensor& t) {
-    return t.defined() && t.device().is_privateuseone() ? set.view(t) : t;
+// What a launch keeps of its tensor arguments: their bytes and metadata at
+// launch (DeferredTensor, DeviceView.h), for work on the current stream.
+struct Capture {
+  srStream_t queue;
+  explicit Capture(c10::Device device) : queue(getCurrentSunriseStream(device.index()).handle()) {}
+  kernels::DeferredTensor operator()(const at::Tensor& t) const { return kernels::DeferredTensor(t, queue); }
+  std::optional<kernels::DeferredTensor> operator()(const std::optional<at::Tensor>& t) const {
+    return kernels::defer(t, queue);
   }
-  std::optional<at::Tensor> operator()(const std::optional<at::Tensor>& t) {
-    return t ? std::optional<at::Tensor>((*this)(*t)) : std::nullopt;
+  std::vector<kernels::DeferredTensor> operator()(at::TensorList list) const {
+    return kernels::defer(c10::IListRef<at::Tensor>(list), queue);
   }
-  std::vector<at::Tensor> operator()(at::TensorList list) {
-    std::vector<at::Tensor> out;
+  std::vector<std::optional<kernels::DeferredTensor>> operator()(const c10::List<std::optional<at::Tensor>>& list) const {
+    std::vector<std::optional<kernels::DeferredTensor>> out;
     out.reserve(list.size());
-    for (const at::Tensor& t : list) out.push_back((*this)(t));
+    for (const std::optional<at::Tensor>& t : list) {
+      out.push_back(t && t->defined() ? kernels::defer(t, queue) : std::nullopt);
+    }
     return out;
   }
+};
+
+// CPU views of captured tensors, made on the device thread.
+struct Views {
+  kernels::CpuViewSet set;
+  at::Tensor operator()(const kernels::DeferredTensor& t) { return t.view(set); }
+  std::optional<at::Tensor> operator()(const std::optional<kernels::DeferredTensor>& t) { return kernels::view(t, set); }
+  std::vector<at::Tensor> operator()(const std::vector<kernels::DeferredTensor>& list) { return kernels::view(list, set); }
 };
 
 // A tensor with t's metadata on the meta device: meta kernels compute result
@@ -76,7 +89,8 @@ at::Tensor relu(const at::Tensor& self) {
   const c10::Device device = device_of({&self}, "aten::relu");
   const SunriseGuard guard(device);
   at::Tensor out = at::empty_like(self);
-  launch(device, [self, out] {
+  const Capture c(device);
+  launch(device, [self = c(self), out = c(out)] {
     Views v;
     v(out).copy_(at::relu(v(self)));
   });
@@ -87,7 +101,8 @@ at::Tensor& relu_(at::Tensor& self) {
   TORCH_CHECK(self.scalar_type() != at::kBool, "Boolean inputs not supported for relu");
   const c10::Device device = device_of({&self}, "aten::relu_");
   const SunriseGuard guard(device);
-  launch(device, [self] {
+  const Capture c(device);
+  launch(device, [self = c(self)] {
     Views v;
     at::Tensor view = v(self);
     at::relu_(view);
@@ -99,7 +114,8 @@ at::Tensor isnan(const at::Tensor& self) {
   const c10::Device device = device_of({&self}, "aten::isnan");
   const SunriseGuard guard(device);
   at::Tensor out = at::empty_like(self, self.options().dtype(at::kBool));
-  launch(device, [self, out] {
+  const Capture c(device);
+  launch(device, [self = c(self), out = c(out)] {
     Views v;
     v(out).copy_(at::isnan(v(self)));
   });
@@ -117,7 +133,8 @@ at::Tensor& masked_fill_scalar(at::Tensor& self, const at::Tensor& mask, const c
   check_mask(self, mask);
   const c10::Device device = device_of({&self, &mask}, "aten::masked_fill_");
   const SunriseGuard guard(device);
-  launch(device, [self, mask, value] {
+  const Capture c(device);
+  launch(device, [self = c(self), mask = c(mask), value] {
     Views v;
     v(self).masked_fill_(v(mask), value);
   });
@@ -130,7 +147,8 @@ at::Tensor& masked_fill_tensor(at::Tensor& self, const at::Tensor& mask, const a
               value.dim(), " dimension(s).");
   const c10::Device device = device_of({&self, &mask, &value}, "aten::masked_fill_");
   const SunriseGuard guard(device);
-  launch(device, [self, mask, value] {
+  const Capture c(device);
+  launch(device, [self = c(self), mask = c(mask), value = c(value)] {
     Views v;
     v(self).masked_fill_(v(mask), v(value));
   });
@@ -153,7 +171,8 @@ at::Tensor where_self(const at::Tensor& condition, const at::Tensor& self, const
   const SunriseGuard guard(device);
   at::Tensor out = at::empty(where_shape(condition, self, other),
                              self.options().dtype(at::result_type(self, other)).device(device));
-  launch(device, [condition, self, other, out] {
+  const Capture c(device);
+  launch(device, [condition = c(condition), self = c(self), other = c(other), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::where_out(o, v(condition), v(self), v(other));
@@ -169,7 +188,8 @@ at::Tensor& where_self_out(const at::Tensor& condition, const at::Tensor& self, 
   const c10::ScalarType dtype = at::result_type(self, other);
   TORCH_CHECK(out.scalar_type() == dtype, "Expected out type to be ", dtype, " but got ", out.scalar_type());
   at::native::resize_output(out, where_shape(condition, self, other));
-  launch(device, [condition, self, other, out] {
+  const Capture c(device);
+  launch(device, [condition = c(condition), self = c(self), other = c(other), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::where_out(o, v(condition), v(self), v(other));
@@ -191,7 +211,8 @@ at::Tensor index_select(const at::Tensor& self, int64_t dim, const at::Tensor& i
   const c10::Device device = device_of({&self, &index}, "aten::index_select");
   const SunriseGuard guard(device);
   at::Tensor out = at::empty(index_select_shape(self, dim, index), self.options());
-  launch(device, [self, dim, index, out] {
+  const Capture c(device);
+  launch(device, [self = c(self), dim, index = c(index), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::index_select_out(o, v(self), dim, v(index));
@@ -205,7 +226,8 @@ at::Tensor& index_select_out(const at::Tensor& self, int64_t dim, const at::Tens
   const SunriseGuard guard(device);
   TORCH_CHECK(out.scalar_type() == self.scalar_type(), "index_select(): self and result must have the same scalar type");
   at::native::resize_output(out, index_select_shape(self, dim, index));
-  launch(device, [self, dim, index, out] {
+  const Capture c(device);
+  launch(device, [self = c(self), dim, index = c(index), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::index_select_out(o, v(self), dim, v(index));
@@ -237,7 +259,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm(const at::Tenso
   at::Tensor y = at::empty(input.sizes(), input.options());
   at::Tensor mean = at::empty(stat_shape, input.options().dtype(stat_dtype));
   at::Tensor rstd = at::empty(stat_shape, input.options().dtype(stat_dtype));
-  launch(device, [input, shape = normalized_shape.vec(), weight, bias, eps, y, mean, rstd] {
+  const Capture c(device);
+  launch(device, [input = c(input), shape = normalized_shape.vec(), weight = c(weight), bias = c(bias), eps,
+                  y = c(y), mean = c(mean), rstd = c(rstd)] {
     Views v;
     auto [ry, rmean, rrstd] = at::native_layer_norm(v(input), shape, v(weight), v(bias), eps);
     v(y).copy_(ry);
@@ -265,8 +289,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm_backward(
   at::Tensor dx = output_mask[0] ? at::empty(input.sizes(), input.options()) : at::Tensor();
   at::Tensor dw = like(output_mask[1], weight);
   at::Tensor db = like(output_mask[2], bias);
-  launch(device, [grad_out, input, shape = normalized_shape.vec(), mean, rstd, weight, bias, output_mask, dx, dw,
-                  db] {
+  const Capture c(device);
+  launch(device, [grad_out = c(grad_out), input = c(input), shape = normalized_shape.vec(), mean = c(mean),
+                  rstd = c(rstd), weight = c(weight), bias = c(bias), output_mask, dx = c(dx), dw = c(dw), db = c(db)] {
     Views v;
     auto [rx, rw, rb] = at::native_layer_norm_backward(v(grad_out), v(input), shape, v(mean), v(rstd), v(weight),
                                                        v(bias), output_mask);
@@ -286,7 +311,9 @@ at::Tensor embedding_dense_backward(const at::Tensor& grad_output, const at::Ten
   const c10::Device device = device_of({&grad_output, &indices}, "aten::embedding_dense_backward");
   const SunriseGuard guard(device);
   at::Tensor out = at::empty({num_weights, grad_output.size(-1)}, grad_output.options());
-  launch(device, [grad_output, indices, num_weights, padding_idx, scale_grad_by_freq, out] {
+  const Capture c(device);
+  launch(device, [grad_output = c(grad_output), indices = c(indices), num_weights, padding_idx, scale_grad_by_freq,
+                  out = c(out)] {
     Views v;
     v(out).copy_(at::embedding_dense_backward(v(grad_output), v(indices), num_weights, padding_idx,
                                                scale_grad_by_freq));
@@ -302,7 +329,8 @@ at::Tensor native_dropout_backward(const at::Tensor& grad_output, const at::Tens
                                                 .device(c10::kMeta));
   at::Tensor out = at::empty(at::infer_size(grad_output.sizes(), mask.sizes()),
                              grad_output.options().dtype(at::result_type(product, c10::Scalar(scale))));
-  launch(device, [grad_output, mask, scale, out] {
+  const Capture c(device);
+  launch(device, [grad_output = c(grad_output), mask = c(mask), scale, out = c(out)] {
     Views v;
     v(out).copy_(at::native_dropout_backward(v(grad_output), v(mask), scale));
   });
@@ -319,7 +347,8 @@ at::Tensor& abs_out(const at::Tensor& self, at::Tensor& out) {
   TORCH_CHECK(at::canCast(expected, out.scalar_type()), "result type ", expected,
               " can't be cast to the desired output type ", out.scalar_type());
   at::native::resize_output(out, self.sizes());
-  launch(device, [self, out] {
+  const Capture c(device);
+  launch(device, [self = c(self), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::abs_out(o, v(self));
@@ -335,7 +364,8 @@ at::Tensor& arange_out(const c10::Scalar& start, const c10::Scalar& end, const c
   at::Tensor meta = at::empty({0}, out.options().device(c10::kMeta));
   at::arange_out(meta, start, end, step);
   at::native::resize_output(out, meta.sizes());
-  launch(device, [start, end, step, out] {
+  const Capture c(device);
+  launch(device, [start, end, step, out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::arange_out(o, start, end, step);
@@ -350,7 +380,8 @@ at::Tensor& eye_m_out(int64_t n, int64_t m, at::Tensor& out) {
   at::Tensor meta = at::empty({0}, out.options().device(c10::kMeta));
   at::eye_out(meta, n, m);
   at::native::resize_output(out, meta.sizes());
-  launch(device, [n, m, out] {
+  const Capture c(device);
+  launch(device, [n, m, out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::eye_out(o, n, m);
@@ -373,7 +404,8 @@ at::Tensor var_or_std(const at::Tensor& self, at::OptionalIntArrayRef dim, const
   at::Tensor out = at::empty(shape.sizes(), self.options().dtype(c10::toRealValueType(self.scalar_type())));
   std::optional<std::vector<int64_t>> dims;
   if (dim) dims = dim->vec();
-  launch(device, [self, dims, correction, keepdim, out] {
+  const Capture c(device);
+  launch(device, [self = c(self), dims, correction, keepdim, out = c(out)] {
     Views v;
     const at::OptionalIntArrayRef d = dims ? at::OptionalIntArrayRef(*dims) : at::OptionalIntArrayRef(std::nullopt);
     v(out).copy_(Std ? at::std(v(self), d, correction, keepdim) : at::var(v(self), d, correction, keepdim));
@@ -418,13 +450,11 @@ at::Tensor& index_out(const at::Tensor& self, const c10::List<std::optional<at::
   TORCH_CHECK(out.scalar_type() == self.scalar_type(), "index_out: expected out dtype ", self.scalar_type(),
               ", got ", out.scalar_type());
   at::native::resize_output(out, meta_out.sizes());
-  std::vector<std::optional<at::Tensor>> held(indices.begin(), indices.end());
-  launch(device, [self, held = std::move(held), out] {
+  const Capture c(device);
+  launch(device, [self = c(self), held = c(indices), out = c(out)] {
     Views v;
     c10::List<std::optional<at::Tensor>> cpu_indices;
-    for (const std::optional<at::Tensor>& index : held) {
-      cpu_indices.push_back(index && index->defined() ? std::optional<at::Tensor>(v(*index)) : std::nullopt);
-    }
+    for (const std::optional<kernels::DeferredTensor>& index : held) cpu_indices.push_back(v(index));
     at::Tensor o = v(out);
     at::index_out(o, v(self), cpu_indices);
   });
@@ -439,7 +469,8 @@ at::Tensor full_reduction(const at::Tensor& self) {
   const c10::Device device = device_of({&self}, IsMax ? "aten::max" : "aten::min");
   const SunriseGuard guard(device);
   at::Tensor out = at::empty({}, self.options());
-  launch(device, [self, out] {
+  const Capture c(device);
+  launch(device, [self = c(self), out = c(out)] {
     Views v;
     v(out).copy_(IsMax ? at::max(v(self)) : at::min(v(self)));
   });
@@ -456,9 +487,10 @@ void fused_adam_impl(at::TensorList self, at::TensorList grads, at::TensorList e
   if (self.empty()) return;
   const c10::Device device = device_of({&self[0]}, AdamW ? "aten::_fused_adamw_" : "aten::_fused_adam_");
   const SunriseGuard guard(device);
-  launch(device, [p = self.vec(), g = grads.vec(), m = exp_avgs.vec(), s = exp_avg_sqs.vec(),
-                  mx = max_exp_avg_sqs.vec(), st = state_steps.vec(), lr, lr_tensor, beta1, beta2, weight_decay, eps,
-                  amsgrad, maximize, grad_scale, found_inf] {
+  const Capture c(device);
+  launch(device, [p = c(self), g = c(grads), m = c(exp_avgs), s = c(exp_avg_sqs), mx = c(max_exp_avg_sqs),
+                  st = c(state_steps), lr, lr_tensor = c(lr_tensor), beta1, beta2, weight_decay, eps, amsgrad,
+                  maximize, grad_scale = c(grad_scale), found_inf = c(found_inf)] {
     Views v;
     auto run = [&](auto learning_rate) {
       if constexpr (AdamW) {

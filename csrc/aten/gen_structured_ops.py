@@ -1,15 +1,16 @@
 """Generates sunrise kernels for PyTorch's structured operators (see StructuredOps.h).
 
 Run at build time (CMake) with the Python of the installed torch, so the wrappers
-always match that torch's operator schemas and exported CPU kernel classes:
+always match that torch's operator schemas, meta classes and at::cpu functions:
 
     python gen_structured_ops.py --out-dir DIR --shards N
 
 It reads native_functions.yaml shipped in torchgen, takes every structured group
-whose CPU kernel is structured and exported, and writes N .cpp files, each with
-wrappers for the functional, in-place and out= variants and their registration.
-Argument plumbing (meta/impl signatures, SymInt conversions) uses torchgen's own
-translate(), as PyTorch's RegisterCPU.cpp codegen does.
+whose CPU kernel is structured and whose meta class and at::cpu entry points are
+exported, and writes N .cpp files, each with wrappers for the functional,
+in-place and out= variants and their registration. Argument plumbing (meta and
+at::cpu signatures, SymInt conversions) uses torchgen's own translate(), as
+PyTorch's RegisterCPU.cpp codegen does.
 """
 
 from __future__ import annotations
