@@ -200,3 +200,16 @@ def test_baddbmm_self_produced_by_queued_work(variant):
     for _ in range(3):
         expected, actual = _on_both(run, x, y, big)
         assert_close(actual, expected)
+
+
+# -------------------------------------------- outputs without elements are not aliases of each other
+@pytest.mark.parametrize("mode", ["reduced", "complete", "r"])
+@pytest.mark.parametrize("shape", [(5, 0), (0, 5), (2, 0, 3)])
+def test_qr_with_empty_outputs(mode: str, shape: tuple) -> None:
+    # Q and R of a matrix without columns both have no bytes; CPU views of
+    # them once shared one empty storage, which linalg_qr's CPU kernel took
+    # for aliasing and failed an internal assert on the device thread.
+    expected, actual = _on_both(lambda a: torch.linalg.qr(a, mode=mode), torch.randn(shape))
+    for e, a in zip(expected, actual):
+        assert e.shape == a.shape
+        assert_close(a, e)

@@ -57,8 +57,11 @@ at::Tensor CpuViewSet::view(const at::Tensor& device_tensor) {
 }
 
 const c10::Storage& CpuViewSet::cpu_storage(void* data, size_t nbytes) {
+  // Empty storages have no bytes to share: tensors without elements (all at
+  // nullptr) must not look like aliases of each other to the CPU kernel.
+  const bool shareable = data != nullptr;
   for (auto& [bytes, cpu] : blocks_) {
-    if (bytes == data && cpu.nbytes() == nbytes) return cpu;
+    if (shareable && bytes == data && cpu.nbytes() == nbytes) return cpu;
   }
   // Not owning: the bytes stay valid while the task that views them runs.
   c10::DataPtr ptr(data, data, [](void*) {}, c10::Device(c10::DeviceType::CPU));
