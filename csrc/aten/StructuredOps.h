@@ -1,7 +1,5 @@
 // Native sunrise kernels for PyTorch's structured operators.
 //
-// Native sunrise kernels for PyTorch's structured operators.
-//
 // A structured operator is split by PyTorch into meta() — shapes, dtypes,
 // argument checks, output allocation — and impl() — the computation. meta() is
 // device-generic (CUDA runs it on CUDA tensors); for every structured op whose
@@ -23,13 +21,10 @@
 #include <torch_sunrise/SunriseCachingAllocator.h>
 #include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseLaunch.h>
-#include <torch_sunrise/SunriseStorage.h>
 
 #include <ATen/EmptyTensor.h>
 #include <ATen/TensorIterator.h>
 #include <ATen/native/Resize.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_strided.h>
 
 #include <array>
 #include <functional>
@@ -214,12 +209,6 @@ std::array<at::Tensor, N> views_of(const std::array<kernels::DeferredTensor, N>&
   std::array<at::Tensor, N> out;
   for (size_t i = 0; i < N; ++i) out[i] = outputs[i].view(views);
   return out;
-}
-
-// Runs `body` (the CPU kernel's call) as device work on the current stream.
-template <typename Body>
-void launch(c10::Device device, Body&& body) {
-  launch_task(getCurrentSunriseStream(device.index()), std::forward<Body>(body));
 }
 
 // Owned copies of array arguments, for the deferred call.

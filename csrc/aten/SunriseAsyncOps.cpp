@@ -22,6 +22,7 @@
 #include <ATen/ops/eye.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/empty_strided.h>
 #include <ATen/ops/index.h>
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/native_dropout_backward.h>
@@ -42,13 +43,13 @@
 namespace torch_sunrise::aten {
 namespace {
 
-using structured::launch;
-
 // What a launch keeps of its tensor arguments: their bytes and metadata at
 // launch (DeferredTensor, DeviceView.h), for work on the current stream.
 struct Capture {
+  SunriseStream stream;
   srStream_t queue;
-  explicit Capture(c10::Device device) : queue(getCurrentSunriseStream(device.index()).handle()) {}
+  explicit Capture(c10::Device device)
+      : stream(getCurrentSunriseStream(device.index())), queue(stream.handle()) {}
   kernels::DeferredTensor operator()(const at::Tensor& t) const { return kernels::DeferredTensor(t, queue); }
   std::optional<kernels::DeferredTensor> operator()(const std::optional<at::Tensor>& t) const {
     return kernels::defer(t, queue);
@@ -90,7 +91,7 @@ at::Tensor relu(const at::Tensor& self) {
   const SunriseGuard guard(device);
   at::Tensor out = at::empty_like(self);
   const Capture c(device);
-  launch(device, [self = c(self), out = c(out)] {
+  launch_task(c.stream, [self = c(self), out = c(out)] {
     Views v;
     v(out).copy_(at::relu(v(self)));
   });
@@ -102,7 +103,7 @@ at::Tensor& relu_(at::Tensor& self) {
   const c10::Device device = device_of({&self}, "aten::relu_");
   const SunriseGuard guard(device);
   const Capture c(device);
-  launch(device, [self = c(self)] {
+  launch_task(c.stream, [self = c(self)] {
     Views v;
     at::Tensor view = v(self);
     at::relu_(view);
@@ -115,7 +116,7 @@ at::Tensor isnan(const at::Tensor& self) {
   const SunriseGuard guard(device);
   at::Tensor out = at::empty_like(self, self.options().dtype(at::kBool));
   const Capture c(device);
-  launch(device, [self = c(self), out = c(out)] {
+  launch_task(c.stream, [self = c(self), out = c(out)] {
     Views v;
     v(out).copy_(at::isnan(v(self)));
   });
@@ -134,7 +135,7 @@ at::Tensor& masked_fill_scalar(at::Tensor& self, const at::Tensor& mask, const c
   const c10::Device device = device_of({&self, &mask}, "aten::masked_fill_");
   const SunriseGuard guard(device);
   const Capture c(device);
-  launch(device, [self = c(self), mask = c(mask), value] {
+  launch_task(c.stream, [self = c(self), mask = c(mask), value] {
     Views v;
     v(self).masked_fill_(v(mask), value);
   });
@@ -148,7 +149,7 @@ at::Tensor& masked_fill_tensor(at::Tensor& self, const at::Tensor& mask, const a
   const c10::Device device = device_of({&self, &mask, &value}, "aten::masked_fill_");
   const SunriseGuard guard(device);
   const Capture c(device);
-  launch(device, [self = c(self), mask = c(mask), value = c(value)] {
+  launch_task(c.stream, [self = c(self), mask = c(mask), value = c(value)] {
     Views v;
     v(self).masked_fill_(v(mask), v(value));
   });
@@ -172,7 +173,7 @@ at::Tensor where_self(const at::Tensor& condition, const at::Tensor& self, const
   at::Tensor out = at::empty(where_shape(condition, self, other),
                              self.options().dtype(at::result_type(self, other)).device(device));
   const Capture c(device);
-  launch(device, [condition = c(condition), self = c(self), other = c(other), out = c(out)] {
+  launch_task(c.stream, [condition = c(condition), self = c(self), other = c(other), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::where_out(o, v(condition), v(self), v(other));
@@ -189,7 +190,7 @@ at::Tensor& where_self_out(const at::Tensor& condition, const at::Tensor& self, 
   TORCH_CHECK(out.scalar_type() == dtype, "Expected out type to be ", dtype, " but got ", out.scalar_type());
   at::native::resize_output(out, where_shape(condition, self, other));
   const Capture c(device);
-  launch(device, [condition = c(condition), self = c(self), other = c(other), out = c(out)] {
+  launch_task(c.stream, [condition = c(condition), self = c(self), other = c(other), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::where_out(o, v(condition), v(self), v(other));
@@ -212,7 +213,7 @@ at::Tensor index_select(const at::Tensor& self, int64_t dim, const at::Tensor& i
   const SunriseGuard guard(device);
   at::Tensor out = at::empty(index_select_shape(self, dim, index), self.options());
   const Capture c(device);
-  launch(device, [self = c(self), dim, index = c(index), out = c(out)] {
+  launch_task(c.stream, [self = c(self), dim, index = c(index), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::index_select_out(o, v(self), dim, v(index));
@@ -227,7 +228,7 @@ at::Tensor& index_select_out(const at::Tensor& self, int64_t dim, const at::Tens
   TORCH_CHECK(out.scalar_type() == self.scalar_type(), "index_select(): self and result must have the same scalar type");
   at::native::resize_output(out, index_select_shape(self, dim, index));
   const Capture c(device);
-  launch(device, [self = c(self), dim, index = c(index), out = c(out)] {
+  launch_task(c.stream, [self = c(self), dim, index = c(index), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::index_select_out(o, v(self), dim, v(index));
@@ -260,7 +261,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm(const at::Tenso
   at::Tensor mean = at::empty(stat_shape, input.options().dtype(stat_dtype));
   at::Tensor rstd = at::empty(stat_shape, input.options().dtype(stat_dtype));
   const Capture c(device);
-  launch(device, [input = c(input), shape = normalized_shape.vec(), weight = c(weight), bias = c(bias), eps,
+  launch_task(c.stream, [input = c(input), shape = normalized_shape.vec(), weight = c(weight), bias = c(bias), eps,
                   y = c(y), mean = c(mean), rstd = c(rstd)] {
     Views v;
     auto [ry, rmean, rrstd] = at::native_layer_norm(v(input), shape, v(weight), v(bias), eps);
@@ -290,7 +291,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm_backward(
   at::Tensor dw = like(output_mask[1], weight);
   at::Tensor db = like(output_mask[2], bias);
   const Capture c(device);
-  launch(device, [grad_out = c(grad_out), input = c(input), shape = normalized_shape.vec(), mean = c(mean),
+  launch_task(c.stream, [grad_out = c(grad_out), input = c(input), shape = normalized_shape.vec(), mean = c(mean),
                   rstd = c(rstd), weight = c(weight), bias = c(bias), output_mask, dx = c(dx), dw = c(dw), db = c(db)] {
     Views v;
     auto [rx, rw, rb] = at::native_layer_norm_backward(v(grad_out), v(input), shape, v(mean), v(rstd), v(weight),
@@ -312,7 +313,7 @@ at::Tensor embedding_dense_backward(const at::Tensor& grad_output, const at::Ten
   const SunriseGuard guard(device);
   at::Tensor out = at::empty({num_weights, grad_output.size(-1)}, grad_output.options());
   const Capture c(device);
-  launch(device, [grad_output = c(grad_output), indices = c(indices), num_weights, padding_idx, scale_grad_by_freq,
+  launch_task(c.stream, [grad_output = c(grad_output), indices = c(indices), num_weights, padding_idx, scale_grad_by_freq,
                   out = c(out)] {
     Views v;
     v(out).copy_(at::embedding_dense_backward(v(grad_output), v(indices), num_weights, padding_idx,
@@ -330,7 +331,7 @@ at::Tensor native_dropout_backward(const at::Tensor& grad_output, const at::Tens
   at::Tensor out = at::empty(at::infer_size(grad_output.sizes(), mask.sizes()),
                              grad_output.options().dtype(at::result_type(product, c10::Scalar(scale))));
   const Capture c(device);
-  launch(device, [grad_output = c(grad_output), mask = c(mask), scale, out = c(out)] {
+  launch_task(c.stream, [grad_output = c(grad_output), mask = c(mask), scale, out = c(out)] {
     Views v;
     v(out).copy_(at::native_dropout_backward(v(grad_output), v(mask), scale));
   });
@@ -348,7 +349,7 @@ at::Tensor& abs_out(const at::Tensor& self, at::Tensor& out) {
               " can't be cast to the desired output type ", out.scalar_type());
   at::native::resize_output(out, self.sizes());
   const Capture c(device);
-  launch(device, [self = c(self), out = c(out)] {
+  launch_task(c.stream, [self = c(self), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::abs_out(o, v(self));
@@ -365,7 +366,7 @@ at::Tensor& arange_out(const c10::Scalar& start, const c10::Scalar& end, const c
   at::arange_out(meta, start, end, step);
   at::native::resize_output(out, meta.sizes());
   const Capture c(device);
-  launch(device, [start, end, step, out = c(out)] {
+  launch_task(c.stream, [start, end, step, out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::arange_out(o, start, end, step);
@@ -381,7 +382,7 @@ at::Tensor& eye_m_out(int64_t n, int64_t m, at::Tensor& out) {
   at::eye_out(meta, n, m);
   at::native::resize_output(out, meta.sizes());
   const Capture c(device);
-  launch(device, [n, m, out = c(out)] {
+  launch_task(c.stream, [n, m, out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::eye_out(o, n, m);
@@ -405,7 +406,7 @@ at::Tensor var_or_std(const at::Tensor& self, at::OptionalIntArrayRef dim, const
   std::optional<std::vector<int64_t>> dims;
   if (dim) dims = dim->vec();
   const Capture c(device);
-  launch(device, [self = c(self), dims, correction, keepdim, out = c(out)] {
+  launch_task(c.stream, [self = c(self), dims, correction, keepdim, out = c(out)] {
     Views v;
     const at::OptionalIntArrayRef d = dims ? at::OptionalIntArrayRef(*dims) : at::OptionalIntArrayRef(std::nullopt);
     v(out).copy_(Std ? at::std(v(self), d, correction, keepdim) : at::var(v(self), d, correction, keepdim));
@@ -451,7 +452,7 @@ at::Tensor& index_out(const at::Tensor& self, const c10::List<std::optional<at::
               ", got ", out.scalar_type());
   at::native::resize_output(out, meta_out.sizes());
   const Capture c(device);
-  launch(device, [self = c(self), held = c(indices), out = c(out)] {
+  launch_task(c.stream, [self = c(self), held = c(indices), out = c(out)] {
     Views v;
     c10::List<std::optional<at::Tensor>> cpu_indices;
     for (const std::optional<kernels::DeferredTensor>& index : held) cpu_indices.push_back(v(index));
@@ -470,7 +471,7 @@ at::Tensor full_reduction(const at::Tensor& self) {
   const SunriseGuard guard(device);
   at::Tensor out = at::empty({}, self.options());
   const Capture c(device);
-  launch(device, [self = c(self), out = c(out)] {
+  launch_task(c.stream, [self = c(self), out = c(out)] {
     Views v;
     v(out).copy_(IsMax ? at::max(v(self)) : at::min(v(self)));
   });
@@ -488,7 +489,7 @@ void fused_adam_impl(at::TensorList self, at::TensorList grads, at::TensorList e
   const c10::Device device = device_of({&self[0]}, AdamW ? "aten::_fused_adamw_" : "aten::_fused_adam_");
   const SunriseGuard guard(device);
   const Capture c(device);
-  launch(device, [p = c(self), g = c(grads), m = c(exp_avgs), s = c(exp_avg_sqs), mx = c(max_exp_avg_sqs),
+  launch_task(c.stream, [p = c(self), g = c(grads), m = c(exp_avgs), s = c(exp_avg_sqs), mx = c(max_exp_avg_sqs),
                   st = c(state_steps), lr, lr_tensor = c(lr_tensor), beta1, beta2, weight_decay, eps, amsgrad,
                   maximize, grad_scale = c(grad_scale), found_inf = c(found_inf)] {
     Views v;

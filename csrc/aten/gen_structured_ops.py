@@ -22,10 +22,11 @@ from pathlib import Path
 import torchgen
 from torchgen.api import meta as meta_api, structured
 from torchgen.api.translate import translate
-from torchgen.api.types import Binding, DispatcherSignature, Expr
+from torchgen.api.types import (BaseCType, Binding, CppSignatureGroup, DispatcherSignature, Expr, MutRefCType,
+                                NamedCType, tensorT)
 from torchgen import local
 from torchgen.gen import get_grouped_native_functions, parse_native_yaml
-from torchgen.model import Argument, DispatchKey, NativeFunctionsGroup, SchemaKind
+from torchgen.model import DispatchKey, NativeFunctionsGroup, SchemaKind
 
 # Ops that have hand-written sunrise kernels (or must keep their current path).
 SKIP = {
@@ -179,7 +180,6 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, idx: int) -> tuple[
             captures.append(rb[0])
             device.insert(0, rb[1])
 
-    from torchgen.api.types import BaseCType, CppSignatureGroup, MutRefCType, NamedCType, tensorT
     if k is SchemaKind.inplace:
         device.append("std::array<at::Tensor, 1> out_v{self_v};")
         target = CppSignatureGroup.from_native_function(f, method=False).signature

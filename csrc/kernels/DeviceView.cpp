@@ -13,20 +13,15 @@ void release_device_storage(void* ctx) {
   c10::raw::intrusive_ptr::decref(static_cast<c10::StorageImpl*>(ctx));
 }
 
-c10::Storage make_cpu_storage(const c10::Storage& device_storage, void* bytes, size_t nbytes) {
+c10::Storage make_cpu_storage(const c10::Storage& device_storage) {
   c10::StorageImpl* impl = device_storage.unsafeGetStorageImpl();
   // The CPU storage holds a reference on the device storage, so the bytes
   // outlive any CPU tensor a kernel keeps around.
   c10::raw::intrusive_ptr::incref(impl);
-  c10::DataPtr data(bytes, impl, &release_device_storage, c10::Device(c10::DeviceType::CPU));
-  return c10::Storage(c10::make_intrusive<c10::StorageImpl>(c10::StorageImpl::use_byte_size_t(), nbytes,
+  c10::DataPtr data(impl->mutable_data(), impl, &release_device_storage, c10::Device(c10::DeviceType::CPU));
+  return c10::Storage(c10::make_intrusive<c10::StorageImpl>(c10::StorageImpl::use_byte_size_t(), impl->nbytes(),
                                                             std::move(data), c10::GetCPUAllocator(),
                                                             /*resizable=*/true));
-}
-
-c10::Storage make_cpu_storage(const c10::Storage& device_storage) {
-  c10::StorageImpl* impl = device_storage.unsafeGetStorageImpl();
-  return make_cpu_storage(device_storage, impl->mutable_data(), impl->nbytes());
 }
 
 at::Tensor view_on(c10::Storage storage, const at::Tensor& t) {

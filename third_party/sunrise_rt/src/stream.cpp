@@ -205,14 +205,13 @@ srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
   if (seq_out) *seq_out = seq;
   const uint64_t depth = static_cast<uint64_t>(config().max_queued);
   if (seq > depth && s->completed_seen.load(std::memory_order_relaxed) < seq - depth) {
-    s->completed_seen.store(s->completed.load(std::memory_order_acquire), std::memory_order_relaxed);
-    if (s->completed_seen.load(std::memory_order_relaxed) < seq - depth) {
+    if (s->completed.load(std::memory_order_acquire) < seq - depth) {
       // The host is a whole queue ahead: sleep (spinning would take a core
       // from the device's own threads) until half the queue has run, so the
       // host wakes once per depth/2 launches rather than once per launch.
       wait_for(s, seq - depth / 2, /*allow_spin=*/false);
-      s->completed_seen.store(s->completed.load(std::memory_order_acquire), std::memory_order_relaxed);
     }
+    s->completed_seen.store(s->completed.load(std::memory_order_acquire), std::memory_order_relaxed);
   }
   if (config().launch_blocking) {
     wait_for(s, seq);
