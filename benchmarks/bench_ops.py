@@ -1,6 +1,11 @@
 """sunrise beside CPU eager, same process, medians: the table of issue 4.
 
-Run: .venv/bin/python -m benchmarks.bench_ops [--quick] [--markdown]
+Run: .venv/bin/python -m benchmarks.bench_ops [--quick] [--markdown] [--runs N] [--svg FILE]
+
+--runs N repeats the whole benchmark in N fresh processes (each one still
+measures sunrise beside CPU eager in the same process) and reports, per case,
+the median CPU and sunrise times, the median ratio and its range over the runs:
+on a noisy machine a single run misleads.
 
 Each case runs the same PyTorch code on "cpu" and on "sunrise"; sunrise timings
 include a final synchronize, so they are end-to-end. Ratio = sunrise / CPU
@@ -12,7 +17,11 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -172,15 +181,10 @@ CASES = [
 ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    parser.add_argument("--only", default=None, help="substring of the case names to run")
-    parser.add_argument("--svg", default=None, help="also write the ratios as a bar chart (e.g. docs/bench_ops.svg)")
-    args = parser.parse_args()
+def run_cases(only: str | None, quick: bool) -> list[tuple]:
+    """One run: every CPU eager case, then every sunrise case; rows of (name, cpu, sunrise, unit, ratio)."""
     torch_sunrise.set_fallback_mode("silent")
-    cases = [(name, case) for name, case in CASES if not args.only or args.only in name]
+    cases = [(name, case) for name, case in CASES if not only or only in name]
     # Every CPU eager case first, then every sunrise case: a sunrise device
     # thread that exists keeps a CPU eager OpenMP team from spinning between
     # parallel regions (libgomp throttles spinning once a process has more team
@@ -188,7 +192,7 @@ def main() -> None:
     cpu_times = {}
     for name, case in cases:
         try:
-            cpu_times[name] = case("cpu", args.quick)
+            cpu_times[name] = case("cpu", quick)
         except ImportError as e:
             print(f"{name}: skipped ({e})")
     rows = []
@@ -196,10 +200,54 @@ def main() -> None:
         if name not in cpu_times:
             continue
         cpu, scale, unit = cpu_times[name]
-        dev, _, _ = case("sunrise", args.quick)
+        dev, _, _ = case("sunrise", quick)
         rows.append((name, cpu * scale, dev * scale, unit, dev / cpu))
         print(f"{name:<40} cpu {cpu * scale:10.2f} {unit:<7} sunrise {dev * scale:10.2f} {unit:<7} ratio {dev / cpu:6.2f}",
               flush=True)
+    return rows
+
+
+def run_processes(runs: int, only: str | None, quick: bool) -> list[tuple]:
+    """`runs` runs, each in a fresh process; rows of (name, median cpu, median sunrise, unit, median ratio, min, max)."""
+    per_case: dict[str, list[tuple]] = {}
+    for i in range(runs):
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            cmd = [sys.executable, "-m", "benchmarks.bench_ops", "--json", out.name] + (["--quick"] if quick else [])
+            if only:
+                cmd += ["--only", only]
+            print(f"run {i + 1}/{runs}", flush=True)
+            subprocess.run(cmd, check=True)
+            for row in json.load(open(out.name)):
+                per_case.setdefault(row[0], []).append(row)
+    rows = []
+    for name, samples in per_case.items():
+        ratios = [r[4] for r in samples]
+        rows.append((name, statistics.median(r[1] for r in samples), statistics.median(r[2] for r in samples),
+                     samples[0][3], statistics.median(ratios), min(ratios), max(ratios)))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--only", default=None, help="substring of the case names to run")
+    parser.add_argument("--runs", type=int, default=1, help="whole runs, each in a fresh process (medians and ranges)")
+    parser.add_argument("--json", default=None, help=argparse.SUPPRESS)  # rows of one run, for --runs
+    parser.add_argument("--svg", default=None, help="also write the ratios as a bar chart (e.g. docs/bench_ops.svg)")
+    args = parser.parse_args()
+    if args.runs > 1:
+        rows = run_processes(args.runs, args.only, args.quick)
+        print(f"\n| case | CPU eager | sunrise | sunrise / CPU (median of {args.runs} runs, range) |\n| --- | --- | --- | --- |")
+        for name, cpu, dev, unit, ratio, low, high in rows:
+            print(f"| {name} | {cpu:.2f} {unit} | {dev:.2f} {unit} | {ratio:.2f} ({low:.2f}-{high:.2f}) |")
+        if args.svg:
+            write_svg([row[:5] for row in rows], args.svg)
+        return
+    rows = run_cases(args.only, args.quick)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f)
     if args.markdown:
         print("\n| case | CPU eager | sunrise | sunrise / CPU |\n| --- | --- | --- | --- |")
         for name, cpu, dev, unit, ratio in rows:
