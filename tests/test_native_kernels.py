@@ -327,3 +327,26 @@ def test_cpu_scalars_and_type_promotion_match_cpu() -> None:
         assert_close(out.cpu(), ref)
     with pytest.raises(RuntimeError, match="result type Float can't be cast"):
         i.sunrise().add_(0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("m, k, n", [(32, 64, 64), (1, 512, 2048), (5, 17, 3), (128, 64, 64), (96, 256, 384)])
+def test_matrix_products_are_bitwise_cpu_small_and_large(dtype, m, k, n) -> None:
+    # Small products run on the device thread alone (SerialMathScope), larger
+    # ones with the full team; both must give CPU eager's bits exactly.
+    g = torch.Generator().manual_seed(m * k + n)
+    a, b, c = (torch.randn(s, generator=g, dtype=dtype) for s in ((m, k), (k, n), (n,)))
+    a3, b3 = torch.randn(3, m, k, generator=g, dtype=dtype), torch.randn(3, k, n, generator=g, dtype=dtype)
+    cases = [
+        lambda a, b, c, a3, b3: torch.mm(a, b),
+        lambda a, b, c, a3, b3: torch.addmm(c, a, b, beta=0.5, alpha=2),
+        lambda a, b, c, a3, b3: torch.nn.functional.linear(a, b.t(), c),
+        lambda a, b, c, a3, b3: torch.bmm(a3, b3),
+        lambda a, b, c, a3, b3: torch.baddbmm(c.expand(3, m, n), a3, b3),
+        lambda a, b, c, a3, b3: torch.addmv(c, b.t(), a[0]),
+    ]
+    cpu_args = (a, b, c, a3, b3)
+    dev_args = tuple(t.to("sunrise") for t in cpu_args)
+    for fn in cases:
+        assert torch.equal(fn(*dev_args).cpu(), fn(*cpu_args))
+    assert _fallbacks("aten::") == 0, torch_sunrise.fallback_stats()

@@ -103,6 +103,43 @@ def owned_rebind(b: Binding) -> tuple[str, str] | None:
     return None
 
 
+# Matrix products (first matrix, second operand), run on the device thread
+# alone when small (SerialMathScope): MKL gives the same bits either way.
+GEMMS = {
+    "mm": ("self", "mat2"), "bmm": ("self", "mat2"), "addmm": ("mat1", "mat2"),
+    "_addmm_activation": ("mat1", "mat2"), "baddbmm": ("batch1", "batch2"), "addmv": ("mat", "vec"),
+}
+
+# Non-tensor argument types a MetaMemo key can hold (spaces removed).
+MEMO_TYPES = (
+    "int64_t", "double", "bool", "at::ScalarType", "constat::Scalar&", "const::std::optional<at::Scalar>&",
+    "::std::optional<int64_t>", "::std::optional<double>", "::std::optional<bool>",
+    "::std::optional<at::ScalarType>", "c10::string_view", "::std::optional<c10::string_view>",
+)
+
+
+def memo_declaration(args: list[Binding]) -> str | None:
+    """The MetaMemo of a functional variant whose arguments it can key on, or None."""
+    tensors, others = [], []
+    for b in args:
+        kind = tensor_kind(b.nctype.cpp_type())
+        t = b.nctype.cpp_type().replace(" ", "")
+        if kind == "tensor":
+            tensors.append(b.name)
+        elif kind is None and t in MEMO_TYPES:
+            others.append(b)
+        else:
+            return None
+    types = "".join(", " + b.nctype.cpp_type().replace("const ", "").replace("&", "").strip() for b in others)
+    names = "".join(", " + b.name for b in others)
+    ptrs = ", ".join(f"&{n}" for n in tensors)
+    return (f"  static MetaMemoFor<decltype(op), {len(tensors)}{types}> memo;\n"
+            f"  if (!memo.replay(op, device, {{{ptrs}}}{names})) {{\n"
+            f"    op.meta(%s);\n"
+            f"    memo.record(op, device, {{{ptrs}}}{names});\n"
+            f"  }}")
+
+
 class Skip(Exception):
     pass
 
@@ -146,7 +183,11 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, idx: int) -> tuple[
         outs = ", ".join(f"std::ref({a.name})" for a in f.func.arguments.out)
         lines.append(f"  Out<{meta_class}, {n_out}> op(device, std::array<std::reference_wrapper<at::Tensor>, {n_out}>{{{outs}}});")
     meta_exprs = ", ".join(e.expr for e in translate(list(args), structured.meta_arguments(g), method=False))
-    lines.append(f"  {'(void)' if g.out.precomputed else ''}op.meta({meta_exprs});")
+    memo = memo_declaration(list(args)) if k is SchemaKind.functional and n_out == 1 and not g.out.precomputed else None
+    if memo is not None:
+        lines.append(memo % meta_exprs)
+    else:
+        lines.append(f"  {'(void)' if g.out.precomputed else ''}op.meta({meta_exprs});")
 
     # The device task: captures (storages and metadata, owned copies of the
     # other arguments), then the CPU kernel over views.
@@ -190,6 +231,9 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, idx: int) -> tuple[
             context.append(Expr(expr=f"out_v[{i}]", type=NamedCType(out_arg.nctype.name, MutRefCType(BaseCType(tensorT)))))
         target = CppSignatureGroup.from_native_function(g.out, method=False).faithful_signature
     call_exprs = ", ".join(e.expr for e in translate(context, target.arguments(), method=False))
+    gemm = GEMMS.get(str(g.out.func.name.name.base))
+    if gemm is not None:
+        device.append(f"const SerialMathScope serial(small_product({gemm[0]}_v, {gemm[1]}_v));")
     device.append(f"const OutputBits<{n_out}> bits(out_v);")
     device.append(f"at::cpu::{target.name()}({call_exprs});")
     device.append("bits.resolve(out_v);")

@@ -42,6 +42,7 @@
 #include <c10/util/flat_hash_map.h>
 
 #include <algorithm>
+#include <atomic>
 #include <iomanip>
 #include <memory>
 #include <mutex>
@@ -344,7 +345,7 @@ class DeviceCachingAllocator {
     if (previous != device_) SUNRISE_WARN(srSetDevice(previous));
     if (err == srErrorMemoryAllocation) return nullptr;
     SUNRISE_CHECK(err);
-    auto owned = std::make_unique<Block>();
+    auto owned = new_block_locked();
     Block* block = owned.get();
     block->device = device_;
     block->stream = stream;
@@ -367,7 +368,7 @@ class DeviceCachingAllocator {
 
   Block* split_locked(Block* block, size_t size) {
     if (!should_split(block, size)) return block;
-    auto owned = std::make_unique<Block>();
+    auto owned = new_block_locked();
     Block* rest = owned.get();
     rest->device = device_;
     rest->stream = block->stream;
@@ -406,7 +407,18 @@ class DeviceCachingAllocator {
       if (dst->next != nullptr) dst->next->prev = dst;
     }
     dst->size += src->size;
-    blocks_.erase(src);
+    auto owned = blocks_.find(src);
+    spare_blocks_.push_back(std::move(owned->second));
+    blocks_.erase(owned);
+  }
+
+  // Block records are recycled: splits and merges come in pairs on every small op.
+  std::unique_ptr<Block> new_block_locked() {
+    if (spare_blocks_.empty()) return std::make_unique<Block>();
+    std::unique_ptr<Block> block = std::move(spare_blocks_.back());
+    spare_blocks_.pop_back();
+    *block = Block();
+    return block;
   }
 
   void return_block_locked(Block* block) {
@@ -522,6 +534,7 @@ class DeviceCachingAllocator {
   BlockPool small_;
   BlockPool large_;
   ska::flat_hash_map<Block*, std::unique_ptr<Block>> blocks_;  // owns every block
+  std::vector<std::unique_ptr<Block>> spare_blocks_;
   ska::flat_hash_map<void*, Block*> allocated_;
   std::vector<std::pair<srEvent_t, Block*>> pending_;  // cross-stream frees in flight
   std::vector<srEvent_t> event_pool_;
@@ -541,10 +554,13 @@ class SunriseCachingAllocator final : public c10::DeviceAllocator {
  public:
   DeviceCachingAllocator& device(c10::DeviceIndex index) {
     check_device_index(index);
-    std::call_once(init_once_, [this] {
-      const c10::DeviceIndex n = device_count();
-      for (c10::DeviceIndex i = 0; i < n; ++i) devices_.push_back(std::make_unique<DeviceCachingAllocator>(i));
-    });
+    if (!initialized_.load(std::memory_order_acquire)) {
+      std::call_once(init_once_, [this] {
+        const c10::DeviceIndex n = device_count();
+        for (c10::DeviceIndex i = 0; i < n; ++i) devices_.push_back(std::make_unique<DeviceCachingAllocator>(i));
+        initialized_.store(true, std::memory_order_release);
+      });
+    }
     return *devices_[static_cast<size_t>(index)];
   }
 
@@ -599,6 +615,7 @@ class SunriseCachingAllocator final : public c10::DeviceAllocator {
 
  private:
   std::once_flag init_once_;
+  std::atomic<bool> initialized_{false};  // std::call_once costs a TLS round trip per allocation
   std::vector<std::unique_ptr<DeviceCachingAllocator>> devices_;
 };
 

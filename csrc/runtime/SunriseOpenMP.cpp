@@ -12,9 +12,16 @@
 // device thread whose queue ran dry, a host thread waiting for the device)
 // releases its team, as OpenMP 5's omp_pause_resource_all allows; the next
 // parallel region starts a new one.
+#include <torch_sunrise/SunriseOpenMP.h>
+
 #include <sunrise_rt.h>
 
+// Weak: resolved from the OpenMP runtime and MKL that libtorch_cpu loads.
 extern "C" int omp_pause_resource_all(int kind) __attribute__((weak));
+extern "C" int omp_get_max_threads() __attribute__((weak));
+extern "C" void omp_set_num_threads(int n) __attribute__((weak));
+// MKL's C entry point (the lower-case names are its Fortran interface, by pointer).
+extern "C" int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));
 
 namespace torch_sunrise {
 namespace {
@@ -32,4 +39,20 @@ const bool g_registered = [] {
 }();
 
 }  // namespace
+
+SerialMathScope::SerialMathScope(bool serial) {
+  if (!serial || omp_get_max_threads == nullptr || omp_set_num_threads == nullptr) return;
+  active_ = true;
+  omp_threads_ = omp_get_max_threads();
+  omp_set_num_threads(1);
+  // MKL's thread-local setting outranks the global one torch.set_num_threads makes.
+  if (MKL_Set_Num_Threads_Local != nullptr) mkl_threads_ = MKL_Set_Num_Threads_Local(1);
+}
+
+SerialMathScope::~SerialMathScope() {
+  if (!active_) return;
+  if (MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(mkl_threads_);
+  omp_set_num_threads(omp_threads_);
+}
+
 }  // namespace torch_sunrise

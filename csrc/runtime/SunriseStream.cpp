@@ -17,6 +17,7 @@ constexpr c10::StreamId kMaxStreamId = 2 * kStreamsPerPool;
 
 struct DeviceStreams {
   std::once_flag pool_once;
+  std::atomic<bool> pool_ready{false};  // every launch asks; std::call_once costs a TLS round trip
   srStream_t default_stream = nullptr;
   std::array<srStream_t, 2 * kStreamsPerPool> pool{};  // [normal..., high...]
   std::atomic<uint32_t> next_normal{0};
@@ -30,6 +31,7 @@ DeviceStreams& streams_of(c10::DeviceIndex device) {
 }
 
 void init_pool(c10::DeviceIndex device, DeviceStreams& s) {
+  if (s.pool_ready.load(std::memory_order_acquire)) return;
   std::call_once(s.pool_once, [&] {
     SUNRISE_CHECK(srDeviceGetDefaultStream(device, &s.default_stream));
     int previous = 0;
@@ -40,6 +42,7 @@ void init_pool(c10::DeviceIndex device, DeviceStreams& s) {
       SUNRISE_CHECK(srStreamCreateWithPriority(&s.pool[static_cast<size_t>(i)], srStreamNonBlocking, priority));
     }
     SUNRISE_CHECK(srSetDevice(previous));
+    s.pool_ready.store(true, std::memory_order_release);
   });
 }
 
