@@ -350,3 +350,39 @@ def test_matrix_products_are_bitwise_cpu_small_and_large(dtype, m, k, n) -> None
     for fn in cases:
         assert torch.equal(fn(*dev_args).cpu(), fn(*cpu_args))
     assert _fallbacks("aten::") == 0, torch_sunrise.fallback_stats()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64, torch.bool, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(0,), (7,), (3, 5), (2, 3, 4), ()])
+def test_data_dependent_shapes_are_native_and_match_cpu(fallback_mode, dtype, shape) -> None:
+    fallback_mode("error")
+    g = torch.Generator().manual_seed(len(shape))
+    x = (torch.randn(shape, generator=g) * 2).round().to(dtype)
+    mask = torch.rand(shape, generator=g) > 0.5
+    d, dm = x.to("sunrise"), mask.to("sunrise")
+    assert torch.equal(torch.nonzero(d).cpu(), torch.nonzero(x))
+    assert torch.equal(torch.masked_select(d, dm).cpu(), torch.masked_select(x, mask))
+    assert torch.equal(d[dm].cpu(), x[mask])
+    assert torch.nonzero(d).stride() == torch.nonzero(x).stride()
+    for make_out in (lambda: torch.empty(0, dtype=torch.long), lambda: torch.empty(torch.nonzero(x).shape[::-1]).long().t()):
+        out, cpu_out = make_out().to("sunrise"), make_out()
+        assert torch.equal(torch.nonzero(d, out=out).cpu(), torch.nonzero(x, out=cpu_out))
+        assert out.stride() == cpu_out.stride()
+    if x.dim() >= 1:  # a mask over the leading dim, and one broadcast against the input
+        row = torch.arange(x.shape[0]) % 2 == 0
+        assert torch.equal(d[row.to("sunrise")].cpu(), x[row])
+        assert torch.equal(torch.masked_select(d, dm[..., :1]).cpu(), torch.masked_select(x, mask[..., :1]))
+
+
+def test_printing_a_tensor_does_not_fall_back(fallback_mode) -> None:
+    fallback_mode("error")
+    x = torch.tensor([[1.5, -2.25, float("inf")], [0.0, float("nan"), 3.0]])
+    assert str(x.to("sunrise")) == str(x).replace(")", ", device='sunrise:0')")
+
+
+def test_data_dependent_shape_errors_match_cpu() -> None:
+    x = torch.randn(3, 4, device="sunrise")
+    with pytest.raises(IndexError, match="does not match the shape of the indexed tensor"):
+        x[torch.ones(4, dtype=torch.bool, device="sunrise")]
+    with pytest.raises(RuntimeError, match="expected BoolTensor for mask"):
+        torch.masked_select(x, torch.ones(3, 4, dtype=torch.long, device="sunrise"))

@@ -7,11 +7,10 @@
 // a GPU.
 #include "StructuredOps.h"
 
-#include "SunriseHostCompute.h"
-
 #include <ATen/ExpandUtils.h>
 #include <ATen/OpMathType.h>
 #include <ATen/WrapDimUtils.h>
+#include <ATen/native/IndexingUtils.h>
 #include <ATen/native/cpu/mixed_data_type.h>
 #include <ATen/native/layer_norm.h>
 #include <ATen/ops/_fused_adam.h>
@@ -32,6 +31,7 @@
 #include <ATen/ops/masked_fill.h>
 #include <ATen/ops/max.h>
 #include <ATen/ops/min.h>
+#include <ATen/ops/nonzero.h>
 #include <ATen/ops/relu.h>
 #include <ATen/ops/std.h>
 #include <ATen/ops/sum.h>
@@ -39,6 +39,9 @@
 #include <ATen/ops/result_type.h>
 #include <ATen/ops/where.h>
 #include <torch/library.h>
+
+#include <array>
+#include <memory>
 
 namespace torch_sunrise::aten {
 namespace {
@@ -414,9 +417,78 @@ at::Tensor var_or_std(const at::Tensor& self, at::OptionalIntArrayRef dim, const
   return out;
 }
 
+// ------------------------------------------------------ data-dependent shapes
+// nonzero's result has as many rows as the input has nonzero elements, so the
+// host must wait for the device to count them: a true synchronization point,
+// as on CUDA. The device computes the indices, the host waits for that task,
+// allocates the result and the device copies the indices into it.
+at::Tensor nonzero_on_device(const at::Tensor& self, const Capture& c) {
+  auto indices = std::make_shared<at::Tensor>();
+  launch_task(c.stream, [self = c(self), indices] {
+    Views v;
+    *indices = at::nonzero(v(self));
+  });
+  c.stream.synchronize();
+  return *indices;  // a CPU tensor the finished task made; nothing else touches it now
+}
+
+void copy_into(const Capture& c, const at::Tensor& out, at::Tensor host_result) {
+  launch_task(c.stream, [out = c(out), host_result = std::move(host_result)] {
+    Views v;
+    v(out).copy_(host_result);
+  });
+}
+
+// The CPU kernel's layout: column-major (the indices of one dimension are
+// contiguous), kept only when out= already has the result's sizes.
+std::array<int64_t, 2> nonzero_strides(const at::Tensor& indices) { return {1, indices.size(0)}; }
+
+at::Tensor nonzero(const at::Tensor& self) {
+  const c10::Device device = device_of({&self}, "aten::nonzero");
+  const SunriseGuard guard(device);
+  const Capture c(device);
+  at::Tensor indices = nonzero_on_device(self, c);
+  at::Tensor out = at::empty_strided(indices.sizes(), nonzero_strides(indices), self.options().dtype(at::kLong));
+  copy_into(c, out, std::move(indices));
+  return out;
+}
+
+at::Tensor& nonzero_out(const at::Tensor& self, at::Tensor& out) {
+  const c10::Device device = device_of({&self, &out}, "aten::nonzero.out");
+  TORCH_CHECK(out.scalar_type() == at::kLong, "nonzero: Expected out tensor to have scalar type Long but got scalar type",
+              out.scalar_type());
+  const SunriseGuard guard(device);
+  const Capture c(device);
+  at::Tensor indices = nonzero_on_device(self, c);
+  if (out.sizes() != indices.sizes()) {
+    at::native::resize_output(out, indices.sizes());
+    out.as_strided_(indices.sizes(), nonzero_strides(indices));
+  }
+  copy_into(c, out, std::move(indices));
+  return out;
+}
+
+// Through nonzero and integer indexing, as CUDA does: masked_select(x, m) is
+// x[m] once both are broadcast to one shape.
+at::Tensor& masked_select_out(const at::Tensor& self, const at::Tensor& mask, at::Tensor& out) {
+  TORCH_CHECK(mask.scalar_type() == at::kBool, "masked_select: expected BoolTensor for mask");
+  TORCH_CHECK(self.scalar_type() == out.scalar_type(), "masked_select(): self and result must have the same scalar type");
+  device_of({&self, &mask, &out}, "aten::masked_select");
+  auto [m, x] = at::expand_outplace(mask, self);
+  if (x->dim() == 0) {  // indexing needs a dimension to select along; the result is 1-D either way
+    return at::index_out(out, x->reshape({1}), c10::List<std::optional<at::Tensor>>({m->reshape({1})}));
+  }
+  return at::index_out(out, *x, c10::List<std::optional<at::Tensor>>({*m}));
+}
+
+at::Tensor masked_select(const at::Tensor& self, const at::Tensor& mask) {
+  at::Tensor out = at::empty({0}, self.options());
+  return masked_select_out(self, mask, out);
+}
+
 // Advanced indexing with integer index tensors: the result's shape follows
-// from the shapes alone (the meta kernel computes it). Boolean masks make it
-// depend on the data, so those synchronize and run on the host.
+// from the shapes alone (the meta kernel computes it). Boolean masks become
+// integer indices through nonzero, which waits for the device.
 at::Tensor& index_out(const at::Tensor& self, const c10::List<std::optional<at::Tensor>>& indices, at::Tensor& out) {
   bool data_dependent = false;
   for (const std::optional<at::Tensor>& index : indices) {
@@ -426,15 +498,11 @@ at::Tensor& index_out(const at::Tensor& self, const c10::List<std::optional<at::
   const c10::Device device = device_of({&self, &out}, "aten::index.Tensor_out");
   const SunriseGuard guard(device);
   if (data_dependent) {
-    HostCompute host(device);
-    c10::List<std::optional<at::Tensor>> cpu_indices;
-    for (const std::optional<at::Tensor>& index : indices) {
-      cpu_indices.push_back(index && index->defined() ? std::optional<at::Tensor>(host.in(*index)) : std::nullopt);
+    c10::List<std::optional<at::Tensor>> integer_indices;
+    for (const at::Tensor& index : at::native::expandTensors(self, indices)) {
+      integer_indices.push_back(index.defined() ? std::optional<at::Tensor>(index) : std::nullopt);
     }
-    at::Tensor out_view = host.in(out);
-    at::index_out(out_view, host.in(self), cpu_indices);
-    host.write_back(out, out_view);
-    return out;
+    return index_out(self, integer_indices, out);
   }
   c10::List<std::optional<at::Tensor>> meta_indices;
   for (const std::optional<at::Tensor>& index : indices) {
@@ -545,6 +613,10 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("abs.out", abs_out);
   m.impl("arange.start_out", arange_out);
   m.impl("index.Tensor_out", index_out);
+  m.impl("nonzero", nonzero);
+  m.impl("nonzero.out", nonzero_out);
+  m.impl("masked_select", masked_select);
+  m.impl("masked_select.out", masked_select_out);
   m.impl("eye.m_out", eye_m_out);
   m.impl("eye.out", eye_out);
   m.impl("var.correction", var_or_std<false>);
