@@ -330,7 +330,7 @@ def test_cpu_scalars_and_type_promotion_match_cpu() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
-@pytest.mark.parametrize("m, k, n", [(32, 64, 64), (1, 512, 2048), (5, 17, 3), (128, 64, 64), (96, 256, 384)])
+@pytest.mark.parametrize("m, k, n", [(32, 64, 64), (1, 512, 2048), (1, 512, 8000), (5, 17, 3), (128, 64, 64), (96, 256, 384)])
 def test_matrix_products_are_bitwise_cpu_small_and_large(dtype, m, k, n) -> None:
     # Small products run on the device thread alone (SerialMathScope), larger
     # ones with the full team; both must give CPU eager's bits exactly.
