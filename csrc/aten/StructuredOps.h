@@ -223,15 +223,19 @@ template <size_t NT, typename... Args>
 class MetaMemo {
  public:
   // Allocates the output as the matching memoised meta() did; false (and
-  // nothing done) when no entry matches.
+  // nothing done) when no entry matches. `key` receives the call's key for
+  // record(), empty when the call cannot be memoised.
   template <typename Op>
-  bool replay(Op& op, c10::Device device, const std::array<const at::Tensor*, NT>& tensors, const Args&... args) {
-    MemoKey key;
-    if (!describe(device, tensors, key)) return false;
+  bool replay(Op& op, MemoKey& key, c10::Device device, const std::array<const at::Tensor*, NT>& tensors,
+              const Args&... args) {
+    if (!describe(device, tensors, key)) {
+      key.clear();
+      return false;
+    }
     Guard guard(busy_);
     if (!guard.owns) return false;
     for (const Entry& e : entries_) {
-      if (e.used && e.key == key && same(e.args, std::index_sequence_for<Args...>{}, args...)) {
+      if (e.key == key && same(e.args, std::index_sequence_for<Args...>{}, args...)) {
         op.adopt(0, e.sizes, e.strides, e.dtype);
         return true;
       }
@@ -239,16 +243,14 @@ class MetaMemo {
     return false;
   }
 
-  // Keeps the outcome of a meta() that just ran.
+  // Keeps the outcome of a meta() that just ran, under the key replay() made.
   template <typename Op>
-  void record(const Op& op, c10::Device device, const std::array<const at::Tensor*, NT>& tensors, const Args&... args) {
+  void record(const Op& op, MemoKey&& key, const Args&... args) {
     const at::Tensor& out = op.outputs_[0];
-    if (!out.defined() || out.sizes() != c10::IntArrayRef(op.sizes_[0]) ||
+    if (key.empty() || !out.defined() || out.sizes() != c10::IntArrayRef(op.sizes_[0]) ||
         out.strides() != c10::IntArrayRef(op.strides_[0])) {
-      return;  // meta() reshaped its output: not a plain TensorIterator op
+      return;  // not memoisable, or meta() reshaped its output (not a plain TensorIterator op)
     }
-    MemoKey key;
-    if (!describe(device, tensors, key)) return;
     Guard guard(busy_);
     if (!guard.owns) return;
     Entry& e = entries_[next_++ % kEntries];
@@ -257,14 +259,12 @@ class MetaMemo {
     e.sizes = op.sizes_[0];
     e.strides = op.strides_[0];
     e.dtype = out.scalar_type();
-    e.used = true;
   }
 
  private:
   static constexpr size_t kEntries = 4;
   struct Entry {
-    bool used = false;
-    MemoKey key;
+    MemoKey key;  // empty: unused (a call's key is never empty)
     std::tuple<typename MemoOwned<Args>::type...> args;
     at::DimVector sizes;
     at::DimVector strides;
@@ -305,11 +305,11 @@ class MetaMemo {
 template <size_t NT, typename... Args>
 struct NoMetaMemo {
   template <typename Op>
-  bool replay(Op&, c10::Device, const std::array<const at::Tensor*, NT>&, const Args&...) {
+  bool replay(Op&, MemoKey&, c10::Device, const std::array<const at::Tensor*, NT>&, const Args&...) {
     return false;
   }
   template <typename Op>
-  void record(const Op&, c10::Device, const std::array<const at::Tensor*, NT>&, const Args&...) {}
+  void record(const Op&, MemoKey&&, const Args&...) {}
 };
 
 template <typename Op, size_t NT, typename... Args>

@@ -455,7 +455,7 @@ at::Tensor nonzero(const at::Tensor& self) {
 
 at::Tensor& nonzero_out(const at::Tensor& self, at::Tensor& out) {
   const c10::Device device = device_of({&self, &out}, "aten::nonzero.out");
-  TORCH_CHECK(out.scalar_type() == at::kLong, "nonzero: Expected out tensor to have scalar type Long but got scalar type",
+  TORCH_CHECK(out.scalar_type() == at::kLong, "nonzero: Expected out tensor to have scalar type Long but got scalar type ",
               out.scalar_type());
   const SunriseGuard guard(device);
   const Capture c(device);

@@ -134,9 +134,10 @@ def memo_declaration(args: list[Binding]) -> str | None:
     names = "".join(", " + b.name for b in others)
     ptrs = ", ".join(f"&{n}" for n in tensors)
     return (f"  static MetaMemoFor<decltype(op), {len(tensors)}{types}> memo;\n"
-            f"  if (!memo.replay(op, device, {{{ptrs}}}{names})) {{\n"
+            f"  MemoKey memo_key;\n"
+            f"  if (!memo.replay(op, memo_key, device, {{{ptrs}}}{names})) {{\n"
             f"    op.meta(%s);\n"
-            f"    memo.record(op, device, {{{ptrs}}}{names});\n"
+            f"    memo.record(op, std::move(memo_key){names});\n"
             f"  }}")
 
 
