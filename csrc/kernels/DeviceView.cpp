@@ -6,6 +6,8 @@
 #include <c10/core/TensorImpl.h>
 #include <c10/util/intrusive_ptr.h>
 
+#include <algorithm>
+
 namespace torch_sunrise::kernels {
 namespace {
 
@@ -95,8 +97,14 @@ DeferredTensor::DeferredTensor(const at::Tensor& t, c10::IntArrayRef sizes, c10:
   } else {
     cpu_storage_ = storage;
   }
-  sizes_.assign(sizes.begin(), sizes.end());
-  strides_.assign(strides.begin(), strides.end());
+  dim_ = static_cast<int64_t>(sizes.size());
+  int64_t* geometry = inline_geometry_.data();
+  if (sizes.size() > kInlineDims) {
+    heap_geometry_ = std::make_unique<int64_t[]>(2 * sizes.size());
+    geometry = heap_geometry_.get();
+  }
+  std::copy(sizes.begin(), sizes.end(), geometry);
+  std::copy(strides.begin(), strides.end(), geometry + dim_);
   offset_ = t.storage_offset();
   dtype_ = t.dtype();
   conj_ = t.is_conj();
@@ -109,7 +117,7 @@ at::Tensor DeferredTensor::view(CpuViewSet& views) const {
   c10::Storage storage = on_device_ ? views.cpu_storage(data_, nbytes_) : cpu_storage_;
   auto out = at::detail::make_tensor<c10::TensorImpl>(std::move(storage), c10::DispatchKeySet(c10::DispatchKey::CPU),
                                                       dtype_);
-  out.unsafeGetTensorImpl()->set_sizes_and_strides(sizes_, strides_, offset_);
+  out.unsafeGetTensorImpl()->set_sizes_and_strides(sizes(), strides(), offset_);
   if (conj_) out._set_conj(true);
   if (neg_) out._set_neg(true);
   if (wrapped_number_) out.unsafeGetTensorImpl()->set_wrapped_number(true);

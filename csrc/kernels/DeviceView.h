@@ -13,6 +13,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/SmallVector.h>
 
+#include <array>
+#include <memory>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -75,11 +77,20 @@ class DeferredTensor {
   at::Tensor view(CpuViewSet& views) const;
 
  private:
+  c10::IntArrayRef sizes() const { return {geometry(), static_cast<size_t>(dim_)}; }
+  c10::IntArrayRef strides() const { return {geometry() + dim_, static_cast<size_t>(dim_)}; }
+  const int64_t* geometry() const { return heap_geometry_ ? heap_geometry_.get() : inline_geometry_.data(); }
+
   c10::Storage cpu_storage_;  // CPU scalars only
   void* data_ = nullptr;
   size_t nbytes_ = 0;
-  c10::SmallVector<int64_t, 5> sizes_;
-  c10::SmallVector<int64_t, 5> strides_;
+  // Sizes then strides. A fixed array rather than small vectors: every launch
+  // makes and moves a few of these, and copying a SmallVector goes through
+  // its out-of-line assignment.
+  static constexpr size_t kInlineDims = 5;
+  std::array<int64_t, 2 * kInlineDims> inline_geometry_{};
+  std::unique_ptr<int64_t[]> heap_geometry_;  // more than kInlineDims dimensions
+  int64_t dim_ = 0;
   int64_t offset_ = 0;
   caffe2::TypeMeta dtype_;
   bool defined_ = false;

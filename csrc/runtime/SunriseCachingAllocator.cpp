@@ -569,7 +569,8 @@ class SunriseCachingAllocator final : public c10::DeviceAllocator {
     const c10::Device dev(c10::DeviceType::PrivateUse1, index);
     if (nbytes == 0) return {nullptr, nullptr, &free_sunrise_memory, dev};
     // Blocks that finished device work still holds are free: reuse them first.
-    release_finished_tasks();
+    // (An allocation that fails synchronizes, which releases them all.)
+    release_finished_tasks_now_and_then();
     Block* block = device(index).malloc(nbytes, getCurrentSunriseStream(index).handle());
     return {block->ptr, block, &free_sunrise_memory, dev};
   }

@@ -6,8 +6,18 @@ namespace torch_sunrise {
 namespace {
 
 // A lock-free stack: device threads push, the host takes the whole list at
-// once (no pop of single nodes, so there is no ABA problem).
-std::atomic<detail::HostTask*> g_finished{nullptr};
+// once (no pop of single nodes, so there is no ABA problem). On a cache line
+// of its own: device threads write it after every task, and host-only
+// globals beside it (function-local static guards read on every launch)
+// would move between cores with it.
+alignas(64) std::atomic<detail::HostTask*> g_finished{nullptr};
+
+// Launches since the host last looked at g_finished. Looking costs a cache
+// line transfer from the device thread whenever a task finished since, so a
+// launch looks only every kLaunchesPerRelease launches. Approximate under
+// concurrent launches, which is harmless.
+constexpr unsigned kLaunchesPerRelease = 16;
+alignas(64) std::atomic<unsigned> g_launches_since_release{0};
 
 }  // namespace
 
@@ -30,6 +40,16 @@ void release_finished_tasks() noexcept {
     delete task;  // allocated by launch_task's make_unique
     task = next;
   }
+}
+
+void release_finished_tasks_now_and_then() noexcept {
+  const unsigned n = g_launches_since_release.load(std::memory_order_relaxed) + 1;
+  if (n < kLaunchesPerRelease) {
+    g_launches_since_release.store(n, std::memory_order_relaxed);
+    return;
+  }
+  g_launches_since_release.store(0, std::memory_order_relaxed);
+  release_finished_tasks();
 }
 
 }  // namespace torch_sunrise

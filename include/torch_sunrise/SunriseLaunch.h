@@ -81,10 +81,14 @@ void block_trampoline(const srKernelContext* ctx, void* args) {
 // on every small op. The host destroys them in batches instead: at its next
 // launch, at synchronizations, and before reading memory statistics.
 void release_finished_tasks() noexcept;
+// The same, on every 16th call: for the per-launch and per-allocation paths.
+// What finished tasks own is freed a few launches later, and at once by any
+// synchronization or memory statistics.
+void release_finished_tasks_now_and_then() noexcept;
 
 template <typename F>
 void launch_task(const SunriseStream& stream, F&& f) {
-  release_finished_tasks();
+  release_finished_tasks_now_and_then();
   using Fn = std::decay_t<F>;
   auto task = std::make_unique<detail::HostTaskImpl<Fn>>(std::forward<F>(f));
   SUNRISE_CHECK(srLaunchHostFunc(stream.handle(), &detail::run_host_task, task.get()));

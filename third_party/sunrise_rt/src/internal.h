@@ -142,16 +142,16 @@ struct Task {
   Kind kind = Kind::HostFn;
   uint64_t seq = 0;
 
+  // What every kind uses comes first: a host function's task, the common
+  // case, then fills one cache line of its slot, not the kernel arguments'.
+  srHostFn_t host_fn = nullptr;
+  void* user_data = nullptr;
+
   srKernel_t kernel = nullptr;
   srDim3 grid{1, 1, 1};
   srDim3 block{1, 1, 1};
-  static constexpr size_t kInlineArgs = 128;
-  alignas(16) unsigned char inline_args[kInlineArgs];
   std::unique_ptr<unsigned char[]> heap_args;
   size_t args_size = 0;
-
-  srHostFn_t host_fn = nullptr;
-  void* user_data = nullptr;
 
   void* dst = nullptr;
   const void* src = nullptr;
@@ -164,9 +164,12 @@ struct Task {
   srStream* wait_stream = nullptr;
   uint64_t wait_seq = 0;
 
+  static constexpr size_t kInlineArgs = 128;
+  alignas(16) unsigned char inline_args[kInlineArgs];
+
   void* args() { return heap_args ? heap_args.get() : inline_args; }
 
-  // Tasks move into the ring on every launch and out of it on the device
+  // Tasks move into their slot on every launch and out of it on the device
   // thread: copy the argument bytes only when a kernel has them inline (the
   // implicit move copied all of inline_args, byte by byte, on every launch).
   Task() = default;
@@ -194,6 +197,22 @@ struct Task {
   }
 };
 
+// A slot holds a task once `ready` is set (by the submitting host thread,
+// after writing the task) until the device thread ran it and cleared the flag.
+struct TaskSlot {
+  std::atomic<bool> ready{false};
+  Task task;
+};
+
+// A fixed run of slots. The host links the next segment before it publishes
+// the last slot, so the device thread, having run that slot, always finds it.
+struct TaskSegment {
+  static constexpr size_t kSlots = 128;
+  TaskSlot slots[kSlots];
+  std::atomic<TaskSegment*> next{nullptr};
+  TaskSegment* next_spare = nullptr;  // in a list of segments to reuse
+};
+
 }  // namespace sunrise_rt
 
 // The opaque handle types of the C API.
@@ -205,28 +224,41 @@ struct srStream {
   unsigned flags = 0;
   bool is_default = false;
 
-  // Submission side. `submitted` and `completed` count tasks; the stream is
-  // idle exactly when they are equal, which — unlike "the queue is empty" —
-  // also covers a task that has been dequeued and is still running.
+  // `submitted` and `completed` count tasks; the stream is idle exactly when
+  // they are equal, which, unlike "the queue is empty", also covers a task
+  // that has been dequeued and is still running.
   //
-  // The fields are grouped by the thread that writes them, a cache line each:
-  // the device thread spins on `pending` and writes `completed` after every
-  // task, and a line that both sides write moves between cores on each launch.
-  alignas(64) std::mutex queue_mutex;
-  std::condition_variable queue_cv;  // wakes the device thread
-  std::vector<sunrise_rt::Task> ring;  // power-of-two ring buffer
-  size_t head = 0, tail = 0;           // guarded by queue_mutex
-  bool worker_sleeping = false;        // guarded by queue_mutex
-  bool stopping = false;               // guarded by queue_mutex
+  // The queue is a chain of segments of slots. Host threads append under
+  // submit_mutex; the device thread takes tasks without any lock, watching
+  // the next slot's `ready` flag. The fields are grouped by the thread that
+  // writes them, a cache line each: a line that both sides write moves
+  // between cores on every launch (the lock the device thread used to take
+  // per batch cost the host a transfer on every launch).
+  alignas(64) std::mutex submit_mutex;
+  sunrise_rt::TaskSegment* tail_segment = nullptr;  // guarded by submit_mutex
+  size_t tail_index = 0;                            // next free slot of tail_segment
+  sunrise_rt::TaskSegment* spare_segments = nullptr;  // guarded by submit_mutex
+  std::vector<std::unique_ptr<sunrise_rt::TaskSegment>> segments;  // all of them; guarded by submit_mutex
+  bool stopping = false;                            // guarded by submit_mutex
   std::thread worker;
   std::atomic<uint64_t> submitted{0};
   // A recent value of `completed`, so that the launch-queue bound reads the
   // device thread's line only when the bound may have been reached.
   std::atomic<uint64_t> completed_seen{0};
 
-  // Tasks announced to the device thread, for lock-free spinning; raised
-  // after the queue lock is released, so may briefly lag (or go below) the ring.
-  alignas(64) std::atomic<int64_t> pending{0};
+  // Device thread only.
+  alignas(64) sunrise_rt::TaskSegment* head_segment = nullptr;
+  size_t head_index = 0;
+
+  // Segments the device thread finished, for the host to reuse.
+  alignas(64) std::atomic<sunrise_rt::TaskSegment*> returned_segments{nullptr};
+
+  // The device thread sleeping, and its wake-up; written only when it goes
+  // to sleep or wakes, so the host reads the flag from its own cache.
+  alignas(64) std::atomic<bool> worker_sleeping{false};
+  std::atomic<bool> stop_requested{false};
+  std::mutex sleep_mutex;
+  std::condition_variable sleep_cv;
 
   alignas(64) std::atomic<uint64_t> completed{0};
   std::atomic<int> waiters{0};

@@ -1,5 +1,9 @@
 // Streams: one device thread per stream drains an in-order queue of tasks.
 //
+// The queue (see srStream in internal.h) is a chain of segments of slots:
+// host threads fill slots under a lock of their own side, the device thread
+// watches the next slot's flag and never takes a lock while work arrives.
+//
 // The thread is started on the first submission (a device has dozens of pooled
 // streams, most never used). After the queue runs dry it spins for
 // SUNRISE_SPIN_US before sleeping, so that a host issuing a chain of small ops
@@ -29,8 +33,6 @@ HandleRegistry<srStream>& stream_registry() {
   static auto& r = *std::make_unique<HandleRegistry<srStream>>().release();
   return r;
 }
-
-constexpr size_t kInitialRing = 64;
 
 std::atomic<srSleepHook_t> g_sleep_hook{nullptr};
 
@@ -95,44 +97,82 @@ void execute(srStream* s, Task& t) {
   }
 }
 
+// Runs a slot's task and frees the slot; returns the task's sequence number.
+uint64_t run_slot(srStream* s, TaskSlot& slot) {
+  execute(s, slot.task);
+  const uint64_t seq = slot.task.seq;
+  // Release the task's resources before announcing completion, so a waiter
+  // that frees memory afterwards never races with the task's destructor.
+  slot.task = Task();
+  slot.ready.store(false, std::memory_order_relaxed);  // published with the segment's return
+  return seq;
+}
+
+void announce_completed(srStream* s, uint64_t seq) {
+  s->completed.store(seq, std::memory_order_seq_cst);
+  if (s->waiters.load(std::memory_order_seq_cst) > 0 && seq >= s->wake_at.load(std::memory_order_seq_cst)) {
+    {
+      std::lock_guard<std::mutex> lock(s->done_mutex);
+      s->wake_at.store(UINT64_MAX, std::memory_order_seq_cst);  // woken waiters that need more register again
+    }
+    s->done_cv.notify_all();
+  }
+}
+
+// Hands a segment whose slots all ran back to the submitting side.
+void return_segment(srStream* s, TaskSegment* segment) {
+  segment->next.store(nullptr, std::memory_order_relaxed);
+  TaskSegment* head = s->returned_segments.load(std::memory_order_relaxed);
+  do {
+    segment->next_spare = head;
+  } while (!s->returned_segments.compare_exchange_weak(head, segment, std::memory_order_release,
+                                                       std::memory_order_relaxed));
+}
+
+// False when the stream is stopping and nothing is left to run.
+bool wait_for_task(srStream* s, TaskSlot& slot, int64_t spin_ns) {
+  auto ready = [&slot] { return slot.ready.load(std::memory_order_acquire); };
+  if (spin_until(ready, spin_ns)) return true;
+  before_sleep();
+  std::unique_lock<std::mutex> lock(s->sleep_mutex);
+  // seq_cst on both sides (this flag then the slot here; the slot then this
+  // flag in submit): either the host sees the device thread asleep, or the
+  // device thread sees the task.
+  s->worker_sleeping.store(true, std::memory_order_seq_cst);
+  while (!slot.ready.load(std::memory_order_seq_cst) && !s->stop_requested.load(std::memory_order_acquire)) {
+    s->sleep_cv.wait(lock);
+  }
+  s->worker_sleeping.store(false, std::memory_order_relaxed);
+  return slot.ready.load(std::memory_order_acquire);
+}
+
 void worker_loop(srStream* s) {
   const int64_t spin_ns = config().spin_ns;
-  std::vector<Task> batch;
   for (;;) {
-    {
-      if (s->pending.load(std::memory_order_acquire) <= 0 &&
-          !spin_until([s] { return s->pending.load(std::memory_order_acquire) > 0; }, spin_ns))
-        before_sleep();
-      std::unique_lock<std::mutex> lock(s->queue_mutex);
-      while (s->head == s->tail) {
-        if (s->stopping) return;
-        s->worker_sleeping = true;
-        s->queue_cv.wait(lock);
-        s->worker_sleeping = false;
-      }
-      // Take everything queued at once: one lock round trip per batch, not per task.
-      const size_t n = s->tail - s->head;
-      for (size_t i = 0; i < n; ++i) batch.push_back(std::move(s->ring[(s->head + i) & (s->ring.size() - 1)]));
-      s->head = s->tail;
-      s->pending.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
+    TaskSlot& slot = s->head_segment->slots[s->head_index];
+    if (!slot.ready.load(std::memory_order_acquire) && !wait_for_task(s, slot, spin_ns)) return;
+    const uint64_t seq = run_slot(s, slot);
+    if (++s->head_index == TaskSegment::kSlots) {
+      TaskSegment* done = s->head_segment;
+      s->head_segment = done->next.load(std::memory_order_acquire);
+      s->head_index = 0;
+      return_segment(s, done);
     }
-    for (Task& task : batch) {
-      execute(s, task);
-      const uint64_t seq = task.seq;
-      // Release the task's resources before announcing completion, so a waiter
-      // that frees memory afterwards never races with the task's destructor.
-      task = Task();
-      s->completed.store(seq, std::memory_order_seq_cst);
-      if (s->waiters.load(std::memory_order_seq_cst) > 0 && seq >= s->wake_at.load(std::memory_order_seq_cst)) {
-        {
-          std::lock_guard<std::mutex> lock(s->done_mutex);
-          s->wake_at.store(UINT64_MAX, std::memory_order_seq_cst);  // woken waiters that need more register again
-        }
-        s->done_cv.notify_all();
-      }
-    }
-    batch.clear();
+    announce_completed(s, seq);
   }
+}
+
+// A segment for the submitting side, reused when the device thread returned one.
+TaskSegment* take_segment(srStream* s) {
+  if (s->spare_segments == nullptr) {
+    s->spare_segments = s->returned_segments.exchange(nullptr, std::memory_order_acquire);
+  }
+  if (TaskSegment* segment = s->spare_segments) {
+    s->spare_segments = segment->next_spare;
+    return segment;
+  }
+  s->segments.push_back(std::make_unique<TaskSegment>());
+  return s->segments.back().get();
 }
 
 }  // namespace
@@ -153,7 +193,6 @@ srError_t create_stream(Device* dev, int priority, unsigned flags, bool is_defau
   s->priority = priority;
   s->flags = flags;
   s->is_default = is_default;
-  s->ring.resize(kInitialRing);
   srStream* raw = s.get();
   {
     std::lock_guard<std::mutex> lock(g_graveyard_mutex);
@@ -170,38 +209,37 @@ srError_t create_stream(Device* dev, int priority, unsigned flags, bool is_defau
 
 srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
   uint64_t seq = 0;
-  bool wake = false;
   {
-    std::lock_guard<std::mutex> lock(s->queue_mutex);
+    std::lock_guard<std::mutex> lock(s->submit_mutex);
     if (s->stopping) return fail(srErrorInvalidResourceHandle, "stream is being destroyed");
     if (!s->worker.joinable()) {
       try {
+        TaskSegment* first = take_segment(s);
+        s->tail_segment = first;
+        s->head_segment = first;  // before the thread starts, which orders it
         s->worker = std::thread(worker_loop, s);
       } catch (const std::system_error& e) {
         return fail(srErrorInitializationError, std::string("could not start the stream's device thread: ") + e.what());
       }
     }
-    if (s->tail - s->head == s->ring.size()) {
-      // Grow the ring, keeping order.
-      std::vector<Task> bigger(s->ring.size() * 2);
-      const size_t n = s->tail - s->head;
-      for (size_t i = 0; i < n; ++i) bigger[i] = std::move(s->ring[(s->head + i) & (s->ring.size() - 1)]);
-      s->ring.swap(bigger);
-      s->head = 0;
-      s->tail = n;
-    }
     seq = s->submitted.load(std::memory_order_relaxed) + 1;
     task.seq = seq;
-    s->ring[s->tail & (s->ring.size() - 1)] = std::move(task);
-    ++s->tail;
+    TaskSegment* segment = s->tail_segment;
+    TaskSlot& slot = segment->slots[s->tail_index];
+    if (++s->tail_index == TaskSegment::kSlots) {
+      TaskSegment* next = take_segment(s);
+      segment->next.store(next, std::memory_order_release);  // before the slot below is published
+      s->tail_segment = next;
+      s->tail_index = 0;
+    }
+    slot.task = std::move(task);
+    slot.ready.store(true, std::memory_order_seq_cst);
     s->submitted.store(seq, std::memory_order_seq_cst);
-    wake = s->worker_sleeping;
   }
-  // Announced only now that the lock is free: a spinning device thread that
-  // saw it while the host still held the lock would block on the mutex, and
-  // the host would pay a futex wake-up on every launch.
-  s->pending.fetch_add(1, std::memory_order_release);
-  if (wake) s->queue_cv.notify_one();
+  if (s->worker_sleeping.load(std::memory_order_seq_cst)) {
+    { std::lock_guard<std::mutex> lock(s->sleep_mutex); }
+    s->sleep_cv.notify_one();
+  }
   if (seq_out) *seq_out = seq;
   const uint64_t depth = static_cast<uint64_t>(config().max_queued);
   if (seq > depth && s->completed_seen.load(std::memory_order_relaxed) < seq - depth) {
@@ -286,10 +324,14 @@ srError_t srStreamDestroy(srStream_t stream) {
     return fail(srErrorInvalidResourceHandle, "stream handle was destroyed");
   wait_for(stream, stream->submitted.load());
   {
-    std::lock_guard<std::mutex> lock(stream->queue_mutex);
+    std::lock_guard<std::mutex> lock(stream->submit_mutex);
     stream->stopping = true;
-    stream->queue_cv.notify_one();
   }
+  {
+    std::lock_guard<std::mutex> lock(stream->sleep_mutex);
+    stream->stop_requested.store(true, std::memory_order_release);
+  }
+  stream->sleep_cv.notify_one();
   if (stream->worker.joinable()) stream->worker.join();
   {
     Device* dev = stream->device;
@@ -302,7 +344,12 @@ srError_t srStreamDestroy(srStream_t stream) {
       }
     }
   }
-  std::vector<Task>().swap(stream->ring);
+  {
+    std::lock_guard<std::mutex> lock(stream->submit_mutex);
+    stream->tail_segment = stream->head_segment = stream->spare_segments = nullptr;
+    stream->returned_segments.store(nullptr);
+    std::vector<std::unique_ptr<TaskSegment>>().swap(stream->segments);
+  }
   return ok();
 }
 

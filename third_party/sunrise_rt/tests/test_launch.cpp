@@ -383,6 +383,13 @@ TEST(variant_spin_zero) {
               {{"SUNRISE_SPIN_US", "0"}});
 }
 
+// No launch bound to speak of: the queue holds thousands of tasks at once.
+TEST(variant_deep_launch_queue) {
+  run_variant({"stream_queue_spans_and_reuses_segments", "stream_queue_grows_while_blocked",
+               "stress_threads_share_one_stream"},
+              {{"SUNRISE_MAX_QUEUED", "100000"}});
+}
+
 // A single compute unit per device: every launch runs on its stream thread.
 TEST(variant_one_compute_unit) {
   run_variant({"launch_grid_coverage", "streams_run_concurrently", "memset_and_memset_async",

@@ -672,6 +672,37 @@ TEST(stress_threads_share_one_stream) {
   CHECK_EQ(count.load(), kThreads * kEach);
 }
 
+TEST(stream_queue_spans_and_reuses_segments) {
+  // The queue is a chain of fixed segments of slots. Thousands of tasks held
+  // behind a gate fill many segments (the launch bound is raised for this
+  // test by the variant below; by default the host waits at 256), and later
+  // rounds reuse the segments the device thread handed back: every task runs
+  // once, in order, kernels and host functions alike.
+  constexpr int kRounds = 3, kTasks = 3000;
+  Stream s;
+  for (int round = 0; round < kRounds; ++round) {
+    Log log(kTasks);
+    std::vector<LogArgs> args(kTasks);
+    for (int i = 0; i < kTasks; ++i) args[static_cast<size_t>(i)] = LogArgs{&log, i};
+    Gate gate;
+    GateOpener opener(gate);
+    CHECK_SR(srLaunchHostFunc(s, gate_host_fn, &gate));
+    CHECK(gate.wait_entered());
+    std::thread releaser([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      gate.release();
+    });
+    for (int i = 0; i < kTasks; ++i) {
+      if (i % 2 == 0) CHECK_SR(srLaunchHostFunc(s, log_host_fn, &args[static_cast<size_t>(i)]));
+      else CHECK_SR(launch1(log_kernel, args[static_cast<size_t>(i)], s));
+    }
+    releaser.join();
+    CHECK_SR(srStreamSynchronize(s));
+    CHECK_EQ(log.disorder(kTasks), 0);
+    CHECK_EQ(gate.timed_out.load(), 0);
+  }
+}
+
 // ------------------------------------------------------------------ events
 
 TEST(event_query_and_synchronize) {
