@@ -7,10 +7,13 @@ namespace {
 
 // A lock-free stack: device threads push, the host takes the whole list at
 // once (no pop of single nodes, so there is no ABA problem). On a cache line
-// of its own: device threads write it after every task, and host-only
-// globals beside it (function-local static guards read on every launch)
-// would move between cores with it.
-alignas(64) std::atomic<detail::HostTask*> g_finished{nullptr};
+// of its own (the struct fills it): device threads write it after every
+// task, and host-only globals beside it (function-local static guards read
+// on every launch) would move between cores with it.
+struct alignas(64) FinishedTasks {
+  std::atomic<detail::HostTask*> head{nullptr};
+};
+FinishedTasks g_finished;
 
 // Launches since the host last looked at g_finished. Looking costs a cache
 // line transfer from the device thread whenever a task finished since, so a
@@ -24,17 +27,17 @@ alignas(64) std::atomic<unsigned> g_launches_since_release{0};
 namespace detail {
 
 void retire(HostTask* task) noexcept {
-  HostTask* head = g_finished.load(std::memory_order_relaxed);
+  HostTask* head = g_finished.head.load(std::memory_order_relaxed);
   do {
     task->next_finished = head;
-  } while (!g_finished.compare_exchange_weak(head, task, std::memory_order_release, std::memory_order_relaxed));
+  } while (!g_finished.head.compare_exchange_weak(head, task, std::memory_order_release, std::memory_order_relaxed));
 }
 
 }  // namespace detail
 
 void release_finished_tasks() noexcept {
-  if (g_finished.load(std::memory_order_relaxed) == nullptr) return;
-  detail::HostTask* task = g_finished.exchange(nullptr, std::memory_order_acquire);
+  if (g_finished.head.load(std::memory_order_relaxed) == nullptr) return;
+  detail::HostTask* task = g_finished.head.exchange(nullptr, std::memory_order_acquire);
   while (task != nullptr) {
     detail::HostTask* next = task->next_finished;
     delete task;  // allocated by launch_task's make_unique

@@ -15,7 +15,9 @@ namespace {
 constexpr int kMaxDevices = 64;
 constexpr c10::StreamId kMaxStreamId = 2 * kStreamsPerPool;
 
-struct DeviceStreams {
+// Whole cache lines: read on every launch, so never beside memory that a
+// device thread writes.
+struct alignas(64) DeviceStreams {
   std::once_flag pool_once;
   std::atomic<bool> pool_ready{false};  // every launch asks; std::call_once costs a TLS round trip
   srStream_t default_stream = nullptr;

@@ -169,38 +169,56 @@ struct Task {
 
   void* args() { return heap_args ? heap_args.get() : inline_args; }
 
-  // Tasks move into their slot on every launch and out of it on the device
-  // thread: copy the argument bytes only when a kernel has them inline (the
-  // implicit move copied all of inline_args, byte by byte, on every launch).
   Task() = default;
-  Task(Task&& other) noexcept { *this = std::move(other); }
-  Task& operator=(Task&& other) noexcept {
+  Task(const Task&) = delete;
+  Task& operator=(const Task&) = delete;
+
+  // Moves `other` into this task, which is a queue slot, writing only the
+  // fields its kind uses: a slot's lines move between the host and the device
+  // thread, and a host function's task then touches just the first one. The
+  // other fields keep stale values that nothing of this kind reads.
+  void take(Task&& other) noexcept {
     kind = other.kind;
     seq = other.seq;
-    kernel = other.kernel;
-    grid = other.grid;
-    block = other.block;
-    heap_args = std::move(other.heap_args);
-    args_size = other.args_size;
-    if (kind == Kind::Kernel && !heap_args && args_size > 0) std::memcpy(inline_args, other.inline_args, args_size);
-    host_fn = other.host_fn;
-    user_data = other.user_data;
-    dst = other.dst;
-    src = other.src;
-    count = other.count;
-    value = other.value;
-    event = other.event;
-    event_generation = other.event_generation;
-    wait_stream = other.wait_stream;
-    wait_seq = other.wait_seq;
-    return *this;
+    switch (kind) {
+      case Kind::HostFn:
+        host_fn = other.host_fn;
+        user_data = other.user_data;
+        break;
+      case Kind::Kernel:
+        kernel = other.kernel;
+        grid = other.grid;
+        block = other.block;
+        heap_args = std::move(other.heap_args);
+        args_size = other.args_size;
+        if (!heap_args && args_size > 0) std::memcpy(inline_args, other.inline_args, args_size);
+        break;
+      case Kind::Copy:
+      case Kind::Set:
+        dst = other.dst;
+        src = other.src;
+        count = other.count;
+        value = other.value;
+        break;
+      case Kind::EventRecord:
+        event = other.event;
+        event_generation = other.event_generation;
+        break;
+      case Kind::WaitStream:
+        wait_stream = other.wait_stream;
+        wait_seq = other.wait_seq;
+        break;
+    }
   }
 };
 
-// A slot holds a task once `ready` is set (by the submitting host thread,
-// after writing the task) until the device thread ran it and cleared the flag.
-struct TaskSlot {
-  std::atomic<bool> ready{false};
+// A slot holds a task from the moment `published` equals the task's sequence
+// number (set by the submitting host thread after writing the task). The
+// device thread knows which number comes next, so it only reads slots and
+// never writes them back (which would move each slot's line to it and back):
+// a slot is free again once its whole segment has been handed back.
+struct alignas(64) TaskSlot {
+  std::atomic<uint64_t> published{0};
   Task task;
 };
 
@@ -230,7 +248,7 @@ struct srStream {
   //
   // The queue is a chain of segments of slots. Host threads append under
   // submit_mutex; the device thread takes tasks without any lock, watching
-  // the next slot's `ready` flag. The fields are grouped by the thread that
+  // the next slot's sequence number. The fields are grouped by the thread that
   // writes them, a cache line each: a line that both sides write moves
   // between cores on every launch (the lock the device thread used to take
   // per batch cost the host a transfer on every launch).
@@ -249,6 +267,7 @@ struct srStream {
   // Device thread only.
   alignas(64) sunrise_rt::TaskSegment* head_segment = nullptr;
   size_t head_index = 0;
+  uint64_t head_seq = 1;  // the sequence number of the next task to run
 
   // Segments the device thread finished, for the host to reuse.
   alignas(64) std::atomic<sunrise_rt::TaskSegment*> returned_segments{nullptr};

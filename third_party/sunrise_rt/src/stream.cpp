@@ -97,15 +97,13 @@ void execute(srStream* s, Task& t) {
   }
 }
 
-// Runs a slot's task and frees the slot; returns the task's sequence number.
+// Runs a slot's task; returns its sequence number.
 uint64_t run_slot(srStream* s, TaskSlot& slot) {
   execute(s, slot.task);
-  const uint64_t seq = slot.task.seq;
-  // Release the task's resources before announcing completion, so a waiter
+  // Release what the task owns before announcing completion, so a waiter
   // that frees memory afterwards never races with the task's destructor.
-  slot.task = Task();
-  slot.ready.store(false, std::memory_order_relaxed);  // published with the segment's return
-  return seq;
+  if (slot.task.heap_args) slot.task.heap_args.reset();
+  return slot.task.seq;
 }
 
 void announce_completed(srStream* s, uint64_t seq) {
@@ -129,29 +127,34 @@ void return_segment(srStream* s, TaskSegment* segment) {
                                                        std::memory_order_relaxed));
 }
 
+bool published(const TaskSlot& slot, uint64_t seq, std::memory_order order) {
+  return slot.published.load(order) == seq;
+}
+
 // False when the stream is stopping and nothing is left to run.
-bool wait_for_task(srStream* s, TaskSlot& slot, int64_t spin_ns) {
-  auto ready = [&slot] { return slot.ready.load(std::memory_order_acquire); };
-  if (spin_until(ready, spin_ns)) return true;
+bool wait_for_task(srStream* s, const TaskSlot& slot, int64_t spin_ns) {
+  const uint64_t seq = s->head_seq;
+  if (spin_until([&] { return published(slot, seq, std::memory_order_acquire); }, spin_ns)) return true;
   before_sleep();
   std::unique_lock<std::mutex> lock(s->sleep_mutex);
   // seq_cst on both sides (this flag then the slot here; the slot then this
   // flag in submit): either the host sees the device thread asleep, or the
   // device thread sees the task.
   s->worker_sleeping.store(true, std::memory_order_seq_cst);
-  while (!slot.ready.load(std::memory_order_seq_cst) && !s->stop_requested.load(std::memory_order_acquire)) {
+  while (!published(slot, seq, std::memory_order_seq_cst) && !s->stop_requested.load(std::memory_order_acquire)) {
     s->sleep_cv.wait(lock);
   }
   s->worker_sleeping.store(false, std::memory_order_relaxed);
-  return slot.ready.load(std::memory_order_acquire);
+  return published(slot, seq, std::memory_order_acquire);
 }
 
 void worker_loop(srStream* s) {
   const int64_t spin_ns = config().spin_ns;
   for (;;) {
     TaskSlot& slot = s->head_segment->slots[s->head_index];
-    if (!slot.ready.load(std::memory_order_acquire) && !wait_for_task(s, slot, spin_ns)) return;
+    if (!published(slot, s->head_seq, std::memory_order_acquire) && !wait_for_task(s, slot, spin_ns)) return;
     const uint64_t seq = run_slot(s, slot);
+    ++s->head_seq;
     if (++s->head_index == TaskSegment::kSlots) {
       TaskSegment* done = s->head_segment;
       s->head_segment = done->next.load(std::memory_order_acquire);
@@ -232,8 +235,8 @@ srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
       s->tail_segment = next;
       s->tail_index = 0;
     }
-    slot.task = std::move(task);
-    slot.ready.store(true, std::memory_order_seq_cst);
+    slot.task.take(std::move(task));
+    slot.published.store(seq, std::memory_order_seq_cst);
     s->submitted.store(seq, std::memory_order_seq_cst);
   }
   if (s->worker_sleeping.load(std::memory_order_seq_cst)) {
