@@ -5,7 +5,7 @@
 // errors a user can cause are raised here, at the call; errors found while
 // computing (an index out of range) surface at the next synchronization, as on
 // a GPU.
-#include "StructuredOps.h"
+#include "SunriseAsyncSupport.h"
 
 #include <ATen/ExpandUtils.h>
 #include <ATen/OpMathType.h>
@@ -46,46 +46,10 @@
 namespace torch_sunrise::aten {
 namespace {
 
-// What a launch keeps of its tensor arguments: their bytes and metadata at
-// launch (DeferredTensor, DeviceView.h), for work on the current stream.
-struct Capture {
-  SunriseStream stream;
-  srStream_t queue;
-  explicit Capture(c10::Device device)
-      : stream(getCurrentSunriseStream(device.index())), queue(stream.handle()) {}
-  kernels::DeferredTensor operator()(const at::Tensor& t) const { return kernels::DeferredTensor(t, queue); }
-  std::optional<kernels::DeferredTensor> operator()(const std::optional<at::Tensor>& t) const {
-    return kernels::defer(t, queue);
-  }
-  std::vector<kernels::DeferredTensor> operator()(at::TensorList list) const {
-    return kernels::defer(c10::IListRef<at::Tensor>(list), queue);
-  }
-  std::vector<std::optional<kernels::DeferredTensor>> operator()(const c10::List<std::optional<at::Tensor>>& list) const {
-    std::vector<std::optional<kernels::DeferredTensor>> out;
-    out.reserve(list.size());
-    for (const std::optional<at::Tensor>& t : list) {
-      out.push_back(t && t->defined() ? kernels::defer(t, queue) : std::nullopt);
-    }
-    return out;
-  }
-};
-
-// CPU views of captured tensors, made on the device thread.
-struct Views {
-  kernels::CpuViewSet set;
-  at::Tensor operator()(const kernels::DeferredTensor& t) { return t.view(set); }
-  std::optional<at::Tensor> operator()(const std::optional<kernels::DeferredTensor>& t) { return kernels::view(t, set); }
-  std::vector<at::Tensor> operator()(const std::vector<kernels::DeferredTensor>& list) { return kernels::view(list, set); }
-};
-
 // A tensor with t's metadata on the meta device: meta kernels compute result
 // shapes from it without touching memory.
 at::Tensor meta_like(const at::Tensor& t) {
   return at::empty_strided(t.sizes(), t.strides(), t.options().device(c10::kMeta));
-}
-
-c10::Device device_of(std::initializer_list<const at::Tensor*> tensors, const char* op) {
-  return structured::common_device(tensors, {}, {}, op);
 }
 
 at::Tensor relu(const at::Tensor& self) {

@@ -1,40 +1,92 @@
-// Convolutions. On a PrivateUse1 device PyTorch routes every convolution to
-// convolution_overrideable / convolution_backward_overrideable, whose CPU
-// versions only raise, so the generic fallback cannot serve them: these run
-// ATen's CPU convolution (oneDNN / im2col) over device memory instead.
-#include "SunriseHostCompute.h"
+// Convolutions, as device work. On a PrivateUse1 device PyTorch routes every
+// convolution to convolution_overrideable / convolution_backward_overrideable
+// (after its own argument checks), whose CPU versions only raise. Here the
+// host allocates the results as the CPU kernel would lay them out, and the
+// device runs ATen's CPU convolution (oneDNN, or im2col and BLAS) over views
+// of device memory: the same backend choice and the same bits as CPU eager.
+#include "SunriseAsyncSupport.h"
 
-#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/native/ConvUtils.h>
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 namespace torch_sunrise::aten {
 namespace {
 
+// The memory format of the CPU kernel's results: that of the backend it
+// picks for these operands (channels-last in, channels-last out for oneDNN).
+// CPU views made on the host only carry the metadata the choice reads.
+at::MemoryFormat cpu_result_format(const at::Tensor& input, const at::Tensor& weight,
+                                   c10::OptionalIntArrayRef bias_sizes, c10::IntArrayRef stride,
+                                   c10::IntArrayRef padding, c10::IntArrayRef dilation, bool transposed,
+                                   c10::IntArrayRef output_padding, int64_t groups) {
+  const at::Tensor input_v = kernels::cpu_view(input);
+  const at::Tensor weight_v = kernels::cpu_view(weight);
+  const at::native::ConvBackend backend = at::native::select_conv_backend(
+      input_v, weight_v, std::nullopt, c10::fromIntArrayRefSlow(stride), c10::fromIntArrayRefSlow(padding),
+      c10::fromIntArrayRefSlow(dilation), transposed, c10::fromIntArrayRefSlow(output_padding), groups,
+      bias_sizes ? at::OptionalSymIntArrayRef(c10::fromIntArrayRefSlow(*bias_sizes)) : std::nullopt);
+  return at::native::_determine_backend_memory_format(input_v, weight_v, backend);
+}
+
 at::Tensor convolution_overrideable(const at::Tensor& input, const at::Tensor& weight,
                                     const std::optional<at::Tensor>& bias, c10::IntArrayRef stride,
                                     c10::IntArrayRef padding, c10::IntArrayRef dilation, bool transposed,
                                     c10::IntArrayRef output_padding, int64_t groups) {
-  HostCompute host(input.device());
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const std::optional<at::Tensor> cpu_bias = bias && bias->defined() ? std::optional(host.in(*bias)) : std::nullopt;
-  return host.out(at::convolution(host.in(input), host.in(weight), cpu_bias, stride, padding, dilation, transposed,
-                                  output_padding, groups));
+  const c10::Device device =
+      structured::common_device({&input, &weight}, {&bias}, {}, "aten::convolution_overrideable");
+  const SunriseGuard guard(device);
+  const bool has_bias = bias && bias->defined();
+  const std::vector<int64_t> sizes =
+      transposed ? at::native::conv_input_size(input.sizes(), weight.sizes(), padding, output_padding, stride,
+                                               dilation, groups)
+                 : at::native::conv_output_size(input.sizes(), weight.sizes(), padding, stride, dilation);
+  const at::MemoryFormat format =
+      cpu_result_format(input, weight, has_bias ? c10::OptionalIntArrayRef(bias->sizes()) : std::nullopt, stride,
+                        padding, dilation, transposed, output_padding, groups);
+  at::Tensor out = at::empty(sizes, input.options().memory_format(format));
+  const Capture c(device);
+  launch_task(c.stream, [input = c(input), weight = c(weight), bias = c(has_bias ? bias : std::nullopt),
+                         stride = stride.vec(), padding = padding.vec(), dilation = dilation.vec(), transposed,
+                         output_padding = output_padding.vec(), groups, out = c(out)] {
+    Views v;
+    v(out).copy_(at::convolution(v(input), v(weight), v(bias), stride, padding, dilation, transposed, output_padding,
+                                 groups));
+  });
+  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_overrideable(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, c10::IntArrayRef stride,
     c10::IntArrayRef padding, c10::IntArrayRef dilation, bool transposed, c10::IntArrayRef output_padding,
     int64_t groups, std::array<bool, 3> output_mask) {
-  HostCompute host(input.device());
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const c10::Device device = structured::common_device({&grad_output, &input, &weight}, {}, {},
+                                                       "aten::convolution_backward_overrideable");
+  const SunriseGuard guard(device);
   // The bias has one entry per output channel.
   const int64_t channels = transposed ? weight.size(1) * groups : weight.size(0);
-  auto [gi, gw, gb] = at::convolution_backward(host.in(grad_output), host.in(input), host.in(weight),
-                                               std::vector<int64_t>{channels}, stride, padding, dilation, transposed,
-                                               output_padding, groups, output_mask);
-  return {host.out(gi), host.out(gw), host.out(gb)};
+  const std::vector<int64_t> bias_sizes{channels};
+  const at::MemoryFormat format =
+      cpu_result_format(input, weight, bias_sizes, stride, padding, dilation, transposed, output_padding, groups);
+  at::Tensor grad_input = output_mask[0] ? at::empty(input.sizes(), input.options().memory_format(format)) : at::Tensor();
+  at::Tensor grad_weight =
+      output_mask[1] ? at::empty(weight.sizes(), weight.options().memory_format(format)) : at::Tensor();
+  at::Tensor grad_bias = output_mask[2] ? at::empty(bias_sizes, grad_output.options()) : at::Tensor();
+  const Capture c(device);
+  launch_task(c.stream, [grad_output = c(grad_output), input = c(input), weight = c(weight), bias_sizes,
+                         stride = stride.vec(), padding = padding.vec(), dilation = dilation.vec(), transposed,
+                         output_padding = output_padding.vec(), groups, output_mask, grad_input = c(grad_input),
+                         grad_weight = c(grad_weight), grad_bias = c(grad_bias)] {
+    Views v;
+    auto [gi, gw, gb] = at::convolution_backward(v(grad_output), v(input), v(weight), bias_sizes, stride, padding,
+                                                 dilation, transposed, output_padding, groups, output_mask);
+    if (grad_input.defined()) v(grad_input).copy_(gi);
+    if (grad_weight.defined()) v(grad_weight).copy_(gw);
+    if (grad_bias.defined()) v(grad_bias).copy_(gb);
+  });
+  return {grad_input, grad_weight, grad_bias};
 }
 
 }  // namespace

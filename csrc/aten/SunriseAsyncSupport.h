@@ -1,0 +1,53 @@
+// What the hand-written asynchronous ops share: capturing tensor arguments
+// at launch, and their CPU views on the device thread.
+//
+// The pattern of such an op: on the host, check the arguments, allocate the
+// outputs with the geometry the CPU kernel gives them, and launch a task that
+// runs the CPU kernel over views of device memory and puts its results into
+// those outputs. Nothing waits for the device.
+#pragma once
+
+#include "StructuredOps.h"
+
+#include <optional>
+#include <vector>
+
+namespace torch_sunrise::aten {
+
+// What a launch keeps of its tensor arguments: their bytes and metadata at
+// launch (DeferredTensor, DeviceView.h), for work on the current stream.
+struct Capture {
+  SunriseStream stream;
+  srStream_t queue;
+  explicit Capture(c10::Device device)
+      : stream(getCurrentSunriseStream(device.index())), queue(stream.handle()) {}
+  kernels::DeferredTensor operator()(const at::Tensor& t) const { return kernels::DeferredTensor(t, queue); }
+  std::optional<kernels::DeferredTensor> operator()(const std::optional<at::Tensor>& t) const {
+    return kernels::defer(t, queue);
+  }
+  std::vector<kernels::DeferredTensor> operator()(at::TensorList list) const {
+    return kernels::defer(c10::IListRef<at::Tensor>(list), queue);
+  }
+  std::vector<std::optional<kernels::DeferredTensor>> operator()(const c10::List<std::optional<at::Tensor>>& list) const {
+    std::vector<std::optional<kernels::DeferredTensor>> out;
+    out.reserve(list.size());
+    for (const std::optional<at::Tensor>& t : list) {
+      out.push_back(t && t->defined() ? kernels::defer(t, queue) : std::nullopt);
+    }
+    return out;
+  }
+};
+
+// CPU views of captured tensors, made on the device thread.
+struct Views {
+  kernels::CpuViewSet set;
+  at::Tensor operator()(const kernels::DeferredTensor& t) { return t.view(set); }
+  std::optional<at::Tensor> operator()(const std::optional<kernels::DeferredTensor>& t) { return kernels::view(t, set); }
+  std::vector<at::Tensor> operator()(const std::vector<kernels::DeferredTensor>& list) { return kernels::view(list, set); }
+};
+
+inline c10::Device device_of(std::initializer_list<const at::Tensor*> tensors, const char* op) {
+  return structured::common_device(tensors, {}, {}, op);
+}
+
+}  // namespace torch_sunrise::aten

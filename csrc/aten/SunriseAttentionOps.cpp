@@ -1,0 +1,127 @@
+// Scaled dot-product attention with CPU eager's own kernel.
+//
+// scaled_dot_product_attention asks a per-device DispatchStub which fused
+// kernel to use, and a device without an entry gets the math composite
+// (matmul, softmax, matmul): close to the CPU's result but not its bits. CPU
+// eager picks its flash-attention kernel whenever the arguments allow it, so
+// sunrise registers CPU's choice and runs that kernel (forward and backward)
+// as device work: same results, one fused task instead of a dozen ops.
+// torch's x86-64 wheels build every DispatchStub with AVX2 and AVX-512
+// variants, which is part of the stub's call signature in DispatchStub.h:
+// declare the same, or the stub's call would not link against libtorch_cpu.
+// First, before any header includes DispatchStub.h.
+#if defined(__x86_64__) && !defined(HAVE_AVX512_CPU_DEFINITION)
+#define HAVE_AVX512_CPU_DEFINITION
+#define HAVE_AVX2_CPU_DEFINITION
+#endif
+
+#include "SunriseAsyncSupport.h"
+
+#include <ATen/OpMathType.h>
+#include <ATen/native/transformers/attention.h>
+#include <ATen/ops/_scaled_dot_product_flash_attention_for_cpu.h>
+#include <ATen/ops/_scaled_dot_product_flash_attention_for_cpu_backward.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+namespace torch_sunrise::aten {
+namespace {
+
+// CPU's choice, made from the operands' metadata (CPU views made on the host
+// carry it; no data is read).
+int64_t fused_sdp_choice(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                         const std::optional<at::Tensor>& attn_mask, double dropout_p, bool is_causal,
+                         std::optional<double> scale, bool enable_gqa) {
+  auto view = [](const at::Tensor& t) { return t.device().is_privateuseone() ? kernels::cpu_view(t) : t; };
+  std::optional<at::Tensor> mask;
+  if (attn_mask && attn_mask->defined()) mask = view(*attn_mask);
+  return at::native::_fused_sdp_choice_stub(c10::DeviceType::CPU, view(query), view(key), view(value), mask,
+                                            dropout_p, is_causal, scale, enable_gqa);
+}
+
+// The argument checks of the CPU kernel that a caller can trip, raised here
+// rather than later from the device.
+void check_qkv(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value) {
+  TORCH_CHECK(query.dim() == 4 && key.dim() == 4 && value.dim() == 4,
+              "scaled_dot_product_attention_flash_attention: Accept only 4 dims inputs shape of {B, H, T, K}");
+  TORCH_CHECK(query.scalar_type() == key.scalar_type() && query.scalar_type() == value.scalar_type(),
+              "scaled_dot_product_attention_flash_attention: Q/K/V should have the same data type");
+  TORCH_CHECK(query.size(3) == key.size(3) && query.size(3) == value.size(3),
+              "scaled_dot_product_attention_flash_attention: Q/K/V should have the same head size");
+}
+
+// {B, H, T, E} laid out as {B, T, H, E}: how the CPU kernel allocates the
+// logsumexp and the gradients.
+at::Tensor heads_inner(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  std::vector<int64_t> bthe(sizes.begin(), sizes.end());
+  std::swap(bthe[1], bthe[2]);
+  return at::empty(bthe, options).transpose(1, 2);
+}
+
+std::tuple<at::Tensor, at::Tensor> flash_attention_forward(const at::Tensor& query, const at::Tensor& key,
+                                                           const at::Tensor& value, double dropout_p, bool is_causal,
+                                                           const std::optional<at::Tensor>& attn_mask,
+                                                           std::optional<double> scale) {
+  const c10::Device device = structured::common_device({&query, &key, &value}, {&attn_mask}, {},
+                                                       "aten::_scaled_dot_product_flash_attention_for_cpu");
+  const SunriseGuard guard(device);
+  check_qkv(query, key, value);
+  at::Tensor out = at::empty_like(query);
+  at::Tensor logsumexp = heads_inner({query.size(0), query.size(1), query.size(2)},
+                                     query.options().dtype(at::toOpMathType(query.scalar_type())));
+  const Capture c(device);
+  launch_task(c.stream, [query = c(query), key = c(key), value = c(value), dropout_p, is_causal,
+                         attn_mask = c(attn_mask), scale, out = c(out), logsumexp = c(logsumexp)] {
+    Views v;
+    auto [o, lse] =
+        at::_scaled_dot_product_flash_attention_for_cpu(v(query), v(key), v(value), dropout_p, is_causal,
+                                                        v(attn_mask), scale);
+    v(out).copy_(o);
+    v(logsumexp).copy_(lse);
+  });
+  return {out, logsumexp};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_backward(
+    const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+    const at::Tensor& out, const at::Tensor& logsumexp, double dropout_p, bool is_causal,
+    const std::optional<at::Tensor>& attn_mask, std::optional<double> scale) {
+  const c10::Device device = structured::common_device({&grad_out, &query, &key, &value, &out, &logsumexp},
+                                                       {&attn_mask}, {},
+                                                       "aten::_scaled_dot_product_flash_attention_for_cpu_backward");
+  const SunriseGuard guard(device);
+  check_qkv(query, key, value);
+  at::Tensor grad_q = heads_inner(query.sizes(), query.options());
+  at::Tensor grad_k = heads_inner(key.sizes(), key.options());
+  at::Tensor grad_v = heads_inner(value.sizes(), value.options());
+  const Capture c(device);
+  launch_task(c.stream, [grad_out = c(grad_out), query = c(query), key = c(key), value = c(value), out = c(out),
+                         logsumexp = c(logsumexp), dropout_p, is_causal, attn_mask = c(attn_mask), scale,
+                         grad_q = c(grad_q), grad_k = c(grad_k), grad_v = c(grad_v)] {
+    Views v;
+    auto [gq, gk, gv] = at::_scaled_dot_product_flash_attention_for_cpu_backward(
+        v(grad_out), v(query), v(key), v(value), v(out), v(logsumexp), dropout_p, is_causal, v(attn_mask), scale);
+    v(grad_q).copy_(gq);
+    v(grad_k).copy_(gk);
+    v(grad_v).copy_(gv);
+  });
+  return {grad_q, grad_k, grad_v};
+}
+
+}  // namespace
+
+}  // namespace torch_sunrise::aten
+
+namespace at::native {
+REGISTER_PRIVATEUSE1_DISPATCH(_fused_sdp_choice_stub, &torch_sunrise::aten::fused_sdp_choice)
+}  // namespace at::native
+
+namespace torch_sunrise::aten {
+
+TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
+  m.impl("_scaled_dot_product_flash_attention_for_cpu", flash_attention_forward);
+  m.impl("_scaled_dot_product_flash_attention_for_cpu_backward", flash_attention_backward);
+}
+
+}  // namespace torch_sunrise::aten

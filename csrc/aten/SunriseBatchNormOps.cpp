@@ -1,0 +1,107 @@
+// Batch normalization, as device work: the host allocates the results with
+// the CPU kernel's geometry (batch_norm_cpu), the device runs that kernel over
+// views of device memory. Running statistics are updated in place there, in
+// stream order.
+#include "SunriseAsyncSupport.h"
+
+#include <ATen/native/cpu/mixed_data_type.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/native_batch_norm.h>
+#include <ATen/ops/native_batch_norm_backward.h>
+#include <torch/library.h>
+
+namespace torch_sunrise::aten {
+namespace {
+
+const at::Tensor& or_undefined(const std::optional<at::Tensor>& t) {
+  static const at::Tensor undefined;
+  return t ? *t : undefined;
+}
+
+// The dtype of the per-channel results: float for a reduced-precision input
+// with float parameters or statistics (the CPU kernel's mixed mode), else the
+// input's.
+template <typename... Params>
+c10::ScalarType channel_dtype(const at::Tensor& input, const Params&... params) {
+  if (!at::native::is_mixed_type(input, params...)) return input.scalar_type();
+  at::native::check_mixed_data_type(input, params...);
+  return c10::ScalarType::Float;
+}
+
+int64_t channels_of(const at::Tensor& input, const char* op) {
+  TORCH_CHECK(input.dim() >= 2, op, ": expected an input with at least 2 dimensions (batch, channels, ...), got ",
+              input.dim());
+  return input.size(1);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> native_batch_norm(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, bool training,
+    double momentum, double eps) {
+  const c10::Device device = structured::common_device({&input}, {&weight, &bias, &running_mean, &running_var}, {},
+                                                       "aten::native_batch_norm");
+  const SunriseGuard guard(device);
+  const int64_t channels = channels_of(input, "native_batch_norm");
+  const c10::ScalarType stat_dtype = channel_dtype(input, or_undefined(weight), or_undefined(bias),
+                                                   or_undefined(running_mean), or_undefined(running_var));
+  at::Tensor out = at::empty(input.sizes(), input.options().memory_format(input.suggest_memory_format()));
+  // Evaluation keeps no batch statistics: the CPU kernel returns empty ones.
+  const int64_t stat_size = training ? channels : 0;
+  at::Tensor save_mean = at::empty({stat_size}, input.options().dtype(stat_dtype));
+  at::Tensor save_invstd = at::empty({stat_size}, input.options().dtype(stat_dtype));
+  const Capture c(device);
+  launch_task(c.stream, [input = c(input), weight = c(weight), bias = c(bias), running_mean = c(running_mean),
+                         running_var = c(running_var), training, momentum, eps, out = c(out),
+                         save_mean = c(save_mean), save_invstd = c(save_invstd)] {
+    Views v;
+    auto [o, mean, invstd] = at::native_batch_norm(v(input), v(weight), v(bias), v(running_mean), v(running_var),
+                                                   training, momentum, eps);
+    v(out).copy_(o);
+    v(save_mean).copy_(mean);
+    v(save_invstd).copy_(invstd);
+  });
+  return {out, save_mean, save_invstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> native_batch_norm_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
+    const std::optional<at::Tensor>& save_mean, const std::optional<at::Tensor>& save_invstd, bool train, double eps,
+    std::array<bool, 3> output_mask) {
+  const c10::Device device = structured::common_device(
+      {&grad_out, &input}, {&weight, &running_mean, &running_var, &save_mean, &save_invstd}, {},
+      "aten::native_batch_norm_backward");
+  const SunriseGuard guard(device);
+  const int64_t channels = channels_of(input, "native_batch_norm_backward");
+  const c10::ScalarType param_dtype =
+      channel_dtype(input, or_undefined(weight), or_undefined(running_mean), or_undefined(running_var),
+                    or_undefined(save_mean), or_undefined(save_invstd));
+  at::Tensor grad_input = output_mask[0]
+                              ? at::empty(input.sizes(), input.options().memory_format(input.suggest_memory_format()))
+                              : at::Tensor();
+  at::Tensor grad_weight = output_mask[1] ? at::empty({channels}, input.options().dtype(param_dtype)) : at::Tensor();
+  at::Tensor grad_bias = output_mask[2] ? at::empty({channels}, input.options().dtype(param_dtype)) : at::Tensor();
+  const Capture c(device);
+  launch_task(c.stream, [grad_out = c(grad_out), input = c(input), weight = c(weight), running_mean = c(running_mean),
+                         running_var = c(running_var), save_mean = c(save_mean), save_invstd = c(save_invstd), train,
+                         eps, output_mask, grad_input = c(grad_input), grad_weight = c(grad_weight),
+                         grad_bias = c(grad_bias)] {
+    Views v;
+    auto [gi, gw, gb] = at::native_batch_norm_backward(v(grad_out), v(input), v(weight), v(running_mean),
+                                                       v(running_var), v(save_mean), v(save_invstd), train, eps,
+                                                       output_mask);
+    if (grad_input.defined()) v(grad_input).copy_(gi);
+    if (grad_weight.defined()) v(grad_weight).copy_(gw);
+    if (grad_bias.defined()) v(grad_bias).copy_(gb);
+  });
+  return {grad_input, grad_weight, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
+  m.impl("native_batch_norm", native_batch_norm);
+  m.impl("native_batch_norm_backward", native_batch_norm_backward);
+}
+
+}  // namespace torch_sunrise::aten
