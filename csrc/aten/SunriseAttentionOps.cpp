@@ -51,6 +51,14 @@ void check_qkv(const at::Tensor& query, const at::Tensor& key, const at::Tensor&
               "scaled_dot_product_attention_flash_attention: Q/K/V should have the same head size");
 }
 
+// Attention small enough for the device thread alone, by the rule for matrix
+// products (structured::small_product) applied to Q K^T: token-by-token
+// decoding, say. The kernel splits its work by batch, head and query block,
+// each computed by one thread, so the thread count does not change the bits.
+bool small_attention(const at::Tensor& query, const at::Tensor& key) {
+  return structured::small_product(query, key.transpose(-2, -1));
+}
+
 // {B, H, T, E} laid out as {B, T, H, E}: how the CPU kernel allocates the
 // logsumexp and the gradients.
 at::Tensor heads_inner(at::IntArrayRef sizes, const at::TensorOptions& options) {
@@ -74,9 +82,10 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_forward(const at::Tensor& que
   launch_task(c.stream, [query = c(query), key = c(key), value = c(value), dropout_p, is_causal,
                          attn_mask = c(attn_mask), scale, out = c(out), logsumexp = c(logsumexp)] {
     Views v;
-    auto [o, lse] =
-        at::_scaled_dot_product_flash_attention_for_cpu(v(query), v(key), v(value), dropout_p, is_causal,
-                                                        v(attn_mask), scale);
+    const at::Tensor q = v(query), k = v(key);
+    const SerialMathScope serial(small_attention(q, k));
+    auto [o, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v(value), dropout_p, is_causal,
+                                                                    v(attn_mask), scale);
     v(out).copy_(o);
     v(logsumexp).copy_(lse);
   });
@@ -100,8 +109,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_backward(
                          logsumexp = c(logsumexp), dropout_p, is_causal, attn_mask = c(attn_mask), scale,
                          grad_q = c(grad_q), grad_k = c(grad_k), grad_v = c(grad_v)] {
     Views v;
+    const at::Tensor q = v(query), k = v(key);
+    const SerialMathScope serial(small_attention(q, k));
     auto [gq, gk, gv] = at::_scaled_dot_product_flash_attention_for_cpu_backward(
-        v(grad_out), v(query), v(key), v(value), v(out), v(logsumexp), dropout_p, is_causal, v(attn_mask), scale);
+        v(grad_out), q, k, v(value), v(out), v(logsumexp), dropout_p, is_causal, v(attn_mask), scale);
     v(grad_q).copy_(gq);
     v(grad_k).copy_(gk);
     v(grad_v).copy_(gv);
