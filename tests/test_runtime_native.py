@@ -51,3 +51,29 @@ def test_runtime(name: str) -> None:
     assert _BUILD_ERROR is None, f"building the runtime tests failed:\n{_BUILD_ERROR}"
     result = subprocess.run([str(BINARY), name], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.mark.parametrize(
+    "child, report",
+    [
+        ("child_memcheck_host_reads_device_pointer",
+         r"host code: invalid read of device memory at 0x[0-9a-f]+: byte 12 of a live 100-byte allocation of device 0"),
+        ("child_memcheck_kernel_writes_past_the_end",
+         r"device work: out-of-bounds write to device memory at 0x[0-9a-f]+: 28 bytes after the end of a 100-byte "
+         r"allocation of device 0"),
+        ("child_memcheck_kernel_reads_freed_memory",
+         r"device work: read of freed device memory \(use after free\) at 0x[0-9a-f]+: byte 0 of a 256-byte allocation"),
+    ],
+)
+def test_memcheck_reports_stray_accesses(child: str, report: str) -> None:
+    """SUNRISE_MEMCHECK=1: each stray access aborts the process with a report naming the allocation."""
+    assert _BUILD_ERROR is None, f"building the runtime tests failed:\n{_BUILD_ERROR}"
+    import os
+    import re
+    import signal
+
+    env = dict(os.environ, SUNRISE_MEMCHECK="1")
+    result = subprocess.run([str(BINARY), child], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == -signal.SIGABRT, (result.returncode, result.stdout, result.stderr)
+    assert re.search(report, result.stderr), result.stderr
+    assert "device pointers are not host addresses" in result.stderr

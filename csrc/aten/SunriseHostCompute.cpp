@@ -69,8 +69,8 @@ void HostCompute::write_back(const at::Tensor& dev, const at::Tensor& cpu) {
   if (!dev.defined() || !cpu.defined()) return;
   c10::StorageImpl* dstore = dev.storage().unsafeGetStorageImpl();
   c10::StorageImpl* cstore = cpu.storage().unsafeGetStorageImpl();
-  const bool same_bytes = views_.device_storage_of(cstore) == dstore && cstore->data() == dstore->data() &&
-                          cstore->nbytes() == dstore->nbytes();
+  const bool same_bytes = views_.device_storage_of(cstore) == dstore &&
+                          cstore->data() == srKernelAddress(dstore->data()) && cstore->nbytes() == dstore->nbytes();
   if (!same_bytes) {
     // The kernel reallocated (grew) the argument's storage on the CPU side.
     const SunriseGuard guard(dev.device());

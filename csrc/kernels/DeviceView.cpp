@@ -20,7 +20,8 @@ c10::Storage make_cpu_storage(const c10::Storage& device_storage) {
   // The CPU storage holds a reference on the device storage, so the bytes
   // outlive any CPU tensor a kernel keeps around.
   c10::raw::intrusive_ptr::incref(impl);
-  c10::DataPtr data(impl->mutable_data(), impl, &release_device_storage, c10::Device(c10::DeviceType::CPU));
+  c10::DataPtr data(srKernelAddress(impl->mutable_data()), impl, &release_device_storage,
+                    c10::Device(c10::DeviceType::CPU));
   return c10::Storage(c10::make_intrusive<c10::StorageImpl>(c10::StorageImpl::use_byte_size_t(), impl->nbytes(),
                                                             std::move(data), c10::GetCPUAllocator(),
                                                             /*resizable=*/true));
@@ -46,7 +47,7 @@ at::Tensor CpuViewSet::view(const at::Tensor& device_tensor) {
   for (auto& [dev, cpu] : storages_) {
     if (dev.unsafeGetStorageImpl() != storage.unsafeGetStorageImpl()) continue;
     // A resize may have moved the device bytes since the CPU storage was made.
-    if (cpu.data() != dev.data() || cpu.nbytes() != dev.nbytes()) cpu = make_cpu_storage(dev);
+    if (cpu.data() != srKernelAddress(dev.data()) || cpu.nbytes() != dev.nbytes()) cpu = make_cpu_storage(dev);
     return view_on(cpu, device_tensor);
   }
   storages_.emplace_back(storage, make_cpu_storage(storage));
@@ -61,7 +62,8 @@ const c10::Storage& CpuViewSet::cpu_storage(void* data, size_t nbytes) {
     if (shareable && bytes == data && cpu.nbytes() == nbytes) return cpu;
   }
   // Not owning: the bytes stay valid while the task that views them runs.
-  c10::DataPtr ptr(data, data, [](void*) {}, c10::Device(c10::DeviceType::CPU));
+  // The context keeps the device pointer (check_unmoved compares it).
+  c10::DataPtr ptr(srKernelAddress(data), data, [](void*) {}, c10::Device(c10::DeviceType::CPU));
   blocks_.emplace_back(data, c10::Storage(c10::make_intrusive<c10::StorageImpl>(
                                  c10::StorageImpl::use_byte_size_t(), nbytes, std::move(ptr), c10::GetCPUAllocator(),
                                  /*resizable=*/true)));

@@ -21,6 +21,9 @@
 
 namespace torch_sunrise::kernels {
 
+// CPU views reach device bytes through srKernelAddress, as device work must
+// (under SUNRISE_MEMCHECK=1 the device pointers themselves have no access).
+//
 // A CPU view of a sunrise tensor; keeps the device storage alive.
 at::Tensor cpu_view(const at::Tensor& device_tensor);
 

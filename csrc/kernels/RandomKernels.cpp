@@ -146,7 +146,8 @@ void launch_fill(const at::Tensor& dense, std::optional<at::Generator> gen, Tran
   const int64_t n = dense.numel();
   const uint64_t groups = static_cast<uint64_t>((n + Transform::kPerGroup - 1) / Transform::kPerGroup);
   const Counters counters = reserve(dense, std::move(gen), groups * 4);
-  PhiloxFill<scalar_t, Transform> fill{dense.data_ptr<scalar_t>(), n, counters, transform};
+  PhiloxFill<scalar_t, Transform> fill{static_cast<scalar_t*>(srKernelAddress(dense.data_ptr())), n, counters,
+                                       transform};
   launch_blocks(getCurrentSunriseStream(dense.device().index()),
                 static_cast<uint64_t>((n + kBlockElements - 1) / kBlockElements), fill);
 }
@@ -228,7 +229,8 @@ void bernoulli_(const at::Tensor& self, const at::Tensor& p, std::optional<at::G
                          }
                        }
                      };
-                     Kernel kernel{dense.data_ptr<scalar_t>(), probs.const_data_ptr<float>(), n, counters};
+                     Kernel kernel{static_cast<scalar_t*>(srKernelAddress(dense.data_ptr())),
+                                   static_cast<const float*>(srKernelAddress(probs.const_data_ptr())), n, counters};
                      launch_blocks(getCurrentSunriseStream(dense.device().index()),
                                    static_cast<uint64_t>((n + kBlockElements - 1) / kBlockElements), kernel);
                    }),

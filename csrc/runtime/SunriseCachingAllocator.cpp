@@ -125,10 +125,13 @@ void for_each_stat(BlockPool* pool, F&& f) {
 
 class DeviceCachingAllocator {
  public:
-  explicit DeviceCachingAllocator(c10::DeviceIndex device) : device_(device), small_(true), large_(false) {}
+  explicit DeviceCachingAllocator(c10::DeviceIndex device)
+      : device_(device), no_cache_(memcheck(device)), small_(true), large_(false) {}
 
   Block* malloc(size_t requested, srStream_t stream) {
-    const size_t size = round_size(requested);
+    // Checked memory: the exact size, so that the runtime's guard page follows it.
+    const size_t size = no_cache_ ? requested : round_size(requested);
+    if (no_cache_) release_unreleased();
     {
       std::lock_guard<std::mutex> lock(mutex_);
       process_events_locked();
@@ -161,7 +164,9 @@ class DeviceCachingAllocator {
     c10::reportMemoryUsageToProfiler(block->ptr, -static_cast<int64_t>(block->size),
                                      stats_.allocated_bytes[0].current, stats_.reserved_bytes[0].current,
                                      c10::Device(c10::DeviceType::PrivateUse1, device_));
-    if (!block->stream_uses.empty()) {
+    if (no_cache_) {
+      unlink_segment_locked(block);
+    } else if (!block->stream_uses.empty()) {
       insert_events_locked(block);
     } else {
       return_block_locked(block);
@@ -267,6 +272,7 @@ class DeviceCachingAllocator {
  private:
   Block* take_or_reserve_locked(size_t size, srStream_t stream) {
     BlockPool& pool = size <= kSmallSize ? small_ : large_;
+    if (no_cache_) return reserve_segment_locked(pool, stream, size);
     Block* block = take_free_block_locked(pool, stream, size);
     if (block == nullptr) block = reserve_segment_locked(pool, stream, segment_size_for(size));
     return block;
@@ -312,6 +318,40 @@ class DeviceCachingAllocator {
       take_whole_segments_locked(small_, released);
     }
     for (const auto& block : released) SUNRISE_CHECK(srFree(block->ptr));
+    release_unreleased();
+  }
+
+  // Under SUNRISE_MEMCHECK=1 nothing is cached: a freed block's memory goes
+  // back to the runtime, which makes it inaccessible, so that a later use is
+  // reported. Its srFree (which waits for the device, as cudaFree does) runs
+  // at the next allocation or release on the host: a free may come from a
+  // device thread dropping the last view of a tensor, and waiting for the
+  // device there would wait for itself.
+  static bool memcheck(c10::DeviceIndex device) {
+    srDeviceProp prop{};
+    return srGetDeviceProperties(&prop, device) == srSuccess && prop.memcheck != 0;
+  }
+
+  void unlink_segment_locked(Block* block) {
+    stats_.num_device_free += 1;
+    for_each_stat(block->pool, [&](size_t t) {
+      stats_.active[t].decrease(1);
+      stats_.active_bytes[t].decrease(block->size);
+      stats_.segment[t].decrease(1);
+      stats_.reserved_bytes[t].decrease(block->size);
+    });
+    auto owned = blocks_.find(block);
+    unreleased_.push_back(std::move(owned->second));
+    blocks_.erase(owned);
+  }
+
+  void release_unreleased() {
+    std::vector<std::unique_ptr<Block>> blocks;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      blocks.swap(unreleased_);
+    }
+    for (const auto& block : blocks) SUNRISE_CHECK(srFree(block->ptr));
   }
 
   Block* take_free_block_locked(BlockPool& pool, srStream_t stream, size_t size) {
@@ -530,11 +570,13 @@ class DeviceCachingAllocator {
   }
 
   const c10::DeviceIndex device_;
+  const bool no_cache_;  // SUNRISE_MEMCHECK=1
   std::mutex mutex_;  // guards everything below
   BlockPool small_;
   BlockPool large_;
   ska::flat_hash_map<Block*, std::unique_ptr<Block>> blocks_;  // owns every block
   std::vector<std::unique_ptr<Block>> spare_blocks_;
+  std::vector<std::unique_ptr<Block>> unreleased_;  // freed, srFree pending (no_cache_)
   ska::flat_hash_map<void*, Block*> allocated_;
   std::vector<std::pair<srEvent_t, Block*>> pending_;  // cross-stream frees in flight
   std::vector<srEvent_t> event_pool_;

@@ -26,6 +26,13 @@
  *  SUNRISE_LAUNCH_BLOCKING  "1": every submission returns only once it has run
  *  SUNRISE_SPIN_US          how long idle device threads and waiting hosts spin
  *                           before sleeping, in microseconds (default 50)
+ *  SUNRISE_MAX_QUEUED       launches a stream queues before the host waits
+ *                           (default 256)
+ *  SUNRISE_MEMCHECK         "1": device pointers fault when host code
+ *                           dereferences them, device work faults past the end
+ *                           of an allocation or on freed memory, and each such
+ *                           fault prints a report naming the allocation and
+ *                           aborts (see srKernelAddress)
  */
 #ifndef SUNRISE_RT_H_
 #define SUNRISE_RT_H_
@@ -83,6 +90,7 @@ typedef struct srDeviceProp {
   int warpSize;
   int maxGridSize[3];
   size_t sharedMemPerBlock;   /* bytes of per-block scratch a kernel may assume */
+  int memcheck;               /* 1 under SUNRISE_MEMCHECK=1 */
 } srDeviceProp;
 
 SR_API srError_t srGetDeviceCount(int* count);
@@ -112,6 +120,12 @@ typedef struct srPointerAttributes {
 /* Allocates on the current device. Memory is reserved lazily: nothing is
  * touched until written. Fails with srErrorMemoryAllocation past capacity. */
 SR_API srError_t srMalloc(void** ptr, size_t size);
+/* The address at which device work (a kernel, a host function standing in
+ * for one) reads and writes the bytes of device pointer `ptr`. Device
+ * pointers are not host addresses, as on a GPU: under SUNRISE_MEMCHECK=1 they
+ * point at memory without access. Without it, and for any other pointer,
+ * this returns `ptr`. */
+SR_API void* srKernelAddress(const void* ptr);
 /* Waits for the device to be idle (as cudaFree does), then releases. */
 SR_API srError_t srFree(void* ptr);
 SR_API srError_t srMallocHost(void** ptr, size_t size);

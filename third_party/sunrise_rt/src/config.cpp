@@ -65,6 +65,10 @@ Config load() {
     if (parse_int(s, 1, 1'000'000, &v)) c.max_queued = v;
     else err << "SUNRISE_MAX_QUEUED='" << s << "' is not a whole number from 1 to 1000000. ";
   }
+  if (const char* s = std::getenv("SUNRISE_MEMCHECK")) {
+    if (std::string(s) == "1") c.memcheck = true;
+    else if (std::string(s) != "0" && *s != '\0') err << "SUNRISE_MEMCHECK='" << s << "' is neither 0 nor 1. ";
+  }
   c.error = err.str();
   return c;
 }

@@ -35,6 +35,7 @@ Devices* build_devices() {
     p.maxGridSize[1] = 65535;
     p.maxGridSize[2] = 65535;
     p.sharedMemPerBlock = 48 * 1024;
+    p.memcheck = cfg.memcheck ? 1 : 0;
     devices.list.push_back(std::move(dev));
   }
   for (auto& dev : devices.list) {

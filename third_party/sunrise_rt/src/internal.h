@@ -33,6 +33,7 @@ struct Config {
   // launch queue. What queued work owns (task objects, and anything a kernel
   // keeps alive until it runs) stays bounded with it.
   long max_queued = 256;
+  bool memcheck = false;        // SUNRISE_MEMCHECK=1 (memcheck.cpp)
   std::string error;            // non-empty: the environment was invalid
 };
 
@@ -132,6 +133,18 @@ bool find_allocation(const void* ptr, AllocationInfo* out);
 // the device's compute units.
 void execute_copy(Device* dev, void* dst, const void* src, size_t count);
 void execute_set(Device* dev, void* dst, int value, size_t count);
+
+// ---------------------------------------------------------------- memcheck
+
+// SUNRISE_MEMCHECK=1 (memcheck.cpp). memcheck_map returns the device pointer
+// of `size` new bytes (nullptr when the arena is exhausted) and the bytes
+// mapped for them; memcheck_unmap releases them for good; memcheck_access
+// turns a device pointer into the address device work uses (identity for
+// anything else, and when memcheck is off).
+bool memcheck_enabled();
+void* memcheck_map(int device, size_t size, size_t* mapped);
+void memcheck_unmap(void* ptr);
+void* memcheck_access(const void* ptr);
 
 // ----------------------------------------------------------------- streams
 

@@ -189,11 +189,12 @@ bool find_allocation(const void* ptr, AllocationInfo* out) {
 }
 
 void execute_copy(Device* dev, void* dst, const void* src, size_t count) {
-  execute_chunked(dev, CopyArgs{static_cast<char*>(dst), static_cast<const char*>(src), count, 0, false});
+  execute_chunked(dev, CopyArgs{static_cast<char*>(memcheck_access(dst)), static_cast<const char*>(memcheck_access(src)),
+                                count, 0, false});
 }
 
 void execute_set(Device* dev, void* dst, int value, size_t count) {
-  execute_chunked(dev, CopyArgs{static_cast<char*>(dst), nullptr, count, value, true});
+  execute_chunked(dev, CopyArgs{static_cast<char*>(memcheck_access(dst)), nullptr, count, value, true});
 }
 
 }  // namespace sunrise_rt
@@ -224,16 +225,18 @@ srError_t srMalloc(void** ptr, size_t size) {
                       " are in use (capacity is set by SUNRISE_DEVICE_MEMORY)");
     }
   } while (!dev->used.compare_exchange_weak(used, used + bytes, std::memory_order_relaxed));
-  void* p = map_pages(bytes);
+  size_t mapped = bytes;
+  void* p = memcheck_enabled() ? memcheck_map(dev->index, size, &mapped) : map_pages(bytes);
   if (p == nullptr) {
     dev->used.fetch_sub(bytes, std::memory_order_relaxed);
     return fail(srErrorMemoryAllocation, "the host could not map " + bytes_text(bytes) + " for device " +
-                                             std::to_string(dev->index) + " memory");
+                                             std::to_string(dev->index) + " memory" +
+                                             (memcheck_enabled() ? " (SUNRISE_MEMCHECK address space exhausted?)" : ""));
   }
   {
     std::unique_lock<std::shared_mutex> lock(g_registry_mutex);
     registry()[reinterpret_cast<uintptr_t>(p)] =
-        AllocationInfo{reinterpret_cast<uintptr_t>(p), size, bytes, srMemoryTypeDevice, dev->index};
+        AllocationInfo{reinterpret_cast<uintptr_t>(p), size, mapped, srMemoryTypeDevice, dev->index};
   }
   *ptr = p;
   return ok();
@@ -258,7 +261,8 @@ srError_t srFree(void* ptr) {
       return fail(srErrorInvalidDevicePointer, "srFree: " + hex(ptr) + " was freed concurrently");
     registry().erase(it);
   }
-  munmap(ptr, info.mapped);
+  if (memcheck_enabled()) memcheck_unmap(ptr);
+  else munmap(ptr, info.mapped);
   dev->used.fetch_sub(info.mapped, std::memory_order_relaxed);
   return ok();
 }
