@@ -10,6 +10,7 @@
 #include <ATen/ExpandUtils.h>
 #include <ATen/OpMathType.h>
 #include <ATen/WrapDimUtils.h>
+#include <ATen/WrapDimUtilsMulti.h>
 #include <ATen/native/IndexingUtils.h>
 #include <ATen/native/cpu/mixed_data_type.h>
 #include <ATen/native/layer_norm.h>
@@ -17,7 +18,10 @@
 #include <ATen/ops/_fused_adamw.h>
 #include <ATen/ops/abs.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/dot.h>
 #include <ATen/ops/embedding_dense_backward.h>
+#include <ATen/ops/flip.h>
+#include <ATen/ops/vdot.h>
 #include <ATen/ops/eye.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -33,6 +37,7 @@
 #include <ATen/ops/min.h>
 #include <ATen/ops/nonzero.h>
 #include <ATen/ops/relu.h>
+#include <ATen/ops/roll.h>
 #include <ATen/ops/std.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/var.h>
@@ -381,6 +386,66 @@ at::Tensor var_or_std(const at::Tensor& self, at::OptionalIntArrayRef dim, const
   return out;
 }
 
+// ---------------------------------------------------------- dot, vdot, flip
+// The checks of the CPU kernels (dot_check), raised at the call.
+void check_dot(const at::Tensor& self, const at::Tensor& other, const char* op) {
+  TORCH_CHECK(self.dim() == 1 && other.dim() == 1, "1D tensors expected, but got ", self.dim(), "D and ",
+              other.dim(), "D tensors");
+  TORCH_CHECK(self.scalar_type() == other.scalar_type(), op,
+              " : expected both vectors to have same dtype, but found ", self.scalar_type(), " and ",
+              other.scalar_type());
+  TORCH_CHECK(self.numel() == other.numel(), "inconsistent tensor size, expected tensor [", self.numel(),
+              "] and src [", other.numel(), "] to have the same number of elements, but got ", self.numel(), " and ",
+              other.numel(), " elements respectively");
+}
+
+template <bool Conjugate>
+at::Tensor dot_product(const at::Tensor& self, const at::Tensor& other) {
+  const c10::Device device = device_of({&self, &other}, Conjugate ? "aten::vdot" : "aten::dot");
+  check_dot(self, other, Conjugate ? "vdot" : "dot");
+  const SunriseGuard guard(device);
+  at::Tensor out = at::empty({}, self.options());
+  const Capture c(device);
+  launch_task(c.stream, [self = c(self), other = c(other), out = c(out)] {
+    Views v;
+    v(out).copy_(Conjugate ? at::vdot(v(self), v(other)) : at::dot(v(self), v(other)));
+  });
+  return out;
+}
+
+at::Tensor flip(const at::Tensor& self, c10::IntArrayRef dims) {
+  const c10::Device device = device_of({&self}, "aten::flip");
+  const SunriseGuard guard(device);
+  at::dim_list_to_bitset(dims, self.dim());  // wraps and checks the dims, as the CPU kernel does
+  at::Tensor out = at::empty_like(self, at::MemoryFormat::Preserve);
+  const Capture c(device);
+  launch_task(c.stream, [self = c(self), dims = dims.vec(), out = c(out)] {
+    Views v;
+    v(out).copy_(at::flip(v(self), dims));
+  });
+  return out;
+}
+
+// The CPU kernel rolls a flattened copy when no dims are given, otherwise it
+// keeps the input's suggested memory format.
+at::Tensor roll(const at::Tensor& self, c10::IntArrayRef shifts, c10::IntArrayRef dims) {
+  const c10::Device device = device_of({&self}, "aten::roll");
+  const SunriseGuard guard(device);
+  TORCH_CHECK(!shifts.empty(), "`shifts` required");
+  const bool flat = dims.empty() && shifts.size() == 1;
+  TORCH_CHECK(flat || shifts.size() == dims.size(), "shifts and dimensions must align. shifts: ", shifts.size(),
+              ", dims:", dims.size());
+  for (int64_t d : dims) at::maybe_wrap_dim(d, self.dim());
+  at::Tensor out = flat ? at::empty(self.sizes(), self.options())
+                        : at::empty(self.sizes(), self.options().memory_format(self.suggest_memory_format()));
+  const Capture c(device);
+  launch_task(c.stream, [self = c(self), shifts = shifts.vec(), dims = dims.vec(), out = c(out)] {
+    Views v;
+    v(out).copy_(at::roll(v(self), shifts, dims));
+  });
+  return out;
+}
+
 // ------------------------------------------------------ data-dependent shapes
 // nonzero's result has as many rows as the input has nonzero elements, so the
 // host must wait for the device to count them: a true synchronization point,
@@ -577,6 +642,10 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("abs.out", abs_out);
   m.impl("arange.start_out", arange_out);
   m.impl("index.Tensor_out", index_out);
+  m.impl("dot", dot_product<false>);
+  m.impl("vdot", dot_product<true>);
+  m.impl("flip", flip);
+  m.impl("roll", roll);
   m.impl("nonzero", nonzero);
   m.impl("nonzero.out", nonzero_out);
   m.impl("masked_select", masked_select);

@@ -6,6 +6,9 @@
 
 #include <ATen/native/cpu/mixed_data_type.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/_batch_norm_with_update.h>
+#include <ATen/ops/_native_batch_norm_legit.h>
+#include <ATen/ops/batch_norm_backward.h>
 #include <ATen/ops/native_batch_norm.h>
 #include <ATen/ops/native_batch_norm_backward.h>
 #include <torch/library.h>
@@ -34,14 +37,20 @@ int64_t channels_of(const at::Tensor& input, const char* op) {
   return input.size(1);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> native_batch_norm(
-    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, bool training,
-    double momentum, double eps) {
-  const c10::Device device = structured::common_device({&input}, {&weight, &bias, &running_mean, &running_var}, {},
-                                                       "aten::native_batch_norm");
+// The forward entry points of batch norm, all one computation on the CPU.
+enum class Forward { Native, Legit, LegitNoStats, WithUpdate };
+
+// Outputs as batch_norm_cpu makes them; the device runs the CPU op `which`.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(Forward which, const at::Tensor& input,
+                                                       const std::optional<at::Tensor>& weight,
+                                                       const std::optional<at::Tensor>& bias,
+                                                       const std::optional<at::Tensor>& running_mean,
+                                                       const std::optional<at::Tensor>& running_var, bool training,
+                                                       double momentum, double eps, const char* op) {
+  const c10::Device device =
+      structured::common_device({&input}, {&weight, &bias, &running_mean, &running_var}, {}, op);
   const SunriseGuard guard(device);
-  const int64_t channels = channels_of(input, "native_batch_norm");
+  const int64_t channels = channels_of(input, op);
   const c10::ScalarType stat_dtype = channel_dtype(input, or_undefined(weight), or_undefined(bias),
                                                    or_undefined(running_mean), or_undefined(running_var));
   at::Tensor out = at::empty(input.sizes(), input.options().memory_format(input.suggest_memory_format()));
@@ -50,29 +59,81 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_batch_norm(
   at::Tensor save_mean = at::empty({stat_size}, input.options().dtype(stat_dtype));
   at::Tensor save_invstd = at::empty({stat_size}, input.options().dtype(stat_dtype));
   const Capture c(device);
-  launch_task(c.stream, [input = c(input), weight = c(weight), bias = c(bias), running_mean = c(running_mean),
+  launch_task(c.stream, [which, input = c(input), weight = c(weight), bias = c(bias), running_mean = c(running_mean),
                          running_var = c(running_var), training, momentum, eps, out = c(out),
                          save_mean = c(save_mean), save_invstd = c(save_invstd)] {
     Views v;
-    auto [o, mean, invstd] = at::native_batch_norm(v(input), v(weight), v(bias), v(running_mean), v(running_var),
-                                                   training, momentum, eps);
-    v(out).copy_(o);
-    v(save_mean).copy_(mean);
-    v(save_invstd).copy_(invstd);
+    std::tuple<at::Tensor, at::Tensor, at::Tensor> r;
+    switch (which) {
+      case Forward::Native:
+        r = at::native_batch_norm(v(input), v(weight), v(bias), v(running_mean), v(running_var), training, momentum,
+                                  eps);
+        break;
+      case Forward::Legit: {
+        at::Tensor mean = v(*running_mean), var = v(*running_var);
+        r = at::_native_batch_norm_legit(v(input), v(weight), v(bias), mean, var, training, momentum, eps);
+        break;
+      }
+      case Forward::LegitNoStats:
+        r = at::_native_batch_norm_legit(v(input), v(weight), v(bias), training, momentum, eps);
+        break;
+      case Forward::WithUpdate: {
+        at::Tensor mean = v(*running_mean), var = v(*running_var);
+        auto [o, m, s, reserve] = at::_batch_norm_with_update(v(input), v(weight), v(bias), mean, var, momentum, eps);
+        r = {o, m, s};
+        break;
+      }
+    }
+    v(out).copy_(std::get<0>(r));
+    v(save_mean).copy_(std::get<1>(r));
+    v(save_invstd).copy_(std::get<2>(r));
   });
   return {out, save_mean, save_invstd};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> native_batch_norm_backward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> native_batch_norm(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, bool training,
+    double momentum, double eps) {
+  return forward(Forward::Native, input, weight, bias, running_mean, running_var, training, momentum, eps,
+                 "aten::native_batch_norm");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> native_batch_norm_legit(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    at::Tensor& running_mean, at::Tensor& running_var, bool training, double momentum, double eps) {
+  return forward(Forward::Legit, input, weight, bias, running_mean, running_var, training, momentum, eps,
+                 "aten::_native_batch_norm_legit");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> native_batch_norm_legit_no_stats(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    bool training, double momentum, double eps) {
+  return forward(Forward::LegitNoStats, input, weight, bias, std::nullopt, std::nullopt, training, momentum, eps,
+                 "aten::_native_batch_norm_legit.no_stats");
+}
+
+// Training with running statistics; the fourth result is the reserve space
+// cuDNN would keep, empty on the CPU.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_with_update(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    at::Tensor& running_mean, at::Tensor& running_var, double momentum, double eps) {
+  auto [out, mean, invstd] = forward(Forward::WithUpdate, input, weight, bias, running_mean, running_var,
+                                     /*training=*/true, momentum, eps, "aten::_batch_norm_with_update");
+  return {out, mean, invstd, at::empty({0}, input.options().dtype(at::kByte))};
+}
+
+// The backward entry points: native_batch_norm_backward, and batch_norm_backward
+// (of _batch_norm_with_update), which also takes the reserve space.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
     const std::optional<at::Tensor>& save_mean, const std::optional<at::Tensor>& save_invstd, bool train, double eps,
-    std::array<bool, 3> output_mask) {
+    std::array<bool, 3> output_mask, const at::Tensor* reserve, const char* op) {
   const c10::Device device = structured::common_device(
-      {&grad_out, &input}, {&weight, &running_mean, &running_var, &save_mean, &save_invstd}, {},
-      "aten::native_batch_norm_backward");
+      {&grad_out, &input}, {&weight, &running_mean, &running_var, &save_mean, &save_invstd}, {}, op);
   const SunriseGuard guard(device);
-  const int64_t channels = channels_of(input, "native_batch_norm_backward");
+  const int64_t channels = channels_of(input, op);
   const c10::ScalarType param_dtype =
       channel_dtype(input, or_undefined(weight), or_undefined(running_mean), or_undefined(running_var),
                     or_undefined(save_mean), or_undefined(save_invstd));
@@ -84,12 +145,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_batch_norm_backward(
   const Capture c(device);
   launch_task(c.stream, [grad_out = c(grad_out), input = c(input), weight = c(weight), running_mean = c(running_mean),
                          running_var = c(running_var), save_mean = c(save_mean), save_invstd = c(save_invstd), train,
-                         eps, output_mask, grad_input = c(grad_input), grad_weight = c(grad_weight),
-                         grad_bias = c(grad_bias)] {
+                         eps, output_mask, reserve = reserve ? std::optional(c(*reserve)) : std::nullopt,
+                         grad_input = c(grad_input), grad_weight = c(grad_weight), grad_bias = c(grad_bias)] {
     Views v;
-    auto [gi, gw, gb] = at::native_batch_norm_backward(v(grad_out), v(input), v(weight), v(running_mean),
-                                                       v(running_var), v(save_mean), v(save_invstd), train, eps,
-                                                       output_mask);
+    auto [gi, gw, gb] =
+        reserve ? at::batch_norm_backward(v(grad_out), v(input), v(*weight), v(running_mean), v(running_var),
+                                          v(save_mean), v(save_invstd), train, eps, output_mask, v(*reserve))
+                : at::native_batch_norm_backward(v(grad_out), v(input), v(weight), v(running_mean), v(running_var),
+                                                 v(save_mean), v(save_invstd), train, eps, output_mask);
     if (grad_input.defined()) v(grad_input).copy_(gi);
     if (grad_weight.defined()) v(grad_weight).copy_(gw);
     if (grad_bias.defined()) v(grad_bias).copy_(gb);
@@ -97,11 +160,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_batch_norm_backward(
   return {grad_input, grad_weight, grad_bias};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> native_batch_norm_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
+    const std::optional<at::Tensor>& save_mean, const std::optional<at::Tensor>& save_invstd, bool train, double eps,
+    std::array<bool, 3> output_mask) {
+  return backward(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd, train, eps, output_mask,
+                  nullptr, "aten::native_batch_norm_backward");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
+    const std::optional<at::Tensor>& save_mean, const std::optional<at::Tensor>& save_var, bool update, double eps,
+    std::array<bool, 3> output_mask, const at::Tensor& reserve) {
+  return backward(grad_out, input, weight, running_mean, running_var, save_mean, save_var, update, eps, output_mask,
+                  &reserve, "aten::batch_norm_backward");
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("native_batch_norm", native_batch_norm);
+  m.impl("_native_batch_norm_legit", native_batch_norm_legit);
+  m.impl("_native_batch_norm_legit.no_stats", native_batch_norm_legit_no_stats);
+  m.impl("_batch_norm_with_update", batch_norm_with_update);
   m.impl("native_batch_norm_backward", native_batch_norm_backward);
+  m.impl("batch_norm_backward", batch_norm_backward);
 }
 
 }  // namespace torch_sunrise::aten

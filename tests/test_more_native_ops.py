@@ -1,0 +1,109 @@
+"""Ops that used to take the CPU fallback, now native: results, dtypes and strides equal CPU's, no fallback."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import torch_sunrise
+
+
+@pytest.fixture(autouse=True)
+def _no_fallback():
+    mode = torch_sunrise.get_fallback_mode()
+    torch_sunrise.set_fallback_mode("error")
+    torch_sunrise.reset_fallback_stats()
+    yield
+    torch_sunrise.set_fallback_mode(mode)
+
+
+def _same(got, expected) -> None:
+    assert got.device.type == "sunrise"
+    assert (got.dtype, got.shape, got.stride()) == (expected.dtype, expected.shape, expected.stride())
+    torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=0)
+
+
+_X, _Y = torch.randn(4, 6), torch.randn(4, 6)
+_C = torch.randn(3, 4, dtype=torch.complex64)
+
+CASES = {
+    "rsub scalar": lambda x, y, c: 1 - x,
+    "rsub tensor": lambda x, y, c: torch.rsub(x, y, alpha=2),
+    "relu6": lambda x, y, c: F.relu6(x),
+    "hardtanh": lambda x, y, c: F.hardtanh(x, -0.5, 0.5),
+    "hardtanh_": lambda x, y, c: F.hardtanh(x.clone(), -0.25, 0.75, inplace=True),
+    "view_as_real": lambda x, y, c: torch.view_as_real(c),
+    "view_as_complex": lambda x, y, c: torch.view_as_complex(torch.view_as_real(c).clone()),
+    "unfold": lambda x, y, c: x.unfold(1, 2, 2),
+    "repeat": lambda x, y, c: x.repeat(2, 3),
+    "logical_not": lambda x, y, c: torch.logical_not(x > 0),
+    "logical_not_": lambda x, y, c: (x > 0).logical_not_(),
+    "logical_and": lambda x, y, c: (x > 0).logical_and(y > 0),
+    "logical_or broadcast": lambda x, y, c: torch.logical_or(x, y[0]),
+    "logical_xor float": lambda x, y, c: torch.logical_xor(x, y),
+    "logical_and out float": lambda x, y, c: torch.logical_and(x, y, out=torch.empty(0, device=x.device)),
+    "dot": lambda x, y, c: torch.dot(x[0], y[0]),
+    "vdot complex": lambda x, y, c: torch.vdot(c[0], c[1]),
+    "flip": lambda x, y, c: torch.flip(x, [0, -1]),
+    "flip transposed": lambda x, y, c: torch.flip(x.t(), [1]),
+    "roll one dim": lambda x, y, c: torch.roll(x.t(), 1, 0),
+    "roll two dims": lambda x, y, c: torch.roll(x.t(), (1, 2), (0, 1)),
+    "roll flat": lambda x, y, c: torch.roll(x.t(), 2),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_op_matches_cpu_natively(name: str) -> None:
+    fn = CASES[name]
+    _same(fn(_X.sunrise(), _Y.sunrise(), _C.sunrise()), fn(_X, _Y, _C))
+    assert torch_sunrise.fallback_stats() == {}
+
+
+BATCH_NORM_FORMS = {
+    "_native_batch_norm_legit": lambda b, t: torch.ops.aten._native_batch_norm_legit(
+        t, b.weight, b.bias, b.running_mean, b.running_var, True, 0.1, 1e-5),
+    "_native_batch_norm_legit eval": lambda b, t: torch.ops.aten._native_batch_norm_legit(
+        t, b.weight, b.bias, b.running_mean, b.running_var, False, 0.1, 1e-5),
+    "_native_batch_norm_legit.no_stats": lambda b, t: torch.ops.aten._native_batch_norm_legit.no_stats(
+        t, b.weight, b.bias, True, 0.1, 1e-5),
+    "_batch_norm_with_update": lambda b, t: torch.ops.aten._batch_norm_with_update(
+        t, b.weight, b.bias, b.running_mean, b.running_var, 0.1, 1e-5),
+}
+
+
+@pytest.mark.parametrize("name", list(BATCH_NORM_FORMS))
+def test_batch_norm_entry_points_match_cpu(name: str) -> None:
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3)
+    bn_s = copy.deepcopy(bn).sunrise()
+    t = torch.randn(2, 3, 4, 4)
+    t_s = t.sunrise().requires_grad_()
+    t.requires_grad_()
+    got, expected = BATCH_NORM_FORMS[name](bn_s, t_s), BATCH_NORM_FORMS[name](bn, t)
+    for g, e in zip(got, expected):
+        _same(g.detach(), e.detach())
+    _same(bn_s.running_mean, bn.running_mean)
+    _same(bn_s.running_var, bn.running_var)
+    got[0].square().sum().backward()
+    expected[0].square().sum().backward()
+    _same(t_s.grad, t.grad)
+    _same(bn_s.weight.grad, bn.weight.grad)
+    assert torch_sunrise.fallback_stats() == {}
+
+
+def test_argument_errors_raise_at_the_call() -> None:
+    xs = _X.sunrise()
+    with pytest.raises(RuntimeError, match="1D tensors expected"):
+        torch.dot(xs, xs)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        torch.dot(xs[0], xs[0].double())
+    with pytest.raises(RuntimeError, match="appears multiple times"):
+        torch.flip(xs, [0, 0])
+    with pytest.raises(RuntimeError, match="must align"):
+        torch.roll(xs, (1, 2), (0,))
+    with pytest.raises(IndexError, match="out of range"):
+        torch.roll(xs, 1, 5)
