@@ -107,3 +107,76 @@ def test_argument_errors_raise_at_the_call() -> None:
         torch.roll(xs, (1, 2), (0,))
     with pytest.raises(IndexError, match="out of range"):
         torch.roll(xs, 1, 5)
+
+
+def _grads_match(build, make_input, loss=lambda out: out.square().sum(), exact_grads: bool = True) -> None:
+    """Module forward and backward on CPU and sunrise: outputs, input and parameter gradients equal."""
+    torch.manual_seed(0)
+    module = build()
+    module_s = copy.deepcopy(module).sunrise()
+    x = make_input()
+    xc, xs = x.clone().requires_grad_(), x.sunrise().requires_grad_()
+    out_c, out_s = module(xc), module_s(xs)
+    _same(out_s.detach(), out_c.detach())
+    loss(out_c).backward()
+    loss(out_s).backward()
+    check = _same if exact_grads else lambda got, expected: torch.testing.assert_close(got.cpu(), expected)
+    check(xs.grad, xc.grad)
+    for p_c, p_s in zip(module.parameters(), module_s.parameters()):
+        check(p_s.grad, p_c.grad)
+    assert torch_sunrise.fallback_stats() == {}
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("size", [(3, 3), (1, 5), (7, 7)])
+def test_adaptive_avg_pool2d(size, channels_last) -> None:
+    def make():
+        x = torch.randn(2, 3, 9, 9)
+        return x.to(memory_format=torch.channels_last) if channels_last else x
+
+    _grads_match(lambda: nn.AdaptiveAvgPool2d(size), make)
+
+
+@pytest.mark.parametrize("dtype, param_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.float32),
+                                                 (torch.bfloat16, torch.bfloat16)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_group_norm(dtype, param_dtype, channels_last) -> None:
+    def make():
+        x = torch.randn(2, 6, 5, 4, dtype=dtype)
+        return x.to(memory_format=torch.channels_last) if channels_last else x
+
+    # PyTorch's derivative of native_group_norm hands the backward kernel
+    # channels-last tensors on the CPU only (contiguous ones on any other
+    # device, CUDA included), so the CPU kernel sums in another order there.
+    _grads_match(lambda: nn.GroupNorm(3, 6).to(param_dtype), make, loss=lambda out: out.float().square().sum(),
+                 exact_grads=not channels_last)
+
+
+def test_hardswish_and_its_gradient() -> None:
+    _grads_match(nn.Hardswish, lambda: torch.randn(3, 4, 5) * 4)
+    x = torch.randn(2, 8) * 4
+    xs = x.sunrise()
+    F.hardswish(xs, inplace=True)
+    _same(xs, F.hardswish(x))
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_spatial_cross_entropy(reduction, weighted) -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6)
+    target = torch.randint(0, 4, (2, 5, 6))
+    target[0, 0, :3] = -100  # ignored
+    weight = torch.rand(4) if weighted else None
+
+    def run(device):
+        x = logits.to(device).requires_grad_()
+        w = weight.to(device) if weighted else None
+        loss = F.cross_entropy(x, target.to(device), weight=w, reduction=reduction)
+        loss.sum().backward()
+        return loss.detach(), x.grad
+
+    (loss_s, grad_s), (loss_c, grad_c) = run("sunrise"), run("cpu")
+    _same(loss_s, loss_c)
+    _same(grad_s, grad_c)
+    assert torch_sunrise.fallback_stats() == {}

@@ -265,16 +265,15 @@ TORCH_LIBRARY_IMPL(_, PrivateUse1, m) {
 
 // Ops with a generic kernel (CompositeExplicitAutograd), which would win over
 // the backend fallback, sent to the CPU kernel explicitly:
-//  - native_group_norm, addr, addr.out: their
-//    decompositions round intermediates to the input dtype (bfloat16), where
-//    the CPU kernels keep float32.
+//  - addr, addr.out: their decompositions round intermediates to the input
+//    dtype (bfloat16), where the CPU kernels keep float32.
 //  - addr_: its generic kernel calls addr.out(self, out=self), and the CPU
 //    addr.out tells in-place from out= by argument address (&result == &self),
 //    which a boxed call cannot keep (each argument is its own IValue): it
 //    would resize self instead of raising. Run addr_ itself on the CPU.
 //  - mode.values: its generic kernel rejects any device but CPU/CUDA/XPU.
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
-  for (const char* op : {"native_group_norm", "addr", "addr.out", "addr_", "mode.values"}) {
+  for (const char* op : {"addr", "addr.out", "addr_", "mode.values"}) {
     m.impl(op, torch::CppFunction::makeFromBoxedFunction<&sunrise_cpu_fallback>());
   }
 }

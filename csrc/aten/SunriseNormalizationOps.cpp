@@ -1,7 +1,7 @@
-// Batch normalization, as device work: the host allocates the results with
-// the CPU kernel's geometry (batch_norm_cpu), the device runs that kernel over
-// views of device memory. Running statistics are updated in place there, in
-// stream order.
+// Batch and group normalization, as device work: the host allocates the
+// results with the CPU kernel's geometry (batch_norm_cpu, group_norm), the
+// device runs that kernel over views of device memory. Running statistics are
+// updated in place there, in stream order.
 #include "SunriseAsyncSupport.h"
 
 #include <ATen/native/cpu/mixed_data_type.h>
@@ -11,6 +11,8 @@
 #include <ATen/ops/batch_norm_backward.h>
 #include <ATen/ops/native_batch_norm.h>
 #include <ATen/ops/native_batch_norm_backward.h>
+#include <ATen/ops/native_group_norm.h>
+#include <ATen/ops/native_group_norm_backward.h>
 #include <torch/library.h>
 
 namespace torch_sunrise::aten {
@@ -178,6 +180,56 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward(
                   &reserve, "aten::batch_norm_backward");
 }
 
+// ------------------------------------------------------------------ group norm
+std::tuple<at::Tensor, at::Tensor, at::Tensor> native_group_norm(const at::Tensor& input,
+                                                                 const std::optional<at::Tensor>& weight,
+                                                                 const std::optional<at::Tensor>& bias, int64_t n,
+                                                                 int64_t c, int64_t hxw, int64_t group, double eps) {
+  const c10::Device device = structured::common_device({&input}, {&weight, &bias}, {}, "aten::native_group_norm");
+  const SunriseGuard guard(device);
+  const c10::ScalarType stat_dtype = channel_dtype(input, or_undefined(weight), or_undefined(bias));
+  at::Tensor y = at::empty(input.sizes(), input.options().memory_format(input.suggest_memory_format()));
+  at::Tensor mean = at::empty({n, group}, input.options().dtype(stat_dtype));
+  at::Tensor rstd = at::empty({n, group}, input.options().dtype(stat_dtype));
+  const Capture cap(device);
+  launch_task(cap.stream, [input = cap(input), weight = cap(weight), bias = cap(bias), n, c, hxw, group, eps,
+                           y = cap(y), mean = cap(mean), rstd = cap(rstd)] {
+    Views v;
+    auto [ry, rmean, rrstd] = at::native_group_norm(v(input), v(weight), v(bias), n, c, hxw, group, eps);
+    v(y).copy_(ry);
+    v(mean).copy_(rmean);
+    v(rstd).copy_(rrstd);
+  });
+  return {y, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> native_group_norm_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& rstd,
+    const std::optional<at::Tensor>& weight, int64_t n, int64_t c, int64_t hxw, int64_t group,
+    std::array<bool, 3> output_mask) {
+  const c10::Device device = structured::common_device({&grad_out, &input, &mean, &rstd}, {&weight}, {},
+                                                       "aten::native_group_norm_backward");
+  const SunriseGuard guard(device);
+  const c10::ScalarType param_dtype = channel_dtype(input, or_undefined(weight));
+  at::Tensor grad_input = output_mask[0]
+                              ? at::empty(input.sizes(), input.options().memory_format(input.suggest_memory_format()))
+                              : at::Tensor();
+  at::Tensor grad_weight = output_mask[1] ? at::empty({c}, input.options().dtype(param_dtype)) : at::Tensor();
+  at::Tensor grad_bias = output_mask[2] ? at::empty({c}, input.options().dtype(param_dtype)) : at::Tensor();
+  const Capture cap(device);
+  launch_task(cap.stream, [grad_out = cap(grad_out), input = cap(input), mean = cap(mean), rstd = cap(rstd),
+                           weight = cap(weight), n, c, hxw, group, output_mask, grad_input = cap(grad_input),
+                           grad_weight = cap(grad_weight), grad_bias = cap(grad_bias)] {
+    Views v;
+    auto [gi, gw, gb] = at::native_group_norm_backward(v(grad_out), v(input), v(mean), v(rstd), v(weight), n, c, hxw,
+                                                       group, output_mask);
+    if (grad_input.defined()) v(grad_input).copy_(gi);
+    if (grad_weight.defined()) v(grad_weight).copy_(gw);
+    if (grad_bias.defined()) v(grad_bias).copy_(gb);
+  });
+  return {grad_input, grad_weight, grad_bias};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
@@ -187,6 +239,8 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("_batch_norm_with_update", batch_norm_with_update);
   m.impl("native_batch_norm_backward", native_batch_norm_backward);
   m.impl("batch_norm_backward", batch_norm_backward);
+  m.impl("native_group_norm", native_group_norm);
+  m.impl("native_group_norm_backward", native_group_norm_backward);
 }
 
 }  // namespace torch_sunrise::aten
