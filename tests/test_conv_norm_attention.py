@@ -243,3 +243,18 @@ def test_flash_kernel_argument_errors_raise_at_the_call() -> None:
         torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, q, torch.randn(2, 4, 8, 16, device="sunrise"))
     with pytest.raises(RuntimeError, match="same device"):
         torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, q, q.cpu())
+
+
+def test_sdpa_with_a_mask_that_requires_grad_takes_the_math_path_like_cpu() -> None:
+    # The flash kernel has no gradient for the mask: CPU eager picks the math path then.
+    q, k, v = _qkv(torch.float32, "contiguous")
+    mask = torch.randn(16, 16)
+    cpu = [t.clone().requires_grad_() for t in (q, k, v, mask)]
+    dev = [t.sunrise().requires_grad_() for t in (q, k, v, mask)]
+    out_c = F.scaled_dot_product_attention(*cpu[:3], attn_mask=cpu[3])
+    out_s = F.scaled_dot_product_attention(*dev[:3], attn_mask=dev[3])
+    torch.testing.assert_close(out_s.cpu(), out_c.detach())
+    out_c.sum().backward()
+    out_s.sum().backward()
+    for c, s in zip(cpu, dev):
+        torch.testing.assert_close(s.grad.cpu(), c.grad)

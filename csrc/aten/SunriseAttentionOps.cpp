@@ -29,11 +29,18 @@ namespace torch_sunrise::aten {
 namespace {
 
 // CPU's choice, made from the operands' metadata (CPU views made on the host
-// carry it; no data is read).
+// carry it, requires_grad included: the flash kernel has no gradient for a
+// mask, so a mask that requires one sends CPU eager to the math path; no data
+// is read).
 int64_t fused_sdp_choice(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                          const std::optional<at::Tensor>& attn_mask, double dropout_p, bool is_causal,
                          std::optional<double> scale, bool enable_gqa) {
-  auto view = [](const at::Tensor& t) { return t.device().is_privateuseone() ? kernels::cpu_view(t) : t; };
+  auto view = [](const at::Tensor& t) {
+    if (!t.device().is_privateuseone()) return t;
+    at::Tensor v = kernels::cpu_view(t);
+    if (t.requires_grad()) v.set_requires_grad(true);
+    return v;
+  };
   std::optional<at::Tensor> mask;
   if (attn_mask && attn_mask->defined()) mask = view(*attn_mask);
   return at::native::_fused_sdp_choice_stub(c10::DeviceType::CPU, view(query), view(key), view(value), mask,
