@@ -26,8 +26,9 @@
 namespace sunrise_rt {
 namespace {
 
-// Address space only (no memory, no commit charge): 1 TiB per arena.
-constexpr size_t kArenaBytes = size_t{1} << 40;
+// Address space only (no memory, no commit charge): 1 TiB per arena, or less
+// where the address space is restricted (under ThreadSanitizer, say).
+constexpr size_t kArenaSizes[] = {size_t{1} << 40, size_t{1} << 36, size_t{1} << 33};
 constexpr size_t kAlignment = 64;
 constexpr size_t kMaxRecords = size_t{1} << 22;
 
@@ -43,6 +44,7 @@ struct Record {
 struct Arenas {
   uintptr_t device = 0;  // the addresses handed out as device pointers
   uintptr_t access = 0;  // where device work reaches them
+  size_t bytes = 0;      // of each arena
   size_t next = 0;       // bump offset; address ranges are never reused
   std::mutex mutex;
   // Append-only, in address order, readable from the signal handler without a
@@ -145,9 +147,9 @@ void on_fault(int sig, siginfo_t* info, void* context) {
 #if defined(__x86_64__)
   write = (static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
 #endif
-  if (address - a.device < kArenaBytes) report_and_abort("host code", write, address);
+  if (address - a.device < a.bytes) report_and_abort("host code", write, address);
   // Reported by device pointer, the address the allocation is known by.
-  if (address - a.access < kArenaBytes) {
+  if (address - a.access < a.bytes) {
     const uintptr_t device_address = address - a.access + a.device;
     report_and_abort("device work", write, device_address);
   }
@@ -156,13 +158,20 @@ void on_fault(int sig, siginfo_t* info, void* context) {
 
 bool install() {
   Arenas& a = arenas();
-  void* device = reserve(kArenaBytes);
-  void* access = reserve(kArenaBytes);
+  for (size_t bytes : kArenaSizes) {
+    void* device = reserve(bytes);
+    void* access = device == nullptr ? nullptr : reserve(bytes);
+    if (access != nullptr) {
+      a.device = reinterpret_cast<uintptr_t>(device);
+      a.access = reinterpret_cast<uintptr_t>(access);
+      a.bytes = bytes;
+      break;
+    }
+    if (device != nullptr) munmap(device, bytes);
+  }
   void* records = mmap(nullptr, kMaxRecords * sizeof(Record), PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (device == nullptr || access == nullptr || records == MAP_FAILED) return false;
-  a.device = reinterpret_cast<uintptr_t>(device);
-  a.access = reinterpret_cast<uintptr_t>(access);
+  if (a.bytes == 0 || records == MAP_FAILED) return false;
   a.records = static_cast<Record*>(records);
   struct sigaction act {};
   act.sa_sigaction = on_fault;
@@ -187,7 +196,7 @@ void* memcheck_map(int device, size_t size, size_t* mapped) {
   const size_t bytes = (pages + page() - 1) / page() * page();
   std::lock_guard<std::mutex> lock(a.mutex);
   const size_t count = a.count.load(std::memory_order_relaxed);
-  if (a.next + bytes + page() > kArenaBytes || count == kMaxRecords) return nullptr;
+  if (a.next + bytes + page() > a.bytes || count == kMaxRecords) return nullptr;
   const size_t offset = a.next;
   void* p = mmap(reinterpret_cast<void*>(a.access + offset), bytes, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
@@ -217,7 +226,7 @@ void* memcheck_access(const void* ptr) {
   if (!memcheck_enabled() || !installed()) return const_cast<void*>(ptr);
   const auto address = reinterpret_cast<uintptr_t>(ptr);
   const Arenas& a = arenas();
-  if (address - a.device >= kArenaBytes) return const_cast<void*>(ptr);
+  if (address - a.device >= a.bytes) return const_cast<void*>(ptr);
   return reinterpret_cast<void*>(address - a.device + a.access);
 }
 
