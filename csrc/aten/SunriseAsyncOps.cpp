@@ -236,10 +236,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm(const at::Tenso
   launch_task(c.stream, [input = c(input), shape = normalized_shape.vec(), weight = c(weight), bias = c(bias), eps,
                   y = c(y), mean = c(mean), rstd = c(rstd)] {
     Views v;
-    auto [ry, rmean, rrstd] = at::native_layer_norm(v(input), shape, v(weight), v(bias), eps);
-    v(y).copy_(ry);
-    v(mean).copy_(rmean);
-    v(rstd).copy_(rrstd);
+    put_results(v, at::native_layer_norm(v(input), shape, v(weight), v(bias), eps), y, mean, rstd);
   });
   return {y, mean, rstd};
 }
@@ -266,11 +263,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm_backward(
   launch_task(c.stream, [grad_out = c(grad_out), input = c(input), shape = normalized_shape.vec(), mean = c(mean),
                   rstd = c(rstd), weight = c(weight), bias = c(bias), output_mask, dx = c(dx), dw = c(dw), db = c(db)] {
     Views v;
-    auto [rx, rw, rb] = at::native_layer_norm_backward(v(grad_out), v(input), shape, v(mean), v(rstd), v(weight),
-                                                       v(bias), output_mask);
-    if (dx.defined()) v(dx).copy_(rx);
-    if (dw.defined()) v(dw).copy_(rw);
-    if (db.defined()) v(db).copy_(rb);
+    put_results(v,
+                at::native_layer_norm_backward(v(grad_out), v(input), shape, v(mean), v(rstd), v(weight), v(bias),
+                                               output_mask),
+                dx, dw, db);
   });
   return {dx, dw, db};
 }

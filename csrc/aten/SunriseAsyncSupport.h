@@ -10,6 +10,7 @@
 #include "StructuredOps.h"
 
 #include <optional>
+#include <tuple>
 #include <vector>
 
 namespace torch_sunrise::aten {
@@ -45,6 +46,18 @@ struct Views {
   std::optional<at::Tensor> operator()(const std::optional<kernels::DeferredTensor>& t) { return kernels::view(t, set); }
   std::vector<at::Tensor> operator()(const std::vector<kernels::DeferredTensor>& list) { return kernels::view(list, set); }
 };
+
+// Copies the results of a CPU kernel (a tuple of tensors) into the outputs
+// allocated for them; undefined outputs (gradients not asked for) are skipped.
+template <typename... Results, typename... Outputs>
+void put_results(Views& v, const std::tuple<Results...>& results, const Outputs&... outputs) {
+  static_assert(sizeof...(Results) == sizeof...(Outputs), "one output per result");
+  std::apply(
+      [&](const auto&... result) {
+        ((outputs.defined() ? static_cast<void>(v(outputs).copy_(result)) : static_cast<void>(0)), ...);
+      },
+      results);
+}
 
 inline c10::Device device_of(std::initializer_list<const at::Tensor*> tensors, const char* op) {
   return structured::common_device(tensors, {}, {}, op);

@@ -91,10 +91,10 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_forward(const at::Tensor& que
     Views v;
     const at::Tensor q = v(query), k = v(key);
     const SerialMathScope serial(small_attention(q, k));
-    auto [o, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v(value), dropout_p, is_causal,
-                                                                    v(attn_mask), scale);
-    v(out).copy_(o);
-    v(logsumexp).copy_(lse);
+    put_results(v,
+                at::_scaled_dot_product_flash_attention_for_cpu(q, k, v(value), dropout_p, is_causal, v(attn_mask),
+                                                                scale),
+                out, logsumexp);
   });
   return {out, logsumexp};
 }
@@ -118,11 +118,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_backward(
     Views v;
     const at::Tensor q = v(query), k = v(key);
     const SerialMathScope serial(small_attention(q, k));
-    auto [gq, gk, gv] = at::_scaled_dot_product_flash_attention_for_cpu_backward(
-        v(grad_out), q, k, v(value), v(out), v(logsumexp), dropout_p, is_causal, v(attn_mask), scale);
-    v(grad_q).copy_(gq);
-    v(grad_k).copy_(gk);
-    v(grad_v).copy_(gv);
+    put_results(v,
+                at::_scaled_dot_product_flash_attention_for_cpu_backward(
+                    v(grad_out), q, k, v(value), v(out), v(logsumexp), dropout_p, is_causal, v(attn_mask), scale),
+                grad_q, grad_k, grad_v);
   });
   return {grad_q, grad_k, grad_v};
 }

@@ -80,11 +80,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_overrideable
                          output_padding = output_padding.vec(), groups, output_mask, grad_input = c(grad_input),
                          grad_weight = c(grad_weight), grad_bias = c(grad_bias)] {
     Views v;
-    auto [gi, gw, gb] = at::convolution_backward(v(grad_output), v(input), v(weight), bias_sizes, stride, padding,
-                                                 dilation, transposed, output_padding, groups, output_mask);
-    if (grad_input.defined()) v(grad_input).copy_(gi);
-    if (grad_weight.defined()) v(grad_weight).copy_(gw);
-    if (grad_bias.defined()) v(grad_bias).copy_(gb);
+    put_results(v,
+                at::convolution_backward(v(grad_output), v(input), v(weight), bias_sizes, stride, padding, dilation,
+                                         transposed, output_padding, groups, output_mask),
+                grad_input, grad_weight, grad_bias);
   });
   return {grad_input, grad_weight, grad_bias};
 }

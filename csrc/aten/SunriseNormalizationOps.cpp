@@ -86,9 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(Forward which, const at::
         break;
       }
     }
-    v(out).copy_(std::get<0>(r));
-    v(save_mean).copy_(std::get<1>(r));
-    v(save_invstd).copy_(std::get<2>(r));
+    put_results(v, r, out, save_mean, save_invstd);
   });
   return {out, save_mean, save_invstd};
 }
@@ -150,14 +148,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
                          eps, output_mask, reserve = reserve ? std::optional(c(*reserve)) : std::nullopt,
                          grad_input = c(grad_input), grad_weight = c(grad_weight), grad_bias = c(grad_bias)] {
     Views v;
-    auto [gi, gw, gb] =
-        reserve ? at::batch_norm_backward(v(grad_out), v(input), v(*weight), v(running_mean), v(running_var),
-                                          v(save_mean), v(save_invstd), train, eps, output_mask, v(*reserve))
-                : at::native_batch_norm_backward(v(grad_out), v(input), v(weight), v(running_mean), v(running_var),
-                                                 v(save_mean), v(save_invstd), train, eps, output_mask);
-    if (grad_input.defined()) v(grad_input).copy_(gi);
-    if (grad_weight.defined()) v(grad_weight).copy_(gw);
-    if (grad_bias.defined()) v(grad_bias).copy_(gb);
+    put_results(v,
+                reserve ? at::batch_norm_backward(v(grad_out), v(input), v(*weight), v(running_mean), v(running_var),
+                                                  v(save_mean), v(save_invstd), train, eps, output_mask, v(*reserve))
+                        : at::native_batch_norm_backward(v(grad_out), v(input), v(weight), v(running_mean),
+                                                         v(running_var), v(save_mean), v(save_invstd), train, eps,
+                                                         output_mask),
+                grad_input, grad_weight, grad_bias);
   });
   return {grad_input, grad_weight, grad_bias};
 }
@@ -195,10 +192,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_group_norm(const at::Tenso
   launch_task(cap.stream, [input = cap(input), weight = cap(weight), bias = cap(bias), n, c, hxw, group, eps,
                            y = cap(y), mean = cap(mean), rstd = cap(rstd)] {
     Views v;
-    auto [ry, rmean, rrstd] = at::native_group_norm(v(input), v(weight), v(bias), n, c, hxw, group, eps);
-    v(y).copy_(ry);
-    v(mean).copy_(rmean);
-    v(rstd).copy_(rrstd);
+    put_results(v, at::native_group_norm(v(input), v(weight), v(bias), n, c, hxw, group, eps), y, mean, rstd);
   });
   return {y, mean, rstd};
 }
@@ -221,11 +215,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_group_norm_backward(
                            weight = cap(weight), n, c, hxw, group, output_mask, grad_input = cap(grad_input),
                            grad_weight = cap(grad_weight), grad_bias = cap(grad_bias)] {
     Views v;
-    auto [gi, gw, gb] = at::native_group_norm_backward(v(grad_out), v(input), v(mean), v(rstd), v(weight), n, c, hxw,
-                                                       group, output_mask);
-    if (grad_input.defined()) v(grad_input).copy_(gi);
-    if (grad_weight.defined()) v(grad_weight).copy_(gw);
-    if (grad_bias.defined()) v(grad_bias).copy_(gb);
+    put_results(v,
+                at::native_group_norm_backward(v(grad_out), v(input), v(mean), v(rstd), v(weight), n, c, hxw, group,
+                                               output_mask),
+                grad_input, grad_weight, grad_bias);
   });
   return {grad_input, grad_weight, grad_bias};
 }

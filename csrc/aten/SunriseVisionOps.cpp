@@ -105,9 +105,8 @@ std::tuple<at::Tensor, at::Tensor> nll_loss2d_forward(const at::Tensor& self, co
   launch_task(c.stream, [self = c(self), target = c(target), weight = c(weight), reduction, ignore_index,
                          output = c(output), total_weight = c(total_weight)] {
     Views v;
-    auto [o, tw] = at::nll_loss2d_forward(v(self), v(target), v(weight), reduction, ignore_index);
-    v(output).copy_(o);
-    v(total_weight).copy_(tw);
+    put_results(v, at::nll_loss2d_forward(v(self), v(target), v(weight), reduction, ignore_index), output,
+                total_weight);
   });
   return {output, total_weight};
 }
