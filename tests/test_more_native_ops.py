@@ -104,6 +104,8 @@ def test_argument_errors_raise_at_the_call() -> None:
         torch.roll(xs, (1, 2), (0,))
     with pytest.raises(IndexError, match="out of range"):
         torch.roll(xs, 1, 5)
+    with pytest.raises(RuntimeError, match=r"output with shape \[4, 1\] doesn't match the broadcast shape \[4, 6\]"):
+        xs[:, :1].logical_and_(xs)
 
 
 def _grads_match(build, make_input, loss=lambda out: out.square().sum(), exact_grads: bool = True) -> None:

@@ -36,7 +36,11 @@ at::Tensor& logical_binary_out(const at::Tensor& self, const at::Tensor& other, 
                                                   : "aten::logical_xor.out";
   const c10::Device device = device_of({&self, &other, &out}, name);
   const SunriseGuard guard(device);
-  at::native::resize_output(out, at::infer_size(self.sizes(), other.sizes()));
+  const std::vector<int64_t> shape = at::infer_size(self.sizes(), other.sizes());
+  // An output that is also an input (the in-place form) is never resized.
+  TORCH_CHECK(!(out.is_same(self) || out.is_same(other)) || out.sizes() == c10::IntArrayRef(shape),
+              "output with shape ", out.sizes(), " doesn't match the broadcast shape ", c10::IntArrayRef(shape));
+  at::native::resize_output(out, shape);
   const Capture c(device);
   launch_task(c.stream, [self = c(self), other = c(other), out = c(out)] {
     Views v;
