@@ -128,8 +128,7 @@ def build_report(result: dict) -> tuple[str, dict]:
              f"{s['op_db'] - s['ops_exercised']} OpInfos are not counted for native/fallback because every "
              "sample raised on the CPU as well (CUDA-only ops, unsupported dtypes).\n")
     L.append("\"Native\" means no call reached the boxed CPU fallback (`torch_sunrise.fallback_stats()`); it "
-             "includes views and other ops that decompose into native ops, and ops with their own sunrise "
-             "registration even where that registration computes on the host (convolution, fused RNN cells).\n")
+             "includes views and other ops that decompose into native ops (the fused LSTM/GRU cells, for one).\n")
 
     L.append("## Outcomes per check\n")
     L.append("| check | " + " | ".join(full_run.OUTCOMES) + " |")
