@@ -131,6 +131,13 @@ def run_python() -> Callable[..., subprocess.CompletedProcess]:
     return run
 
 
+def assert_same_as_cpu(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """A sunrise result bitwise equal to the CPU's, with the CPU kernel's dtype, shape and strides."""
+    assert got.device.type == "sunrise"
+    assert (got.dtype, got.shape, got.stride()) == (expected.dtype, expected.shape, expected.stride())
+    torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=0)
+
+
 def describe(proc: subprocess.CompletedProcess) -> str:
     """Exit status and output of a subprocess, for assertion messages."""
     return f"exit status {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr[-4000:]}"

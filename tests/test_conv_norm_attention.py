@@ -14,20 +14,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import torch_sunrise
+from conftest import assert_same_as_cpu
 
 
 @pytest.fixture(autouse=True)
 def _no_fallback(fallback_mode):
     """Any CPU fallback raises; the counters start empty."""
     fallback_mode("error")
-
-
-def _same(got: torch.Tensor, expected: torch.Tensor) -> None:
-    """Bitwise equal, with the CPU kernel's dtype, shape and strides."""
-    assert got.device.type == "sunrise"
-    assert got.dtype == expected.dtype and got.shape == expected.shape
-    assert got.stride() == expected.stride(), (got.stride(), expected.stride())
-    torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=0)
 
 
 def _pending_while(fn) -> bool:
@@ -75,13 +68,13 @@ def test_convolution_forward_backward_bitwise(dims, transposed, kwargs, channels
     conv_s = copy.deepcopy(conv).to("sunrise")
     xc, xs = x.clone().requires_grad_(), x.sunrise().requires_grad_()
     out_c, out_s = conv(xc), conv_s(xs)
-    _same(out_s, out_c.detach())
+    assert_same_as_cpu(out_s, out_c.detach())
     grad = torch.randn_like(out_c)
     out_c.backward(grad)
     out_s.backward(grad.sunrise())
-    _same(xs.grad, xc.grad)
-    _same(conv_s.weight.grad, conv.weight.grad)
-    _same(conv_s.bias.grad, conv.bias.grad)
+    assert_same_as_cpu(xs.grad, xc.grad)
+    assert_same_as_cpu(conv_s.weight.grad, conv.weight.grad)
+    assert_same_as_cpu(conv_s.bias.grad, conv.bias.grad)
     assert torch_sunrise.fallback_stats() == {}
 
 
@@ -95,7 +88,7 @@ def test_convolution_without_bias_and_only_some_gradients() -> None:
     xc, xs = x.clone().requires_grad_(), x.sunrise().requires_grad_()
     conv(xc).square().sum().backward()
     conv_s(xs).square().sum().backward()
-    _same(xs.grad, xc.grad)
+    assert_same_as_cpu(xs.grad, xc.grad)
 
 
 def test_convolution_is_queued_not_run_on_the_host() -> None:
@@ -127,20 +120,20 @@ def test_batch_norm_train_and_eval_bitwise(dtype, param_dtype, channels_last, af
     for step in range(2):  # running statistics carry over between steps
         xc, xs = x.clone().requires_grad_(), x.sunrise().requires_grad_()
         out_c, out_s = bn(xc), bn_s(xs)
-        _same(out_s, out_c.detach())
+        assert_same_as_cpu(out_s, out_c.detach())
         grad = torch.randn_like(out_c)
         out_c.backward(grad)
         out_s.backward(grad.sunrise())
-        _same(xs.grad, xc.grad)
+        assert_same_as_cpu(xs.grad, xc.grad)
         if affine:
-            _same(bn_s.weight.grad, bn.weight.grad)
-            _same(bn_s.bias.grad, bn.bias.grad)
-        _same(bn_s.running_mean, bn.running_mean)
-        _same(bn_s.running_var, bn.running_var)
+            assert_same_as_cpu(bn_s.weight.grad, bn.weight.grad)
+            assert_same_as_cpu(bn_s.bias.grad, bn.bias.grad)
+        assert_same_as_cpu(bn_s.running_mean, bn.running_mean)
+        assert_same_as_cpu(bn_s.running_var, bn.running_var)
         x = x * 1.5 + step
     bn.eval(), bn_s.eval()
     with torch.no_grad():
-        _same(bn_s(x.sunrise()), bn(x))
+        assert_same_as_cpu(bn_s(x.sunrise()), bn(x))
     assert torch_sunrise.fallback_stats() == {}
 
 
@@ -151,7 +144,7 @@ def test_native_batch_norm_statistics_match_cpu() -> None:
         expected = torch.ops.aten.native_batch_norm(x, None, None, rm.clone(), rv.clone(), training, 0.1, 1e-5)
         got = torch.ops.aten.native_batch_norm(x.sunrise(), None, None, rm.sunrise(), rv.sunrise(), training, 0.1, 1e-5)
         for g, e in zip(got, expected):
-            _same(g, e)
+            assert_same_as_cpu(g, e)
 
 
 def test_batch_norm_is_queued_and_checks_at_the_call() -> None:
@@ -206,12 +199,12 @@ def test_sdpa_forward_backward_bitwise(dtype, layout, kwargs) -> None:
     kw_s = {n: (a.sunrise() if isinstance(a, torch.Tensor) else a) for n, a in kwargs.items()}
     out_c = F.scaled_dot_product_attention(*cpu, **kwargs)
     out_s = F.scaled_dot_product_attention(*dev, **kw_s)
-    _same(out_s, out_c.detach())
+    assert_same_as_cpu(out_s, out_c.detach())
     grad = torch.randn_like(out_c)
     out_c.backward(grad)
     out_s.backward(grad.sunrise())
     for c, s in zip(cpu, dev):
-        _same(s.grad, c.grad)
+        assert_same_as_cpu(s.grad, c.grad)
     assert torch_sunrise.fallback_stats() == {}
 
 

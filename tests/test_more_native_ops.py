@@ -10,18 +10,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import torch_sunrise
+from conftest import assert_same_as_cpu
 
 
 @pytest.fixture(autouse=True)
 def _no_fallback(fallback_mode):
     """Any CPU fallback raises; the counters start empty."""
     fallback_mode("error")
-
-
-def _same(got, expected) -> None:
-    assert got.device.type == "sunrise"
-    assert (got.dtype, got.shape, got.stride()) == (expected.dtype, expected.shape, expected.stride())
-    torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=0)
 
 
 _X, _Y = torch.randn(4, 6), torch.randn(4, 6)
@@ -56,7 +51,7 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_op_matches_cpu_natively(name: str) -> None:
     fn = CASES[name]
-    _same(fn(_X.sunrise(), _Y.sunrise(), _C.sunrise()), fn(_X, _Y, _C))
+    assert_same_as_cpu(fn(_X.sunrise(), _Y.sunrise(), _C.sunrise()), fn(_X, _Y, _C))
     assert torch_sunrise.fallback_stats() == {}
 
 
@@ -82,13 +77,13 @@ def test_batch_norm_entry_points_match_cpu(name: str) -> None:
     t.requires_grad_()
     got, expected = BATCH_NORM_FORMS[name](bn_s, t_s), BATCH_NORM_FORMS[name](bn, t)
     for g, e in zip(got, expected):
-        _same(g.detach(), e.detach())
-    _same(bn_s.running_mean, bn.running_mean)
-    _same(bn_s.running_var, bn.running_var)
+        assert_same_as_cpu(g.detach(), e.detach())
+    assert_same_as_cpu(bn_s.running_mean, bn.running_mean)
+    assert_same_as_cpu(bn_s.running_var, bn.running_var)
     got[0].square().sum().backward()
     expected[0].square().sum().backward()
-    _same(t_s.grad, t.grad)
-    _same(bn_s.weight.grad, bn.weight.grad)
+    assert_same_as_cpu(t_s.grad, t.grad)
+    assert_same_as_cpu(bn_s.weight.grad, bn.weight.grad)
     assert torch_sunrise.fallback_stats() == {}
 
 
@@ -116,10 +111,10 @@ def _grads_match(build, make_input, loss=lambda out: out.square().sum(), exact_g
     x = make_input()
     xc, xs = x.clone().requires_grad_(), x.sunrise().requires_grad_()
     out_c, out_s = module(xc), module_s(xs)
-    _same(out_s.detach(), out_c.detach())
+    assert_same_as_cpu(out_s.detach(), out_c.detach())
     loss(out_c).backward()
     loss(out_s).backward()
-    check = _same if exact_grads else lambda got, expected: torch.testing.assert_close(got.cpu(), expected)
+    check = assert_same_as_cpu if exact_grads else lambda got, expected: torch.testing.assert_close(got.cpu(), expected)
     check(xs.grad, xc.grad)
     for p_c, p_s in zip(module.parameters(), module_s.parameters()):
         check(p_s.grad, p_c.grad)
@@ -156,7 +151,7 @@ def test_hardswish_and_its_gradient() -> None:
     x = torch.randn(2, 8) * 4
     xs = x.sunrise()
     F.hardswish(xs, inplace=True)
-    _same(xs, F.hardswish(x))
+    assert_same_as_cpu(xs, F.hardswish(x))
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
@@ -176,6 +171,6 @@ def test_spatial_cross_entropy(reduction, weighted) -> None:
         return loss.detach(), x.grad
 
     (loss_s, grad_s), (loss_c, grad_c) = run("sunrise"), run("cpu")
-    _same(loss_s, loss_c)
-    _same(grad_s, grad_c)
+    assert_same_as_cpu(loss_s, loss_c)
+    assert_same_as_cpu(grad_s, grad_c)
     assert torch_sunrise.fallback_stats() == {}

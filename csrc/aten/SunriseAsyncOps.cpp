@@ -433,7 +433,7 @@ at::Tensor roll(const at::Tensor& self, c10::IntArrayRef shifts, c10::IntArrayRe
               ", dims:", dims.size());
   for (int64_t d : dims) at::maybe_wrap_dim(d, self.dim());
   at::Tensor out = flat ? at::empty(self.sizes(), self.options())
-                        : at::empty(self.sizes(), self.options().memory_format(self.suggest_memory_format()));
+                        : empty_in_suggested_format(self, self.sizes());
   const Capture c(device);
   launch_task(c.stream, [self = c(self), shifts = shifts.vec(), dims = dims.vec(), out = c(out)] {
     Views v;

@@ -9,6 +9,8 @@
 
 #include "StructuredOps.h"
 
+#include <ATen/ops/empty.h>
+
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -57,6 +59,12 @@ void put_results(Views& v, const std::tuple<Results...>& results, const Outputs&
         ((outputs.defined() ? static_cast<void>(v(outputs).copy_(result)) : static_cast<void>(0)), ...);
       },
       results);
+}
+
+// An empty tensor of `sizes` with t's options, in t's suggested memory format
+// (channels-last stays channels-last): how many CPU kernels allocate results.
+inline at::Tensor empty_in_suggested_format(const at::Tensor& t, c10::IntArrayRef sizes) {
+  return at::empty(sizes, t.options().memory_format(t.suggest_memory_format()));
 }
 
 inline c10::Device device_of(std::initializer_list<const at::Tensor*> tensors, const char* op) {

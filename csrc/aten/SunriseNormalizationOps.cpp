@@ -55,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(Forward which, const at::
   const int64_t channels = channels_of(input, op);
   const c10::ScalarType stat_dtype = channel_dtype(input, or_undefined(weight), or_undefined(bias),
                                                    or_undefined(running_mean), or_undefined(running_var));
-  at::Tensor out = at::empty(input.sizes(), input.options().memory_format(input.suggest_memory_format()));
+  at::Tensor out = empty_in_suggested_format(input, input.sizes());
   // Evaluation keeps no batch statistics: the CPU kernel returns empty ones.
   const int64_t stat_size = training ? channels : 0;
   at::Tensor save_mean = at::empty({stat_size}, input.options().dtype(stat_dtype));
@@ -138,7 +138,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
       channel_dtype(input, or_undefined(weight), or_undefined(running_mean), or_undefined(running_var),
                     or_undefined(save_mean), or_undefined(save_invstd));
   at::Tensor grad_input = output_mask[0]
-                              ? at::empty(input.sizes(), input.options().memory_format(input.suggest_memory_format()))
+                              ? empty_in_suggested_format(input, input.sizes())
                               : at::Tensor();
   at::Tensor grad_weight = output_mask[1] ? at::empty({channels}, input.options().dtype(param_dtype)) : at::Tensor();
   at::Tensor grad_bias = output_mask[2] ? at::empty({channels}, input.options().dtype(param_dtype)) : at::Tensor();
@@ -185,7 +185,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_group_norm(const at::Tenso
   const c10::Device device = structured::common_device({&input}, {&weight, &bias}, {}, "aten::native_group_norm");
   const SunriseGuard guard(device);
   const c10::ScalarType stat_dtype = channel_dtype(input, or_undefined(weight), or_undefined(bias));
-  at::Tensor y = at::empty(input.sizes(), input.options().memory_format(input.suggest_memory_format()));
+  at::Tensor y = empty_in_suggested_format(input, input.sizes());
   at::Tensor mean = at::empty({n, group}, input.options().dtype(stat_dtype));
   at::Tensor rstd = at::empty({n, group}, input.options().dtype(stat_dtype));
   const Capture cap(device);
@@ -206,7 +206,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_group_norm_backward(
   const SunriseGuard guard(device);
   const c10::ScalarType param_dtype = channel_dtype(input, or_undefined(weight));
   at::Tensor grad_input = output_mask[0]
-                              ? at::empty(input.sizes(), input.options().memory_format(input.suggest_memory_format()))
+                              ? empty_in_suggested_format(input, input.sizes())
                               : at::Tensor();
   at::Tensor grad_weight = output_mask[1] ? at::empty({c}, input.options().dtype(param_dtype)) : at::Tensor();
   at::Tensor grad_bias = output_mask[2] ? at::empty({c}, input.options().dtype(param_dtype)) : at::Tensor();

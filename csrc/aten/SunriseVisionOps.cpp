@@ -17,10 +17,6 @@
 namespace torch_sunrise::aten {
 namespace {
 
-at::Tensor like_suggested(const at::Tensor& t, c10::IntArrayRef sizes) {
-  return at::empty(sizes, t.options().memory_format(t.suggest_memory_format()));
-}
-
 // ----------------------------------------------------- adaptive average pool
 at::Tensor adaptive_avg_pool2d(const at::Tensor& self, c10::IntArrayRef output_size) {
   const c10::Device device = device_of({&self}, "aten::_adaptive_avg_pool2d");
@@ -30,7 +26,7 @@ at::Tensor adaptive_avg_pool2d(const at::Tensor& self, c10::IntArrayRef output_s
               "adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got ", self.sizes());
   std::vector<int64_t> sizes(self.sizes().begin(), self.sizes().end() - 2);
   sizes.insert(sizes.end(), output_size.begin(), output_size.end());
-  at::Tensor out = like_suggested(self, sizes);
+  at::Tensor out = empty_in_suggested_format(self, sizes);
   const Capture c(device);
   launch_task(c.stream, [self = c(self), output_size = output_size.vec(), out = c(out)] {
     Views v;
@@ -42,7 +38,7 @@ at::Tensor adaptive_avg_pool2d(const at::Tensor& self, c10::IntArrayRef output_s
 at::Tensor adaptive_avg_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& self) {
   const c10::Device device = device_of({&grad_output, &self}, "aten::_adaptive_avg_pool2d_backward");
   const SunriseGuard guard(device);
-  at::Tensor grad_input = like_suggested(self, self.sizes());
+  at::Tensor grad_input = empty_in_suggested_format(self, self.sizes());
   const Capture c(device);
   launch_task(c.stream, [grad_output = c(grad_output), self = c(self), grad_input = c(grad_input)] {
     Views v;

@@ -333,16 +333,11 @@ class DeviceCachingAllocator {
   }
 
   void unlink_segment_locked(Block* block) {
-    stats_.num_device_free += 1;
     for_each_stat(block->pool, [&](size_t t) {
       stats_.active[t].decrease(1);
       stats_.active_bytes[t].decrease(block->size);
-      stats_.segment[t].decrease(1);
-      stats_.reserved_bytes[t].decrease(block->size);
     });
-    auto owned = blocks_.find(block);
-    unreleased_.push_back(std::move(owned->second));
-    blocks_.erase(owned);
+    take_segment_locked(block, unreleased_);
   }
 
   void release_unreleased() {
@@ -529,15 +524,21 @@ class DeviceCachingAllocator {
         continue;
       }
       it = pool.blocks.erase(it);
-      stats_.num_device_free += 1;
-      for_each_stat(&pool, [&](size_t t) {
-        stats_.segment[t].decrease(1);
-        stats_.reserved_bytes[t].decrease(block->size);
-      });
-      auto owned = blocks_.find(block);
-      out.push_back(std::move(owned->second));
-      blocks_.erase(owned);
+      take_segment_locked(block, out);
     }
+  }
+
+  // Moves a whole segment (one unsplit block) out of the allocator's records
+  // into `out`, for srFree once the lock is released.
+  void take_segment_locked(Block* block, std::vector<std::unique_ptr<Block>>& out) {
+    stats_.num_device_free += 1;
+    for_each_stat(block->pool, [&](size_t t) {
+      stats_.segment[t].decrease(1);
+      stats_.reserved_bytes[t].decrease(block->size);
+    });
+    auto owned = blocks_.find(block);
+    out.push_back(std::move(owned->second));
+    blocks_.erase(owned);
   }
 
   size_t capacity() const {

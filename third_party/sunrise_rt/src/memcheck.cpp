@@ -95,7 +95,6 @@ void report_and_abort(const char* who, bool write, uintptr_t address) {
                       reinterpret_cast<void*>(address));
   } else {
     const long long offset = static_cast<long long>(address) - static_cast<long long>(r->base);
-    const char* what = r->freed.load(std::memory_order_acquire) ? "freed" : "live";
     if (r->freed.load(std::memory_order_acquire)) {
       n = std::snprintf(text, sizeof(text),
                         "==sunrise memcheck== %s: %s freed device memory (use after free) at %p: byte %lld of a "
@@ -110,9 +109,9 @@ void report_and_abort(const char* who, bool write, uintptr_t address) {
                         r->size, r->device, reinterpret_cast<void*>(r->base));
     } else {
       n = std::snprintf(text, sizeof(text),
-                        "==sunrise memcheck== %s: invalid %s device memory at %p: byte %lld of a %s %zu-byte "
+                        "==sunrise memcheck== %s: invalid %s device memory at %p: byte %lld of a live %zu-byte "
                         "allocation of device %d at %p\n",
-                        who, access, reinterpret_cast<void*>(address), offset, what, r->size, r->device,
+                        who, access, reinterpret_cast<void*>(address), offset, r->size, r->device,
                         reinterpret_cast<void*>(r->base));
     }
   }
