@@ -17,6 +17,7 @@
 #pragma once
 
 #include "../kernels/DeviceView.h"
+#include "DeviceParallelism.h"
 
 #include <torch_sunrise/SunriseCachingAllocator.h>
 #include <torch_sunrise/SunriseGuard.h>
@@ -388,20 +389,6 @@ std::array<at::Tensor, N> views_of(const std::array<kernels::DeferredTensor, N>&
   std::array<at::Tensor, N> out;
   for (size_t i = 0; i < N; ++i) out[i] = outputs[i].view(views);
   return out;
-}
-
-// A matrix product for which a second thread gains nothing while the host
-// thread is issuing work. Measured on 2 cores: MKL's second thread saves a few
-// microseconds at 128x64x64 when both cores are free, and none on products of
-// a single row (token-by-token decoding), which stream the weights from
-// memory; with it, an 8-layer MLP of 32x64x64 products ran 2-10x slower than
-// CPU eager, and GPT-2 greedy decoding up to 2x.
-inline bool small_product(const at::Tensor& a, const at::Tensor& b) {
-  constexpr int64_t kSerialFmas = int64_t{1} << 20;
-  constexpr int64_t kSerialRows = 4;
-  if (b.dim() < 2) return a.numel() <= kSerialFmas;  // matrix-vector
-  const int64_t rows = a.size(-1) == 0 ? 0 : a.numel() / a.size(-1);
-  return rows <= kSerialRows || a.numel() * b.size(-1) <= kSerialFmas;
 }
 
 // Owned copies of array arguments, for the deferred call.

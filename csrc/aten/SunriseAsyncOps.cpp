@@ -11,7 +11,9 @@
 #include <ATen/OpMathType.h>
 #include <ATen/WrapDimUtils.h>
 #include <ATen/WrapDimUtilsMulti.h>
+#include <ATen/Dispatch.h>
 #include <ATen/native/IndexingUtils.h>
+#include <ATen/native/RangeUtils.h>
 #include <ATen/native/cpu/mixed_data_type.h>
 #include <ATen/native/layer_norm.h>
 #include <ATen/ops/_fused_adam.h>
@@ -40,6 +42,7 @@
 #include <ATen/ops/roll.h>
 #include <ATen/ops/std.h>
 #include <ATen/ops/sum.h>
+#include <ATen/ops/sum_meta_dispatch.h>
 #include <ATen/ops/var.h>
 #include <ATen/ops/result_type.h>
 #include <ATen/ops/where.h>
@@ -325,14 +328,16 @@ at::Tensor& abs_out(const at::Tensor& self, at::Tensor& out) {
   return out;
 }
 
-// arange's length depends only on the scalars; the meta kernel computes it
-// (with CPU's argument checks) on a meta tensor of out's dtype.
+// arange's length depends only on the scalars, computed (with CPU's argument
+// checks) by the helper CPU's kernel uses. Not the meta kernel: torch registers
+// a Python one, which costs hundreds of microseconds per call.
 at::Tensor& arange_out(const c10::Scalar& start, const c10::Scalar& end, const c10::Scalar& step, at::Tensor& out) {
   const c10::Device device = device_of({&out}, "aten::arange.start_out");
   const SunriseGuard guard(device);
-  at::Tensor meta = at::empty({0}, out.options().device(c10::kMeta));
-  at::arange_out(meta, start, end, step);
-  at::native::resize_output(out, meta.sizes());
+  const int64_t size = AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "arange_out", [&] {
+    return at::native::compute_arange_size<scalar_t>(start, end, step);
+  });
+  at::native::resize_output(out, {size});
   const Capture c(device);
   launch_task(c.stream, [start, end, step, out = c(out)] {
     Views v;
@@ -342,13 +347,13 @@ at::Tensor& arange_out(const c10::Scalar& start, const c10::Scalar& end, const c
   return out;
 }
 
-// eye's shape depends only on n and m; the meta kernel checks them.
+// eye's shape depends only on n and m (checked as CPU's kernel does).
 at::Tensor& eye_m_out(int64_t n, int64_t m, at::Tensor& out) {
   const c10::Device device = device_of({&out}, "aten::eye.m_out");
   const SunriseGuard guard(device);
-  at::Tensor meta = at::empty({0}, out.options().device(c10::kMeta));
-  at::eye_out(meta, n, m);
-  at::native::resize_output(out, meta.sizes());
+  TORCH_CHECK(n >= 0, "n must be greater or equal to 0, got ", n);
+  TORCH_CHECK(m >= 0, "m must be greater or equal to 0, got ", m);
+  at::native::resize_output(out, {n, m});
   const Capture c(device);
   launch_task(c.stream, [n, m, out = c(out)] {
     Views v;
@@ -361,7 +366,8 @@ at::Tensor& eye_m_out(int64_t n, int64_t m, at::Tensor& out) {
 at::Tensor& eye_out(int64_t n, at::Tensor& out) { return eye_m_out(n, n, out); }
 
 // var / std with a correction: the result has the shape of any reduction over
-// `dim` (taken from sum's meta kernel) and the real dtype of the input.
+// `dim` (taken from sum's C++ meta function; the dispatcher's Meta kernel is
+// Python) and the real dtype of the input.
 template <bool Std>
 at::Tensor var_or_std(const at::Tensor& self, at::OptionalIntArrayRef dim, const std::optional<c10::Scalar>& correction,
                       bool keepdim) {
@@ -369,7 +375,7 @@ at::Tensor var_or_std(const at::Tensor& self, at::OptionalIntArrayRef dim, const
               "std and var only support floating point and complex dtypes");
   const c10::Device device = device_of({&self}, Std ? "aten::std.correction" : "aten::var.correction");
   const SunriseGuard guard(device);
-  const at::Tensor shape = at::sum(meta_like(self), dim, keepdim);
+  const at::Tensor shape = at::meta::sum(meta_like(self), dim, keepdim);
   at::Tensor out = at::empty(shape.sizes(), self.options().dtype(c10::toRealValueType(self.scalar_type())));
   std::optional<std::vector<int64_t>> dims;
   if (dim) dims = dim->vec();

@@ -58,14 +58,6 @@ void check_qkv(const at::Tensor& query, const at::Tensor& key, const at::Tensor&
               "scaled_dot_product_attention_flash_attention: Q/K/V should have the same head size");
 }
 
-// Attention small enough for the device thread alone, by the rule for matrix
-// products (structured::small_product) applied to Q K^T: token-by-token
-// decoding, say. The kernel splits its work by batch, head and query block,
-// each computed by one thread, so the thread count does not change the bits.
-bool small_attention(const at::Tensor& query, const at::Tensor& key) {
-  return structured::small_product(query, key.transpose(-2, -1));
-}
-
 // {B, H, T, E} laid out as {B, T, H, E}: how the CPU kernel allocates the
 // logsumexp and the gradients.
 at::Tensor heads_inner(at::IntArrayRef sizes, const at::TensorOptions& options) {
@@ -90,7 +82,7 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_forward(const at::Tensor& que
                          attn_mask = c(attn_mask), scale, out = c(out), logsumexp = c(logsumexp)] {
     Views v;
     const at::Tensor q = v(query), k = v(key);
-    const SerialMathScope serial(small_attention(q, k));
+    const SerialMathScope serial(serial_attention(q, k, /*products=*/2));
     put_results(v,
                 at::_scaled_dot_product_flash_attention_for_cpu(q, k, v(value), dropout_p, is_causal, v(attn_mask),
                                                                 scale),
@@ -117,7 +109,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_backward(
                          grad_q = c(grad_q), grad_k = c(grad_k), grad_v = c(grad_v)] {
     Views v;
     const at::Tensor q = v(query), k = v(key);
-    const SerialMathScope serial(small_attention(q, k));
+    const SerialMathScope serial(serial_attention(q, k, /*products=*/5));
     put_results(v,
                 at::_scaled_dot_product_flash_attention_for_cpu_backward(
                     v(grad_out), q, k, v(value), v(out), v(logsumexp), dropout_p, is_causal, v(attn_mask), scale),

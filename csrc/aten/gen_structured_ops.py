@@ -103,12 +103,23 @@ def owned_rebind(b: Binding) -> tuple[str, str] | None:
     return None
 
 
-# Matrix products (first matrix, second operand), run on the device thread
-# alone when small (SerialMathScope): MKL gives the same bits either way.
+# The device's threading policy (DeviceParallelism.h): work whose bits do not
+# depend on the thread count runs on the device thread alone when small.
+# Matrix products (first matrix, second operand): MKL's bits are the same
+# with one thread or two in the range serial_product() allows.
 GEMMS = {
     "mm": ("self", "mat2"), "bmm": ("self", "mat2"), "addmm": ("mat1", "mat2"),
     "_addmm_activation": ("mat1", "mat2"), "baddbmm": ("batch1", "batch2"), "addmv": ("mat", "vec"),
 }
+# Elementwise (TensorIterator) kernels: only where every split of the work
+# between threads falls where one thread's loop would change vectors anyway
+# (serial_elementwise()); elsewhere a chunk's tail takes the scalar path and
+# transcendental functions change their last bit. These TensorIterator ops also
+# reduce (a mean or sum of the elementwise loss, split by thread count):
+REDUCING_ITERATOR_OPS = {"mse_loss", "smooth_l1_loss"}
+# Row-wise kernels whose rows are computed alike whichever thread has them
+# (softmax's are not: its backward and its non-last dimensions change bits).
+ROW_WISE = {"_log_softmax", "_log_softmax_backward_data", "nll_loss_backward"}
 
 # Non-tensor argument types a MetaMemo key can hold (spaces removed).
 MEMO_TYPES = (
@@ -145,7 +156,7 @@ class Skip(Exception):
     pass
 
 
-def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, idx: int) -> tuple[str, str]:
+def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, idx: int, elementwise: bool) -> tuple[str, str]:
     k = f.func.kind()
     sig = DispatcherSignature.from_schema(f.func, prefix=f"sunrise_{idx}_{k.name}_")
     n_out = len(f.func.returns)
@@ -232,9 +243,16 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, idx: int) -> tuple[
             context.append(Expr(expr=f"out_v[{i}]", type=NamedCType(out_arg.nctype.name, MutRefCType(BaseCType(tensorT)))))
         target = CppSignatureGroup.from_native_function(g.out, method=False).faithful_signature
     call_exprs = ", ".join(e.expr for e in translate(context, target.arguments(), method=False))
-    gemm = GEMMS.get(str(g.out.func.name.name.base))
+    base = str(g.out.func.name.name.base)
+    gemm = GEMMS.get(base)
     if gemm is not None:
-        device.append(f"const SerialMathScope serial(small_product({gemm[0]}_v, {gemm[1]}_v));")
+        device.append(f"const SerialMathScope serial(serial_product({gemm[0]}_v, {gemm[1]}_v));")
+    elif elementwise or base in ROW_WISE:
+        operands = [f"{b.name}_v" for b in args
+                    if tensor_kind(b.nctype.cpp_type()) == "tensor" and b.name not in out_names]
+        operands += [f"out_v[{i}]" for i in range(n_out)]
+        check = "serial_elementwise" if elementwise else "serial_rows"
+        device.append(f"const SerialMathScope serial({check}({{{', '.join('&' + o for o in operands)}}}));")
     device.append(f"const OutputBits<{n_out}> bits(out_v);")
     device.append(f"at::cpu::{target.name()}({call_exprs});")
     device.append("bits.resolve(out_v);")
@@ -290,9 +308,12 @@ def main() -> None:
         meta_name = f"structured_{meta_api.name(g)}"
         meta_header = include_dir / f"{root_name}_meta.h"
         cpu_header = include_dir / f"{root_name}_cpu_dispatch.h"
-        if not meta_header.exists() or f"struct TORCH_API {meta_name} " not in meta_header.read_text():
+        meta_text = meta_header.read_text() if meta_header.exists() else ""
+        if f"struct TORCH_API {meta_name} " not in meta_text:
             skipped.append((base, "meta class not exported"))
             continue
+        elementwise = (f"struct TORCH_API {meta_name} : public TensorIteratorBase" in meta_text
+                       and base not in REDUCING_ITERATOR_OPS)
         if not cpu_header.exists() or f" {root_name}_outf(" not in cpu_header.read_text():
             skipped.append((base, "CPU kernel not exported"))
             continue
@@ -306,7 +327,7 @@ def main() -> None:
                     use_const_ref_for_mutable_tensors=f.use_const_ref_for_mutable_tensors,
                     use_ilistref_for_tensor_lists=f.part_of_structured_group,
                 ):
-                    b, r = gen_variant(g, f, meta_class, len(generated) * 3 + idx)
+                    b, r = gen_variant(g, f, meta_class, len(generated) * 3 + idx, elementwise)
                 bodies.append(b)
                 regs.append(r)
         except Skip as e:

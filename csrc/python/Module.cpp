@@ -198,6 +198,7 @@ PYBIND11_MODULE(_C, m) {
     out["max_threads_per_block"] = p.maxThreadsPerBlock;
     out["warp_size"] = p.warpSize;
     out["shared_memory_per_block"] = p.sharedMemPerBlock;
+    out["serial_work_us"] = p.serialWorkUs;
     return out;
   });
 

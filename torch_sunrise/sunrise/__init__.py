@@ -153,6 +153,9 @@ class _SunriseDeviceProperties:
     max_threads_per_block: int
     warp_size: int
     shared_memory_per_block: int
+    # Work estimated below this many microseconds on one core runs on the
+    # device thread alone where that leaves the bits unchanged (SUNRISE_SERIAL_US).
+    serial_work_us: int
     type: str = "sunrise"
 
     def __repr__(self) -> str:

@@ -26,6 +26,9 @@
  *  SUNRISE_LAUNCH_BLOCKING  "1": every submission returns only once it has run
  *  SUNRISE_SPIN_US          how long idle device threads and waiting hosts spin
  *                           before sleeping, in microseconds (default 50)
+ *  SUNRISE_SERIAL_US        work estimated to take less than this many
+ *                           microseconds on one compute unit is best left to
+ *                           one: srDeviceProp::serialWorkUs (default 100)
  *  SUNRISE_MAX_QUEUED       launches a stream queues before the host waits
  *                           (default 256)
  *  SUNRISE_MEMCHECK         "1": device pointers fault when host code
@@ -91,6 +94,9 @@ typedef struct srDeviceProp {
   int maxGridSize[3];
   size_t sharedMemPerBlock;   /* bytes of per-block scratch a kernel may assume */
   int memcheck;               /* 1 under SUNRISE_MEMCHECK=1 */
+  int serialWorkUs;           /* work estimated to take less than this on one
+                                 compute unit is best run on one
+                                 (SUNRISE_SERIAL_US) */
 } srDeviceProp;
 
 SR_API srError_t srGetDeviceCount(int* count);

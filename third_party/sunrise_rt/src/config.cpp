@@ -60,6 +60,11 @@ Config load() {
     if (parse_int(s, 0, 10'000'000, &v)) c.spin_ns = int64_t{v} * 1000;
     else err << "SUNRISE_SPIN_US='" << s << "' is not a whole number of microseconds. ";
   }
+  if (const char* s = std::getenv("SUNRISE_SERIAL_US")) {
+    long v = 0;
+    if (parse_int(s, 0, 1'000'000, &v)) c.serial_us = static_cast<int>(v);
+    else err << "SUNRISE_SERIAL_US='" << s << "' is not a whole number of microseconds from 0 to 1000000. ";
+  }
   if (const char* s = std::getenv("SUNRISE_MAX_QUEUED")) {
     long v = 0;
     if (parse_int(s, 1, 1'000'000, &v)) c.max_queued = v;

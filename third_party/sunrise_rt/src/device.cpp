@@ -36,6 +36,7 @@ Devices* build_devices() {
     p.maxGridSize[2] = 65535;
     p.sharedMemPerBlock = 48 * 1024;
     p.memcheck = cfg.memcheck ? 1 : 0;
+    p.serialWorkUs = cfg.serial_us;
     devices.list.push_back(std::move(dev));
   }
   for (auto& dev : devices.list) {

@@ -28,6 +28,7 @@ struct Config {
   int compute_units = 1;        // per device, including the stream's own thread
   bool launch_blocking = false;
   int64_t spin_ns = 50'000;     // spin before sleeping, nanoseconds
+  int serial_us = 100;          // SUNRISE_SERIAL_US, reported as srDeviceProp::serialWorkUs
   // Launch queue depth per stream: a host that runs further ahead than this
   // waits (sleeping, until half the queue has run), as with CUDA's bounded
   // launch queue. What queued work owns (task objects, and anything a kernel

@@ -1,0 +1,57 @@
+// How many threads a device task computes with: the threading policy of the
+// emulated device (README, "Threads").
+//
+// Device work runs ATen's CPU kernels, which parallelise with OpenMP: each
+// stream's device thread owns a team, as the host thread running CPU eager
+// code owns one. A parallel region needs a second core, and on a machine with
+// few cores the host thread, busy issuing the next ops, holds it; the team's
+// worker then spins after the region (libgomp: about 3 ms), so the host and
+// the device thread share the remaining core. In a loop that waits for the
+// device every step, steps stalled for scheduler time slices (30-50 ms).
+//
+// The rule, decided from the work's size and dtype, never from timing:
+//  - Work whose result does not depend on the number of threads runs on the
+//    device thread alone when its estimated one-core time is below
+//    SUNRISE_SERIAL_US (default 100 µs): a region then costs more than it can
+//    save. That is matrix products in the range where MKL's bits are the same
+//    with one thread or two (at most 4 rows, or at most 2^20 multiply-adds),
+//    flash attention, log-softmax
+//    and NLL's backward (rows computed alike on any thread), and elementwise
+//    kernels where each thread's share starts at a multiple of 128 elements.
+//  - Everything else uses the team CPU eager would use, so results are CPU
+//    eager's bits whatever the setting. Reductions split their input by thread
+//    count (sum, mean, norm, var, ...); so do elementwise kernels split
+//    elsewhere, whose chunk tails take the scalar path (silu: one element in
+//    100,000 differs in its last bit), and softmax.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <initializer_list>
+
+namespace torch_sunrise::aten {
+
+// Elementwise work over these tensors (inputs, then outputs), by its bytes;
+// false unless every operand is a scalar or contiguous with the output's
+// size, and every team size splits it at multiples of 128 elements (where a
+// vectorised loop changes vectors whatever the dtype).
+bool serial_elementwise(std::initializer_list<const at::Tensor*> tensors);
+
+// Row-wise work over these tensors, by its bytes.
+bool serial_rows(std::initializer_list<const at::Tensor*> tensors);
+
+// The matrix product a @ b (b may be a vector; leading dimensions of a are
+// batch or rows). False outside the range where the thread count leaves the
+// bits unchanged.
+bool serial_product(const at::Tensor& a, const at::Tensor& b);
+
+// Flash attention of query {..., L, E} over key {..., S, E}, computing
+// `products` matrix products of that size (forward 2: Q K^T and P V; backward
+// 5). Its kernel splits the work by batch, head and query block, each block
+// computed by one thread, so the thread count leaves the bits unchanged;
+// except in float32 with one query per head (decoding), where CPU eager's two
+// threads can differ from one in the last bit: the one exception to the rule,
+// kept because a team for that small work made decoding several times slower.
+bool serial_attention(const at::Tensor& query, const at::Tensor& key, int products);
+
+}  // namespace torch_sunrise::aten
