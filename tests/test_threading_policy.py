@@ -34,6 +34,22 @@ for n in (1000, 76_800, 100_000, 1_000_000):  # 76,800: each half a multiple of 
         case(lambda a: torch.softmax(a.view(100, -1), 0), x)
         case(lambda a, g: torch._softmax_backward_data(g.view(-1, 100), torch.softmax(a.view(-1, 100), -1), -1,
                                                        a.dtype), x, y)
+for dtype in (torch.float32, torch.bfloat16):
+    for shape in ((2, 1, 64), (64, 768), (1000, 100), (5, 4097)):
+        x, w, b = torch.randn(shape, dtype=dtype), torch.randn(shape[-1]), torch.randn(shape[-1])
+        case(lambda x, w, b: torch.cat([t.flatten() for t in torch.native_layer_norm(x, [shape[-1]], w, b, 1e-5)]),
+             x, w.to(dtype), b.to(dtype))
+        case(lambda x, w, b: torch.native_layer_norm(x, [shape[-1]], w, b, 1e-5)[0], x, w, b)
+    for sizes in ((64, 2048, 4), (300_000, 33)):
+        def adamw(*tensors):
+            params, grads = [t.clone() for t in tensors[:len(sizes)]], list(tensors[len(sizes):])
+            state = [[torch.zeros_like(p) for p in params] for _ in range(2)]
+            steps = [torch.tensor(1.0, device=p.device) for p in params]
+            for _ in range(2):
+                torch._fused_adamw_(params, grads, state[0], state[1], [], steps, lr=1e-3, beta1=0.9, beta2=0.999,
+                                    weight_decay=0.01, eps=1e-8, amsgrad=False, maximize=False)
+            return torch.cat([t.flatten() for t in params + state[0] + state[1]])
+        case(adamw, *[torch.randn(n, dtype=dtype) for n in sizes * 2])
 for dtype in (torch.float32, torch.bfloat16, torch.float16):
     for m, k, n in ((1, 1024, 256), (1, 1024, 2816), (4, 1024, 1024), (16, 64, 64), (64, 128, 128)):
         a, w, b = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)

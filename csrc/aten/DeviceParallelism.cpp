@@ -51,12 +51,12 @@ bool serial_time(double microseconds) {
   return microseconds < threshold;
 }
 
-double streaming_us(std::initializer_list<const at::Tensor*> tensors) {
+double bytes_of(std::initializer_list<const at::Tensor*> tensors) {
   double bytes = 0;
   for (const at::Tensor* t : tensors) {
     if (t->defined()) bytes += static_cast<double>(t->numel()) * static_cast<double>(t->element_size());
   }
-  return bytes / kStreamBytesPerUs;
+  return bytes;
 }
 
 }  // namespace
@@ -71,10 +71,12 @@ bool serial_elementwise(std::initializer_list<const at::Tensor*> tensors) {
   for (int64_t threads = 2; threads <= at::get_num_threads(); ++threads) {
     if ((n + threads - 1) / threads % kSplitAlignment != 0) return false;
   }
-  return serial_time(streaming_us(tensors));
+  return serial_bytes(bytes_of(tensors));
 }
 
-bool serial_rows(std::initializer_list<const at::Tensor*> tensors) { return serial_time(streaming_us(tensors)); }
+bool serial_bytes(double bytes) { return serial_time(bytes / kStreamBytesPerUs); }
+
+bool serial_rows(std::initializer_list<const at::Tensor*> tensors) { return serial_bytes(bytes_of(tensors)); }
 
 bool serial_product(const at::Tensor& a, const at::Tensor& b) {
   const int64_t inner = a.dim() == 0 ? 1 : a.size(-1);

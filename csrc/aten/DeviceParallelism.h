@@ -15,8 +15,9 @@
 //    SUNRISE_SERIAL_US (default 100 µs): a region then costs more than it can
 //    save. That is matrix products in the range where MKL's bits are the same
 //    with one thread or two (at most 4 rows, or at most 2^20 multiply-adds),
-//    flash attention, log-softmax
-//    and NLL's backward (rows computed alike on any thread), and elementwise
+//    flash attention, row-wise kernels whose rows are computed alike on any
+//    thread (log-softmax, softmax over the last dimension, layer norm's
+//    forward, NLL's backward, fused Adam(W)), and elementwise
 //    kernels where each thread's share starts at a multiple of 128 elements.
 //  - Everything else uses the team CPU eager would use, so results are CPU
 //    eager's bits whatever the setting. Reductions split their input by thread
@@ -37,8 +38,11 @@ namespace torch_sunrise::aten {
 // vectorised loop changes vectors whatever the dtype).
 bool serial_elementwise(std::initializer_list<const at::Tensor*> tensors);
 
-// Row-wise work over these tensors, by its bytes.
+// Work whose rows (or elements) are computed alike whichever thread has them,
+// streaming these tensors (or this many bytes) through a core: log-softmax,
+// softmax over the last dimension, layer norm's forward, fused Adam(W).
 bool serial_rows(std::initializer_list<const at::Tensor*> tensors);
+bool serial_bytes(double bytes);
 
 // The matrix product a @ b (b may be a vector; leading dimensions of a are
 // batch or rows). False outside the range where the thread count leaves the

@@ -235,10 +235,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm(const at::Tenso
   at::Tensor y = at::empty(input.sizes(), input.options());
   at::Tensor mean = at::empty(stat_shape, input.options().dtype(stat_dtype));
   at::Tensor rstd = at::empty(stat_shape, input.options().dtype(stat_dtype));
+  const bool serial = serial_rows({&input, &y});
   const Capture c(device);
   launch_task(c.stream, [input = c(input), shape = normalized_shape.vec(), weight = c(weight), bias = c(bias), eps,
-                  y = c(y), mean = c(mean), rstd = c(rstd)] {
+                  y = c(y), mean = c(mean), rstd = c(rstd), serial] {
     Views v;
+    const SerialMathScope one_thread(serial);
     put_results(v, at::native_layer_norm(v(input), shape, v(weight), v(bias), eps), y, mean, rstd);
   });
   return {y, mean, rstd};
@@ -587,11 +589,17 @@ void fused_adam_impl(at::TensorList self, at::TensorList grads, at::TensorList e
   if (self.empty()) return;
   const c10::Device device = device_of({&self[0]}, AdamW ? "aten::_fused_adamw_" : "aten::_fused_adam_");
   const SunriseGuard guard(device);
+  double bytes = 0;
+  for (at::TensorList list : {self, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs}) {
+    for (const at::Tensor& t : list) bytes += static_cast<double>(t.numel()) * static_cast<double>(t.element_size());
+  }
+  const bool serial = serial_bytes(bytes);
   const Capture c(device);
   launch_task(c.stream, [p = c(self), g = c(grads), m = c(exp_avgs), s = c(exp_avg_sqs), mx = c(max_exp_avg_sqs),
                   st = c(state_steps), lr, lr_tensor = c(lr_tensor), beta1, beta2, weight_decay, eps, amsgrad,
-                  maximize, grad_scale = c(grad_scale), found_inf = c(found_inf)] {
+                  maximize, grad_scale = c(grad_scale), found_inf = c(found_inf), serial] {
     Views v;
+    const SerialMathScope one_thread(serial);
     auto run = [&](auto learning_rate) {
       if constexpr (AdamW) {
         at::_fused_adamw_(v(p), v(g), v(m), v(s), v(mx), v(st), learning_rate, beta1, beta2, weight_decay, eps,

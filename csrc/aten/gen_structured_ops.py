@@ -118,8 +118,10 @@ GEMMS = {
 # reduce (a mean or sum of the elementwise loss, split by thread count):
 REDUCING_ITERATOR_OPS = {"mse_loss", "smooth_l1_loss"}
 # Row-wise kernels whose rows are computed alike whichever thread has them
-# (softmax's are not: its backward and its non-last dimensions change bits).
+# (softmax's are only over the last dimension: its backward and its other
+# dimensions change bits).
 ROW_WISE = {"_log_softmax", "_log_softmax_backward_data", "nll_loss_backward"}
+LAST_DIM_ROW_WISE = {"_softmax"}
 
 # Non-tensor argument types a MetaMemo key can hold (spaces removed).
 MEMO_TYPES = (
@@ -247,12 +249,14 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, idx: int, elementwi
     gemm = GEMMS.get(base)
     if gemm is not None:
         device.append(f"const SerialMathScope serial(serial_product({gemm[0]}_v, {gemm[1]}_v));")
-    elif elementwise or base in ROW_WISE:
+    elif elementwise or base in ROW_WISE or base in LAST_DIM_ROW_WISE:
         operands = [f"{b.name}_v" for b in args
                     if tensor_kind(b.nctype.cpp_type()) == "tensor" and b.name not in out_names]
         operands += [f"out_v[{i}]" for i in range(n_out)]
-        check = "serial_elementwise" if elementwise else "serial_rows"
-        device.append(f"const SerialMathScope serial({check}({{{', '.join('&' + o for o in operands)}}}));")
+        check = f"{'serial_elementwise' if elementwise else 'serial_rows'}({{{', '.join('&' + o for o in operands)}}})"
+        if base in LAST_DIM_ROW_WISE:
+            check = f"at::maybe_wrap_dim(dim, self_v.dim()) + 1 >= self_v.dim() && {check}"
+        device.append(f"const SerialMathScope serial({check});")
     device.append(f"const OutputBits<{n_out}> bits(out_v);")
     device.append(f"at::cpu::{target.name()}({call_exprs});")
     device.append("bits.resolve(out_v);")
