@@ -385,3 +385,41 @@ def test_out_of_memory_then_recovery(run_python) -> None:
     expected = torch.full((16 << 20,), 7, dtype=torch.uint8).sum(dtype=torch.int64).item()
     assert out["sum"] == expected
     assert out["num_ooms"] == 1
+
+
+@pytest.mark.parametrize("std_exception", [True, False])
+def test_a_failed_device_task_still_releases_what_it_holds(std_exception) -> None:
+    held = torch.empty(1 << 20, dtype=torch.uint8, device="sunrise")
+    torch.sunrise.synchronize()
+    base = torch.sunrise.memory_allocated() - held.numel()
+    torch_sunrise._C._runtime.inject_async_error(0, "task failed", holding=held, std_exception=std_exception)
+    del held
+    try:
+        with pytest.raises(torch.AcceleratorError, match="task failed" if std_exception else "not a std::exception"):
+            torch.sunrise.synchronize()
+    finally:
+        pending_device_errors()
+    assert torch.sunrise.memory_allocated() == base
+
+
+@pytest.mark.two_devices
+@pytest.mark.parametrize("stray", ["grads", "exp_avgs", "exp_avg_sqs", "state_steps"])
+def test_fused_adamw_with_state_on_another_device_raises(stray) -> None:
+    names = ("params", "grads", "exp_avgs", "exp_avg_sqs", "state_steps")
+    lists = {n: [torch.ones(() if n == "state_steps" else 3, device="sunrise:1" if n == stray else "sunrise:0")]
+             for n in names}
+    with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
+        torch._fused_adamw_(lists["params"], lists["grads"], lists["exp_avgs"], lists["exp_avg_sqs"], [],
+                            lists["state_steps"], lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8,
+                            amsgrad=False, maximize=False)
+    assert torch.equal(lists["params"][0].cpu(), torch.ones(3))
+
+
+@pytest.mark.two_devices
+def test_memory_queries_and_synchronize_of_another_device_keep_the_current_one() -> None:
+    torch.sunrise.set_device(0)
+    torch.sunrise.mem_get_info(1)
+    torch.sunrise.synchronize(1)
+    with pytest.raises(torch.OutOfMemoryError):
+        torch.empty(1 << 50, dtype=torch.uint8, device="sunrise:1")
+    assert torch.sunrise.current_device() == 0

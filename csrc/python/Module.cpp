@@ -142,12 +142,16 @@ void bind_runtime(py::module_& m) {
   });
   rt.def(
       "inject_async_error",
-      [](int d, const std::string& message) {
+      [](int d, const std::string& message, const std::optional<at::Tensor>& holding, bool std_exception) {
         // Device work that fails: for testing how code copes with asynchronous
-        // device errors (raised at the next synchronizing call).
-        launch_task(getCurrentSunriseStream(index_arg(d)), [message] { throw std::runtime_error(message); });
+        // device errors (raised at the next synchronizing call), and that a
+        // failed task still releases what it holds, whatever it threw.
+        launch_task(getCurrentSunriseStream(index_arg(d)), [message, holding, std_exception] {
+          if (!std_exception) throw 42;
+          throw std::runtime_error(message);
+        });
       },
-      py::arg("device"), py::arg("message"));
+      py::arg("device"), py::arg("message"), py::arg("holding") = std::nullopt, py::arg("std_exception") = true);
   rt.def("pointer_type", [](uintptr_t p) {
     srPointerAttributes attr{};
     SUNRISE_CHECK(srPointerGetAttributes(&attr, reinterpret_cast<const void*>(p)));

@@ -34,6 +34,7 @@
 // memory (empty_cache, the OOM retry) therefore waits and calls srFree with the
 // lock released, after unlinking the segments it frees.
 #include <torch_sunrise/SunriseCachingAllocator.h>
+#include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseFunctions.h>
 #include <torch_sunrise/SunriseLaunch.h>
@@ -372,12 +373,12 @@ class DeviceCachingAllocator {
       const auto cap = static_cast<int64_t>(fraction_ * static_cast<double>(capacity()));
       if (reserved + static_cast<int64_t>(size) > cap) return nullptr;
     }
-    int previous = 0;
-    SUNRISE_CHECK(srGetDevice(&previous));
-    if (previous != device_) SUNRISE_CHECK(srSetDevice(device_));
     void* ptr = nullptr;
-    const srError_t err = srMalloc(&ptr, size);
-    if (previous != device_) SUNRISE_WARN(srSetDevice(previous));
+    srError_t err = srSuccess;
+    {
+      const SunriseGuard guard(static_cast<c10::DeviceIndex>(device_));
+      err = srMalloc(&ptr, size);
+    }
     if (err == srErrorMemoryAllocation) return nullptr;
     SUNRISE_CHECK(err);
     auto owned = new_block_locked();
@@ -549,11 +550,10 @@ class DeviceCachingAllocator {
 
   [[noreturn]] void throw_oom_locked(size_t requested) {
     size_t free_bytes = 0, total = 0;
-    int previous = 0;
-    SUNRISE_CHECK(srGetDevice(&previous));
-    SUNRISE_CHECK(srSetDevice(device_));
-    SUNRISE_CHECK(srMemGetInfo(&free_bytes, &total));
-    SUNRISE_CHECK(srSetDevice(previous));
+    {
+      const SunriseGuard guard(static_cast<c10::DeviceIndex>(device_));
+      SUNRISE_CHECK(srMemGetInfo(&free_bytes, &total));
+    }
     const auto allocated = static_cast<uint64_t>(stats_.allocated_bytes[0].current);
     const auto reserved = static_cast<uint64_t>(stats_.reserved_bytes[0].current);
     std::ostringstream extra;
@@ -645,13 +645,9 @@ class SunriseCachingAllocator final : public c10::DeviceAllocator {
 
   std::pair<size_t, size_t> getMemoryInfo(c10::DeviceIndex index) override {
     check_device_index(index);
-    int previous = 0;
-    SUNRISE_CHECK(srGetDevice(&previous));
-    SUNRISE_CHECK(srSetDevice(index));
+    const SunriseGuard guard(index);
     size_t free_bytes = 0, total = 0;
-    const srError_t err = srMemGetInfo(&free_bytes, &total);
-    SUNRISE_CHECK(srSetDevice(previous));
-    SUNRISE_CHECK(err);
+    SUNRISE_CHECK(srMemGetInfo(&free_bytes, &total));
     return {free_bytes, total};
   }
 

@@ -1,5 +1,6 @@
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseFunctions.h>
+#include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseLaunch.h>
 
 namespace torch_sunrise {
@@ -40,20 +41,12 @@ c10::DeviceIndex exchange_device(c10::DeviceIndex device) {
 
 void device_synchronize(c10::DeviceIndex device) {
   check_device_index(device);
-  const c10::DeviceIndex previous = exchange_device(device);
-  // Raise while `device` is current: the error is read (and its sticky state
-  // cleared) from the current device.
+  // The error is read (and its sticky state cleared) from the current device,
+  // so it is raised inside the guard.
+  const SunriseGuard guard(device);
   const srError_t err = srDeviceSynchronize();
   release_finished_tasks();
-  if (err != srSuccess) {
-    try {
-      SUNRISE_CHECK(err);
-    } catch (...) {
-      SUNRISE_WARN(srSetDevice(previous));
-      throw;
-    }
-  }
-  SUNRISE_CHECK(srSetDevice(previous));
+  SUNRISE_CHECK(err);
 }
 
 }  // namespace torch_sunrise

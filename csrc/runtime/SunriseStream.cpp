@@ -1,6 +1,7 @@
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseFunctions.h>
 #include <torch_sunrise/SunriseStream.h>
+#include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseLaunch.h>
 
 #include <array>
@@ -36,14 +37,11 @@ void init_pool(c10::DeviceIndex device, DeviceStreams& s) {
   if (s.pool_ready.load(std::memory_order_acquire)) return;
   std::call_once(s.pool_once, [&] {
     SUNRISE_CHECK(srDeviceGetDefaultStream(device, &s.default_stream));
-    int previous = 0;
-    SUNRISE_CHECK(srGetDevice(&previous));
-    SUNRISE_CHECK(srSetDevice(device));
+    const SunriseGuard guard(device);  // streams are created on the current device
     for (int i = 0; i < 2 * kStreamsPerPool; ++i) {
       const int priority = i < kStreamsPerPool ? 0 : -1;
       SUNRISE_CHECK(srStreamCreateWithPriority(&s.pool[static_cast<size_t>(i)], srStreamNonBlocking, priority));
     }
-    SUNRISE_CHECK(srSetDevice(previous));
     s.pool_ready.store(true, std::memory_order_release);
   });
 }

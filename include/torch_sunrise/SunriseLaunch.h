@@ -54,6 +54,10 @@ inline void run_host_task(void* user_data) {
     srReportAsyncError(srErrorLaunchFailure, e.what_without_backtrace());
   } catch (const std::exception& e) {
     srReportAsyncError(srErrorLaunchFailure, e.what());
+  } catch (...) {
+    // Anything else too: a task that escaped here would never be retired,
+    // and what it owns (device tensors) would leak.
+    srReportAsyncError(srErrorLaunchFailure, "device task threw an exception that is not a std::exception");
   }
   retire(task);
 }
@@ -69,6 +73,8 @@ void block_trampoline(const srKernelContext* ctx, void* args) {
     srReportAsyncError(srErrorLaunchFailure, e.what_without_backtrace());
   } catch (const std::exception& e) {
     srReportAsyncError(srErrorLaunchFailure, e.what());
+  } catch (...) {
+    srReportAsyncError(srErrorLaunchFailure, "device kernel threw an exception that is not a std::exception");
   }
 }
 
