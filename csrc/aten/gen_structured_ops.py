@@ -168,9 +168,13 @@ class Skip(Exception):
     pass
 
 
-def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, idx: int, elementwise: bool) -> tuple[str, str]:
+def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, elementwise: bool) -> tuple[str, str]:
     k = f.func.kind()
-    sig = DispatcherSignature.from_schema(f.func, prefix=f"sunrise_{idx}_{k.name}_")
+    sig = DispatcherSignature.from_schema(f.func)
+    # Named by kind, op and overload (sunrise_functional_add_Tensor): stable
+    # across torch versions, and a stack trace says which op it was.
+    overload = f.func.name.overload_name
+    fn_name = f"sunrise_{k.name}_{f.func.name.name}" + (f"_{overload}" if overload else "")
     n_out = len(f.func.returns)
     args = sig.arguments()
     lines: list[str] = []
@@ -289,8 +293,8 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, idx: int, elementwi
         refs = ", ".join(a.name for a in f.func.arguments.out)
         lines.append(f"  return std::forward_as_tuple({refs});")
 
-    body = f"{sig.defn()} {{\n" + "\n".join(lines) + "\n}\n"
-    reg = f'  m.impl("{f.func.name}", TORCH_FN({sig.name()}));'
+    body = f"{sig.defn(fn_name)} {{\n" + "\n".join(lines) + "\n}\n"
+    reg = f'  m.impl("{f.func.name}", TORCH_FN({fn_name}));'
     return body, reg
 
 
@@ -334,14 +338,14 @@ def main() -> None:
         meta_class = f"at::meta::{meta_name}"
         bodies, regs = [], []
         try:
-            for idx, f in enumerate(g.functions()):
+            for f in g.functions():
                 if f.func.arguments.tensor_options or any("Dimname" in str(a.type) for a in f.func.arguments.flat_all):
                     raise Skip("named / TensorOptions arguments")
                 with local.parametrize(
                     use_const_ref_for_mutable_tensors=f.use_const_ref_for_mutable_tensors,
                     use_ilistref_for_tensor_lists=f.part_of_structured_group,
                 ):
-                    b, r = gen_variant(g, f, meta_class, len(generated) * 3 + idx, elementwise)
+                    b, r = gen_variant(g, f, meta_class, elementwise)
                 bodies.append(b)
                 regs.append(r)
         except Skip as e:
