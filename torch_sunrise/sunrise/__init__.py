@@ -16,28 +16,11 @@ import torch
 
 from .. import _C
 
-_DeviceLike = Union[torch.device, str, int, None]
+from ._utils import _DeviceLike, _device_index
 
 _initialized = False
 _init_lock = threading.Lock()
 _queued_calls: list[tuple[Callable[[], None], list[str]]] = []
-
-
-def _device_index(device: _DeviceLike = None, optional: bool = True) -> int:
-    """Normalise ``device`` ("sunrise:1", torch.device, int, None) to an index."""
-    if device is None:
-        if not optional:
-            raise ValueError("Expected a sunrise device, got None")
-        return current_device()
-    if isinstance(device, int):
-        return device
-    if isinstance(device, str):
-        device = torch.device(device)
-    if isinstance(device, torch.device):
-        if device.type != "sunrise":
-            raise ValueError(f"Expected a sunrise device, got {device}")
-        return current_device() if device.index is None else device.index
-    raise TypeError(f"Expected a sunrise device (torch.device, str or int), got {type(device).__name__}")
 
 
 def is_available() -> bool:

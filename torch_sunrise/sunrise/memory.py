@@ -21,6 +21,8 @@ from typing import Any, Optional, Union
 import torch
 
 from .. import _C
+from ._utils import _DeviceLike
+from ._utils import _device_index as _index
 
 __all__ = [
     "caching_allocator_alloc",
@@ -48,14 +50,6 @@ __all__ = [
     "reset_peak_memory_stats",
     "set_per_process_memory_fraction",
 ]
-
-_DeviceLike = Union[torch.device, str, int, None]
-
-
-def _index(device: _DeviceLike) -> int:
-    from . import _device_index
-
-    return _device_index(device)
 
 
 def _flatten(obj: dict[str, Any]) -> "collections.OrderedDict[str, Any]":

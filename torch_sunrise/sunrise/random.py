@@ -7,6 +7,7 @@ from typing import Iterable, Union
 import torch
 
 from .. import _C
+from ._utils import _device_index as _index
 
 __all__ = [
     "default_generators",
@@ -20,12 +21,6 @@ __all__ = [
     "set_rng_state",
     "set_rng_state_all",
 ]
-
-
-def _index(device: Union[int, str, torch.device, None]) -> int:
-    from . import _device_index
-
-    return _device_index(device)
 
 
 def _generator(device: Union[int, str, torch.device, None] = None) -> torch.Generator:

@@ -20,7 +20,7 @@ from .. import _C
 
 __all__ = ["Event", "Stream", "StreamContext", "current_stream", "default_stream", "set_stream", "stream"]
 
-_DeviceLike = Union[torch.device, str, int, None]
+from ._utils import _DeviceLike, _device_index
 
 # Stream ids per device, as laid out in include/torch_sunrise/SunriseStream.h:
 # 0 is the default stream, 1..kStreamsPerPool the normal-priority pool and
@@ -30,11 +30,7 @@ _STREAM_IDS_PER_DEVICE = 1 + 2 * _C._streams_per_pool
 
 
 def _index(device: _DeviceLike) -> int:
-    from . import _device_index
-
-    if isinstance(device, int) and device < 0:
-        device = None  # as torch.cuda: a negative index means the current device
-    return _device_index(device)
+    return _device_index(device, negative_is_current=True)
 
 
 class Stream(torch.Stream):
