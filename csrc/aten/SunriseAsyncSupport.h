@@ -10,12 +10,19 @@
 #include "StructuredOps.h"
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_strided.h>
 
 #include <optional>
 #include <tuple>
 #include <vector>
 
 namespace torch_sunrise::aten {
+
+// A tensor with t's metadata on the meta device: meta kernels compute result
+// shapes from it without touching memory.
+inline at::Tensor meta_like(const at::Tensor& t) {
+  return at::empty_strided(t.sizes(), t.strides(), t.options().device(c10::kMeta));
+}
 
 // What a launch keeps of its tensor arguments: their bytes and metadata at
 // launch (DeferredTensor, DeviceView.h), for work on the current stream.

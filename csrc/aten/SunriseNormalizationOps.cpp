@@ -1,10 +1,12 @@
-// Batch and group normalization, as device work: the host allocates the
+// Batch, group and layer normalization, as device work: the host allocates the
 // results with the CPU kernel's geometry (batch_norm_cpu, group_norm), the
 // device runs that kernel over views of device memory. Running statistics are
 // updated in place there, in stream order.
 #include "SunriseAsyncSupport.h"
 
 #include <ATen/native/cpu/mixed_data_type.h>
+#include <ATen/OpMathType.h>
+#include <ATen/native/layer_norm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/_batch_norm_with_update.h>
 #include <ATen/ops/_native_batch_norm_legit.h>
@@ -13,6 +15,8 @@
 #include <ATen/ops/native_batch_norm_backward.h>
 #include <ATen/ops/native_group_norm.h>
 #include <ATen/ops/native_group_norm_backward.h>
+#include <ATen/ops/native_layer_norm.h>
+#include <ATen/ops/native_layer_norm_backward.h>
 #include <torch/library.h>
 
 namespace torch_sunrise::aten {
@@ -223,6 +227,71 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_group_norm_backward(
   return {grad_input, grad_weight, grad_bias};
 }
 
+// ------------------------------------------------------------- layer norm
+// The CPU kernel's outputs, predicted here (layer_norm_cpu): Y contiguous like
+// the input; mean and rstd shaped like the input over the leading dims with
+// ones over the normalized ones, in float when a reduced-precision input comes
+// with float32 parameters.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm(const at::Tensor& input,
+                                                                 c10::IntArrayRef normalized_shape,
+                                                                 const std::optional<at::Tensor>& weight,
+                                                                 const std::optional<at::Tensor>& bias, double eps) {
+  const at::Tensor no_tensor;
+  const at::Tensor& w = weight ? *weight : no_tensor;
+  const at::Tensor& b = bias ? *bias : no_tensor;
+  const c10::Device device = structured::common_device({&input}, {&weight, &bias}, {}, "aten::native_layer_norm");
+  const SunriseGuard guard(device);
+  at::native::_check_layer_norm_inputs(input, normalized_shape, w, b);
+  const bool mixed = at::native::is_mixed_type(input, w, b);
+  if (mixed) at::native::check_mixed_data_type(input, w, b);
+  const c10::ScalarType stat_dtype = mixed ? at::toOpMathType(input.scalar_type()) : input.scalar_type();
+  const size_t axis = input.dim() - normalized_shape.size();
+  std::vector<int64_t> stat_shape(input.sizes().begin(), input.sizes().begin() + static_cast<ptrdiff_t>(axis));
+  stat_shape.resize(static_cast<size_t>(input.dim()), 1);
+  at::Tensor y = at::empty(input.sizes(), input.options());
+  at::Tensor mean = at::empty(stat_shape, input.options().dtype(stat_dtype));
+  at::Tensor rstd = at::empty(stat_shape, input.options().dtype(stat_dtype));
+  const bool serial = serial_rows({&input, &y});
+  const Capture c(device);
+  launch_task(c.stream, [input = c(input), shape = normalized_shape.vec(), weight = c(weight), bias = c(bias), eps,
+                  y = c(y), mean = c(mean), rstd = c(rstd), serial] {
+    Views v;
+    const SerialMathScope one_thread(serial);
+    put_results(v, at::native_layer_norm(v(input), shape, v(weight), v(bias), eps), y, mean, rstd);
+  });
+  return {y, mean, rstd};
+}
+
+// Gradients come back like the tensors they belong to (layer_norm_backward_cpu),
+// only where output_mask asks for them.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, c10::IntArrayRef normalized_shape, const at::Tensor& mean,
+    const at::Tensor& rstd, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    std::array<bool, 3> output_mask) {
+  const c10::Device device = structured::common_device({&grad_out, &input, &mean, &rstd}, {&weight, &bias}, {},
+                                                       "aten::native_layer_norm_backward");
+  const SunriseGuard guard(device);
+  const at::Tensor no_tensor;
+  at::native::_check_layer_norm_inputs(input, normalized_shape, weight ? *weight : no_tensor,
+                                       bias ? *bias : no_tensor);
+  auto like = [](bool wanted, const std::optional<at::Tensor>& t) {
+    return wanted && t && t->defined() ? at::empty(t->sizes(), t->options()) : at::Tensor();
+  };
+  at::Tensor dx = output_mask[0] ? at::empty(input.sizes(), input.options()) : at::Tensor();
+  at::Tensor dw = like(output_mask[1], weight);
+  at::Tensor db = like(output_mask[2], bias);
+  const Capture c(device);
+  launch_task(c.stream, [grad_out = c(grad_out), input = c(input), shape = normalized_shape.vec(), mean = c(mean),
+                  rstd = c(rstd), weight = c(weight), bias = c(bias), output_mask, dx = c(dx), dw = c(dw), db = c(db)] {
+    Views v;
+    put_results(v,
+                at::native_layer_norm_backward(v(grad_out), v(input), shape, v(mean), v(rstd), v(weight), v(bias),
+                                               output_mask),
+                dx, dw, db);
+  });
+  return {dx, dw, db};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
@@ -234,6 +303,8 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("batch_norm_backward", batch_norm_backward);
   m.impl("native_group_norm", native_group_norm);
   m.impl("native_group_norm_backward", native_group_norm_backward);
+  m.impl("native_layer_norm", native_layer_norm);
+  m.impl("native_layer_norm_backward", native_layer_norm_backward);
 }
 
 }  // namespace torch_sunrise::aten

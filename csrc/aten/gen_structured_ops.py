@@ -40,7 +40,7 @@ SKIP = {
 # exported name must not silently move an op to the CPU fallback.
 EXPECTED_SKIPS = {
     # Its list of optional index tensors has no deferred form; the hand-written
-    # index_out (SunriseAsyncOps.cpp) covers it, boolean masks included.
+    # index_out (SunriseIndexingOps.cpp) covers it, boolean masks included.
     "index": "argument type const c10::List<::std::optional<at::Tensor>> &",
 }
 
