@@ -16,14 +16,13 @@ import argparse
 import copy
 import json
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 
 import torch
 
 import torch_sunrise  # noqa: F401  (registers the device)
+
+from benchmarks._processes import results_of_fresh_processes
 
 
 def build_model():
@@ -83,13 +82,8 @@ def main() -> None:
     parser.add_argument("--json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.runs > 1:
-        rows = []
-        for _ in range(args.runs):
-            with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                subprocess.run([sys.executable, "-m", "benchmarks.bench_llama", "--prompt", str(args.prompt),
-                                "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats), "--json",
-                                out.name], check=True, timeout=1800)
-                rows.append(json.load(open(out.name)))
+        rows = results_of_fresh_processes("benchmarks.bench_llama", ["--prompt", str(args.prompt), "--new-tokens",
+                                          str(args.new_tokens), "--repeats", str(args.repeats)], args.runs)
         print("\n| process | prefill CPU / sunrise (ms) | ratio | decoding CPU / sunrise (ms per token) | ratio "
               "| tokens identical |\n| --- | --- | --- | --- | --- | --- |")
         for i, r in enumerate(rows):

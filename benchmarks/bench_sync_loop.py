@@ -23,15 +23,14 @@ import copy
 import json
 import multiprocessing as mp
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 
 import torch
 import torch.nn as nn
 
 import torch_sunrise  # noqa: F401  (registers the device)
+
+from benchmarks._processes import results_of_fresh_processes
 
 STALL_MS = 5.0
 
@@ -126,13 +125,9 @@ def main() -> None:
     parser.add_argument("--json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.runs > 1:
-        rows = []
-        for i in range(args.runs):
-            with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                cmd = [sys.executable, "-m", "benchmarks.bench_sync_loop", "--steps", str(args.steps), "--json",
-                       out.name] + (["--loader"] if args.loader else []) + (["--background"] if args.background else [])
-                subprocess.run(cmd, check=True, timeout=600)
-                rows.append(json.load(open(out.name)))
+        flags = ["--steps", str(args.steps)] + (["--loader"] if args.loader else []) + (
+            ["--background"] if args.background else [])
+        rows = results_of_fresh_processes("benchmarks.bench_sync_loop", flags, args.runs, timeout_s=600)
         print("\n| process | CPU eager median / p99 / max (ms) | sunrise median / p99 / max (ms) | sunrise steps > 5 ms "
               "| median ratio | p99 ratio | losses bitwise equal |\n| --- | --- | --- | --- | --- | --- | --- |")
         for i, r in enumerate(rows):
