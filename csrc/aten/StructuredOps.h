@@ -16,7 +16,7 @@
 //           semantics for type promotion, proxies and checks.
 #pragma once
 
-#include "../kernels/DeviceView.h"
+#include "kernels/DeviceView.h"
 #include "DeviceParallelism.h"
 
 #include <torch_sunrise/SunriseCachingAllocator.h>

@@ -1,6 +1,6 @@
 // Random ops on the device: registration and argument checks (as CPU's);
 // the Philox kernels are in csrc/kernels/RandomKernels.cpp.
-#include "../kernels/RandomKernels.h"
+#include "kernels/RandomKernels.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>

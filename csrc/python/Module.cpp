@@ -1,7 +1,7 @@
 // torch_sunrise._C: the Python bindings. Thin: every function forwards to the
 // C++ layers (runtime glue, allocator, fallback); Python-facing names and
 // behaviour are shaped in torch_sunrise/sunrise/*.py.
-#include "../aten/SunriseCpuFallback.h"
+#include "aten/SunriseCpuFallback.h"
 
 #include <torch_sunrise/SunriseCachingAllocator.h>
 #include <torch_sunrise/SunriseException.h>
