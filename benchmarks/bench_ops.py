@@ -1,4 +1,4 @@
-"""sunrise beside CPU eager, same process, medians: the table of issue 4.
+"""sunrise beside CPU eager, same process, medians: the performance table of the README (with its floors).
 
 Run: .venv/bin/python -m benchmarks.bench_ops [--quick] [--markdown] [--runs N] [--svg FILE]
 
@@ -149,7 +149,7 @@ def write_svg(rows: list[tuple], path: str) -> None:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
            f'font-size="12">', f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="{left}" y="20" font-weight="bold">sunrise time / CPU eager time (lower is better; '
-           f'| = floor of issue 4)</text>',
+           f'| = floor)</text>',
            f'<line x1="{x(1):.1f}" y1="{top - 8}" x2="{x(1):.1f}" y2="{height - 25}" stroke="#888" '
            f'stroke-dasharray="4,3"/>', f'<text x="{x(1) - 8:.1f}" y="{height - 10}">1.0</text>']
     for i, (name, _cpu, _dev, _unit, ratio) in enumerate(rows):

@@ -1,4 +1,4 @@
-"""HuggingFace flows on cpu and sunrise in one process: PASS/FAIL and median times (issue 6 table).
+"""HuggingFace flows on cpu and sunrise in one process: PASS/FAIL and median times, as in docs/huggingface.md.
 
 Run: .venv/bin/python -m benchmarks.hf_flows (offline; tiny models from configs)."""
 import copy, os, sys, tempfile, time, traceback, warnings, json

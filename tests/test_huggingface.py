@@ -1,4 +1,4 @@
-"""HuggingFace and everyday PyTorch code run unchanged on sunrise (issue #6).
+"""HuggingFace and everyday PyTorch code run unchanged on sunrise.
 
 Every flow runs on the CPU and on sunrise from the same initial weights and is
 compared: exact tokens for greedy decoding, ``assert_close`` for logits, losses
