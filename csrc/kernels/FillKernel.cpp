@@ -27,7 +27,7 @@ void fill(const at::Tensor& self, const c10::Scalar& value) {
 void zero(const at::Tensor& self) {
   if (self.numel() == 0) return;
   if (!self.is_non_overlapping_and_dense()) {
-    fill(self, 0);
+    kernels::fill(self, 0);
     return;
   }
   SunriseGuard guard(self.device());
