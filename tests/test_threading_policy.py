@@ -13,8 +13,9 @@ from conftest import describe
 
 # Shapes straddle the default threshold (100 µs) and ATen's grain size:
 # elementwise and row-wise ops from a few KB to a few MB (with one thread and
-# with two, silu and softmax's backward differ in the last bit), matrix-vector and small matrix products, and
-# attention shaped like token-by-token decoding and like a short prefill.
+# with two, silu and softmax's backward differ in the last bit), layer norm,
+# fused AdamW, matrix-vector and small matrix products, and attention shaped
+# like token-by-token decoding and like a short prefill.
 _CASES = r"""
 import torch, torch.nn.functional as F
 torch.manual_seed(0)

@@ -51,13 +51,17 @@ bool serial_time(double microseconds) {
   return microseconds < threshold;
 }
 
+double bytes_of(const at::Tensor& t) {
+  return t.defined() ? static_cast<double>(t.numel()) * static_cast<double>(t.element_size()) : 0.0;
+}
+
 double bytes_of(std::initializer_list<const at::Tensor*> tensors) {
   double bytes = 0;
-  for (const at::Tensor* t : tensors) {
-    if (t->defined()) bytes += static_cast<double>(t->numel()) * static_cast<double>(t->element_size());
-  }
+  for (const at::Tensor* t : tensors) bytes += bytes_of(*t);
   return bytes;
 }
+
+bool serial_bytes(double bytes) { return serial_time(bytes / kStreamBytesPerUs); }
 
 }  // namespace
 
@@ -74,9 +78,15 @@ bool serial_elementwise(std::initializer_list<const at::Tensor*> tensors) {
   return serial_bytes(bytes_of(tensors));
 }
 
-bool serial_bytes(double bytes) { return serial_time(bytes / kStreamBytesPerUs); }
-
 bool serial_rows(std::initializer_list<const at::Tensor*> tensors) { return serial_bytes(bytes_of(tensors)); }
+
+bool serial_rows(std::initializer_list<at::TensorList> lists) {
+  double bytes = 0;
+  for (at::TensorList list : lists) {
+    for (const at::Tensor& t : list) bytes += bytes_of(t);
+  }
+  return serial_bytes(bytes);
+}
 
 bool serial_product(const at::Tensor& a, const at::Tensor& b) {
   const int64_t inner = a.dim() == 0 ? 1 : a.size(-1);
@@ -116,7 +126,6 @@ bool serial_attention(const at::Tensor& query, const at::Tensor& key, int produc
       // With one query per head, CPU eager's two threads and the device
       // thread alone can differ in the last bit; a team for such small work
       // made tiny models' decoding 4-7x slower than CPU eager (README, "Threads").
-
       per_us = few ? kAttentionFewFmasPerUs32 : kAttentionFmasPerUs32;
       break;
     case at::kDouble:

@@ -39,10 +39,10 @@ namespace torch_sunrise::aten {
 bool serial_elementwise(std::initializer_list<const at::Tensor*> tensors);
 
 // Work whose rows (or elements) are computed alike whichever thread has them,
-// streaming these tensors (or this many bytes) through a core: log-softmax,
+// streaming these tensors (or lists of them) through a core: log-softmax,
 // softmax over the last dimension, layer norm's forward, fused Adam(W).
 bool serial_rows(std::initializer_list<const at::Tensor*> tensors);
-bool serial_bytes(double bytes);
+bool serial_rows(std::initializer_list<at::TensorList> lists);
 
 // The matrix product a @ b (b may be a vector; leading dimensions of a are
 // batch or rows). False outside the range where the thread count leaves the

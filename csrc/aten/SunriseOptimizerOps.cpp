@@ -23,11 +23,7 @@ void fused_adam_impl(at::TensorList self, at::TensorList grads, at::TensorList e
       {}, {&lr_tensor, &grad_scale, &found_inf}, {&lists[0], &lists[1], &lists[2], &lists[3], &lists[4], &lists[5]},
       AdamW ? "aten::_fused_adamw_" : "aten::_fused_adam_");
   const SunriseGuard guard(device);
-  double bytes = 0;
-  for (at::TensorList list : {self, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs}) {
-    for (const at::Tensor& t : list) bytes += static_cast<double>(t.numel()) * static_cast<double>(t.element_size());
-  }
-  const bool serial = serial_bytes(bytes);
+  const bool serial = serial_rows({self, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs});
   const Capture c(device);
   launch_task(c.stream, [p = c(self), g = c(grads), m = c(exp_avgs), s = c(exp_avg_sqs), mx = c(max_exp_avg_sqs),
                   st = c(state_steps), lr, lr_tensor = c(lr_tensor), beta1, beta2, weight_decay, eps, amsgrad,

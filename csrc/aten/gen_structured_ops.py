@@ -16,8 +16,8 @@ PyTorch's RegisterCPU.cpp codegen does.
 from __future__ import annotations
 
 import argparse
-import sys
 import os
+import sys
 from pathlib import Path
 
 import torchgen
