@@ -51,6 +51,8 @@ class CMakeBuild(build_ext):
         if built.resolve() != target:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(built, target)
+            # The C++ API for other extensions (torch_sunrise.cpp_extension).
+            shutil.copytree(output_dir / "include", target.parent / "include", dirs_exist_ok=True)
 
 
 setup(

@@ -16,13 +16,13 @@
 //           semantics for type promotion, proxies and checks.
 #pragma once
 
-#include "kernels/DeviceView.h"
+#include "kernels/CpuViews.h"
 #include "DeviceParallelism.h"
 
 #include <torch_sunrise/SunriseCachingAllocator.h>
 #include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseLaunch.h>
-#include <torch_sunrise/SunriseOpenMP.h>
+#include <torch_sunrise/SunriseMathThreads.h>
 
 #include <ATen/EmptyTensor.h>
 #include <ATen/TensorIterator.h>

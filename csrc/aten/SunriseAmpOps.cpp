@@ -3,7 +3,7 @@
 // kernels over views of device memory) instead of synchronizing through the
 // fallback: a training step with a GradScaler stays asynchronous until the
 // optimizer reads found_inf.
-#include "kernels/DeviceView.h"
+#include "kernels/CpuViews.h"
 
 #include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseLaunch.h>

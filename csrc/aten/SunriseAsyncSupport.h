@@ -25,27 +25,31 @@ inline at::Tensor meta_like(const at::Tensor& t) {
 }
 
 // What a launch keeps of its tensor arguments: their bytes and metadata at
-// launch (DeferredTensor, DeviceView.h), for work on the current stream.
-struct Capture {
-  SunriseStream stream;
-  srStream_t queue;
+// launch (DeferredTensor, CpuViews.h), for work on the current stream.
+class Capture {
+ public:
   explicit Capture(c10::Device device)
-      : stream(getCurrentSunriseStream(device.index())), queue(stream.handle()) {}
-  kernels::DeferredTensor operator()(const at::Tensor& t) const { return kernels::DeferredTensor(t, queue); }
+      : stream(getCurrentSunriseStream(device.index())), handle_(stream.handle()) {}
+  kernels::DeferredTensor operator()(const at::Tensor& t) const { return kernels::DeferredTensor(t, handle_); }
   std::optional<kernels::DeferredTensor> operator()(const std::optional<at::Tensor>& t) const {
-    return kernels::defer(t, queue);
+    return kernels::defer(t, handle_);
   }
   std::vector<kernels::DeferredTensor> operator()(at::TensorList list) const {
-    return kernels::defer(c10::IListRef<at::Tensor>(list), queue);
+    return kernels::defer(c10::IListRef<at::Tensor>(list), handle_);
   }
   std::vector<std::optional<kernels::DeferredTensor>> operator()(const c10::List<std::optional<at::Tensor>>& list) const {
     std::vector<std::optional<kernels::DeferredTensor>> out;
     out.reserve(list.size());
     for (const std::optional<at::Tensor>& t : list) {
-      out.push_back(t && t->defined() ? kernels::defer(t, queue) : std::nullopt);
+      out.push_back(t && t->defined() ? kernels::defer(t, handle_) : std::nullopt);
     }
     return out;
   }
+
+  const SunriseStream stream;  // the work's stream
+
+ private:
+  srStream_t handle_;  // stream.handle(), looked up once per launch
 };
 
 // CPU views of captured tensors, made on the device thread.

@@ -6,14 +6,8 @@
 // eager picks its flash-attention kernel whenever the arguments allow it, so
 // sunrise registers CPU's choice and runs that kernel (forward and backward)
 // as device work: same results, one fused task instead of a dozen ops.
-// torch's x86-64 wheels build every DispatchStub with AVX2 and AVX-512
-// variants, which is part of the stub's call signature in DispatchStub.h:
-// declare the same, or the stub's call would not link against libtorch_cpu.
-// First, before any header includes DispatchStub.h.
-#if defined(__x86_64__) && !defined(HAVE_AVX512_CPU_DEFINITION)
-#define HAVE_AVX512_CPU_DEFINITION
-#define HAVE_AVX2_CPU_DEFINITION
-#endif
+// (The stub's call links against libtorch_cpu because CMakeLists.txt declares
+// the CPU variants torch was built with: SUNRISE_DISPATCH_STUB_DEFINITIONS.)
 
 #include "SunriseAsyncSupport.h"
 

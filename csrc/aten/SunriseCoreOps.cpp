@@ -2,7 +2,8 @@
 // views, resizing, storage swaps, copies, fills and scalar reads. The logic
 // lives in csrc/kernels (device work) and csrc/runtime (storage); this file
 // only adapts signatures.
-#include "kernels/CoreKernels.h"
+#include "kernels/CopyKernel.h"
+#include "kernels/FillKernel.h"
 
 #include <torch_sunrise/SunriseCachingAllocator.h>
 #include <torch_sunrise/SunriseFunctions.h>

@@ -107,7 +107,7 @@ bool is_optional_generator(const c10::Argument& arg) {
 
 at::Generator derive_generator(const std::optional<at::Generator>& gen, c10::DeviceIndex device,
                                const std::string& op_name) {
-  at::Generator source = gen && gen->defined() ? *gen : default_generator(device);
+  at::Generator source = gen && gen->defined() ? *gen : getDefaultSunriseGenerator(device);
   TORCH_CHECK(source.device().is_privateuseone(), "Expected a 'sunrise' device type for generator but found '",
               source.device().type(), "' (in ", op_name, ")");
   auto* impl = source.get<SunriseGeneratorImpl>();

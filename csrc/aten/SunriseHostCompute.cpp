@@ -1,6 +1,6 @@
 #include "SunriseHostCompute.h"
 
-#include "kernels/CoreKernels.h"
+#include "kernels/CopyKernel.h"
 
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseStorage.h>

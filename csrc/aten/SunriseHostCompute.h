@@ -8,7 +8,7 @@
 // is, a view of the device storage it aliases, or a copy of fresh memory.
 #pragma once
 
-#include "kernels/DeviceView.h"
+#include "kernels/CpuViews.h"
 
 #include <torch_sunrise/SunriseGuard.h>
 

@@ -65,21 +65,6 @@ void check_condition(const at::Tensor& condition) {
               condition.scalar_type());
 }
 
-at::Tensor where_self(const at::Tensor& condition, const at::Tensor& self, const at::Tensor& other) {
-  check_condition(condition);
-  const c10::Device device = device_of({&condition, &self, &other}, "aten::where.self");
-  const SunriseGuard guard(device);
-  at::Tensor out = at::empty(where_shape(condition, self, other),
-                             self.options().dtype(at::result_type(self, other)).device(device));
-  const Capture c(device);
-  launch_task(c.stream, [condition = c(condition), self = c(self), other = c(other), out = c(out)] {
-    Views v;
-    at::Tensor o = v(out);
-    at::where_out(o, v(condition), v(self), v(other));
-  });
-  return out;
-}
-
 at::Tensor& where_self_out(const at::Tensor& condition, const at::Tensor& self, const at::Tensor& other,
                            at::Tensor& out) {
   check_condition(condition);
@@ -97,6 +82,14 @@ at::Tensor& where_self_out(const at::Tensor& condition, const at::Tensor& self, 
   return out;
 }
 
+at::Tensor where_self(const at::Tensor& condition, const at::Tensor& self, const at::Tensor& other) {
+  check_condition(condition);
+  const c10::Device device = device_of({&condition, &self, &other}, "aten::where.self");
+  at::Tensor out = at::empty(where_shape(condition, self, other),
+                             self.options().dtype(at::result_type(self, other)).device(device));
+  return where_self_out(condition, self, other, out);
+}
+
 std::vector<int64_t> index_select_shape(const at::Tensor& self, int64_t dim, const at::Tensor& index) {
   TORCH_CHECK_INDEX(index.dim() <= 1, "index_select(): Index is supposed to be a vector");
   TORCH_CHECK(index.scalar_type() == at::kLong || index.scalar_type() == at::kInt,
@@ -104,20 +97,6 @@ std::vector<int64_t> index_select_shape(const at::Tensor& self, int64_t dim, con
   std::vector<int64_t> shape = self.sizes().vec();
   if (self.dim() > 0) shape[static_cast<size_t>(dim)] = index.numel();
   return shape;
-}
-
-at::Tensor index_select(const at::Tensor& self, int64_t dim, const at::Tensor& index) {
-  dim = at::maybe_wrap_dim(dim, self.dim());
-  const c10::Device device = device_of({&self, &index}, "aten::index_select");
-  const SunriseGuard guard(device);
-  at::Tensor out = at::empty(index_select_shape(self, dim, index), self.options());
-  const Capture c(device);
-  launch_task(c.stream, [self = c(self), dim, index = c(index), out = c(out)] {
-    Views v;
-    at::Tensor o = v(out);
-    at::index_select_out(o, v(self), dim, v(index));
-  });
-  return out;
 }
 
 at::Tensor& index_select_out(const at::Tensor& self, int64_t dim, const at::Tensor& index, at::Tensor& out) {
@@ -133,6 +112,13 @@ at::Tensor& index_select_out(const at::Tensor& self, int64_t dim, const at::Tens
     at::index_select_out(o, v(self), dim, v(index));
   });
   return out;
+}
+
+at::Tensor index_select(const at::Tensor& self, int64_t dim, const at::Tensor& index) {
+  const c10::Device device = device_of({&self, &index}, "aten::index_select");
+  at::Tensor out = at::empty(index_select_shape(self, at::maybe_wrap_dim(dim, self.dim()), index),
+                             self.options().device(device));
+  return index_select_out(self, dim, index, out);
 }
 
 // ------------------------------------------------------ data-dependent shapes
@@ -161,16 +147,6 @@ void copy_into(const Capture& c, const at::Tensor& out, at::Tensor host_result) 
 // contiguous), kept only when out= already has the result's sizes.
 std::array<int64_t, 2> nonzero_strides(const at::Tensor& indices) { return {1, indices.size(0)}; }
 
-at::Tensor nonzero(const at::Tensor& self) {
-  const c10::Device device = device_of({&self}, "aten::nonzero");
-  const SunriseGuard guard(device);
-  const Capture c(device);
-  at::Tensor indices = nonzero_on_device(self, c);
-  at::Tensor out = at::empty_strided(indices.sizes(), nonzero_strides(indices), self.options().dtype(at::kLong));
-  copy_into(c, out, std::move(indices));
-  return out;
-}
-
 at::Tensor& nonzero_out(const at::Tensor& self, at::Tensor& out) {
   const c10::Device device = device_of({&self, &out}, "aten::nonzero.out");
   TORCH_CHECK(out.scalar_type() == at::kLong, "nonzero: Expected out tensor to have scalar type Long but got scalar type ",
@@ -184,6 +160,11 @@ at::Tensor& nonzero_out(const at::Tensor& self, at::Tensor& out) {
   }
   copy_into(c, out, std::move(indices));
   return out;
+}
+
+at::Tensor nonzero(const at::Tensor& self) {
+  at::Tensor out = at::empty({0}, self.options().dtype(at::kLong));
+  return nonzero_out(self, out);
 }
 
 // Through nonzero and integer indexing, as CUDA does: masked_select(x, m) is

@@ -8,8 +8,8 @@
 // Host memory rules, as CUDA's: a copy from or to pageable memory has finished
 // when copy_ returns; with non_blocking=True and pinned memory it is only
 // queued, and the pinned block is kept from reuse until the copy has run.
-#include "CoreKernels.h"
-#include "DeviceView.h"
+#include "CopyKernel.h"
+#include "CpuViews.h"
 
 #include <torch_sunrise/SunriseEvent.h>
 #include <torch_sunrise/SunriseGuard.h>
@@ -47,7 +47,7 @@ void enqueue_strided_copy(const SunriseStream& stream, at::Tensor dst_cpu, at::T
 // Keeps a pinned host block from reuse until `stream` has passed this point.
 void record_pinned(const at::Tensor& host, const SunriseStream& stream) {
   const c10::Storage& s = host.storage();
-  host_allocator()->record_event(s.mutable_data(), s.data_ptr().get_context(), stream.unwrap());
+  getCachingHostAllocator()->record_event(s.mutable_data(), s.data_ptr().get_context(), stream.unwrap());
 }
 
 void copy_host_to_device(const at::Tensor& dst, const at::Tensor& src, bool non_blocking) {

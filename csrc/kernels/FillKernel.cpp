@@ -1,5 +1,5 @@
-#include "CoreKernels.h"
-#include "DeviceView.h"
+#include "FillKernel.h"
+#include "CpuViews.h"
 
 #include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseLaunch.h>

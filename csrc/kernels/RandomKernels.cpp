@@ -1,6 +1,6 @@
 #include "RandomKernels.h"
 
-#include "DeviceView.h"
+#include "CpuViews.h"
 #include "Philox.h"
 
 #include <torch_sunrise/SunriseGenerator.h>
@@ -30,7 +30,7 @@ struct Counters {
 
 // Reserves `values` 32-bit draws from the tensor's device generator.
 Counters reserve(const at::Tensor& self, std::optional<at::Generator> gen, uint64_t values) {
-  auto* impl = at::get_generator_or_default<SunriseGeneratorImpl>(gen, default_generator(self.device().index()));
+  auto* impl = at::get_generator_or_default<SunriseGeneratorImpl>(gen, getDefaultSunriseGenerator(self.device().index()));
   std::lock_guard<std::mutex> lock(impl->mutex_);
   const uint64_t offset = impl->philox_offset(values);
   return {impl->current_seed(), offset / 4};

@@ -208,7 +208,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("_get_default_generator", [](int d) {
     return py::reinterpret_steal<py::object>(
-        THPGenerator_initDefaultGenerator(default_generator(index_arg(d))));
+        THPGenerator_initDefaultGenerator(getDefaultSunriseGenerator(index_arg(d))));
   });
 
   m.def("_current_stream", [](int d) { return stream_tuple(getCurrentSunriseStream(index_arg(d))); });
@@ -240,7 +240,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("_set_memory_fraction",
         [](double f, int d) { caching_allocator::setMemoryFraction(f, index_arg(d)); });
   m.def("_host_memory_stats", [] {
-    const auto s = host_allocator()->get_stats();
+    const auto s = getCachingHostAllocator()->get_stats();
     py::dict d;
     d["allocations"] = stat_dict(s.allocations);
     d["allocated_bytes"] = stat_dict(s.allocated_bytes);
@@ -250,9 +250,9 @@ PYBIND11_MODULE(_C, m) {
     d["num_host_free"] = s.num_host_free;
     return d;
   });
-  m.def("_host_empty_cache", [] { host_allocator()->empty_cache(); });
-  m.def("_reset_peak_host_memory_stats", [] { host_allocator()->reset_peak_stats(); });
-  m.def("_reset_accumulated_host_memory_stats", [] { host_allocator()->reset_accumulated_stats(); });
+  m.def("_host_empty_cache", [] { getCachingHostAllocator()->empty_cache(); });
+  m.def("_reset_peak_host_memory_stats", [] { getCachingHostAllocator()->reset_peak_stats(); });
+  m.def("_reset_accumulated_host_memory_stats", [] { getCachingHostAllocator()->reset_accumulated_stats(); });
   m.def("_get_memory_fraction", [](int d) { return caching_allocator::getMemoryFraction(index_arg(d)); });
   m.def("_stream_priority", [](int64_t id, int d) { return stream_from(id, d).priority(); });
 

@@ -85,7 +85,7 @@ SunriseGeneratorImpl* SunriseGeneratorImpl::clone_impl() const {
   return gen.release();
 }
 
-const at::Generator& default_generator(c10::DeviceIndex device_index) {
+const at::Generator& getDefaultSunriseGenerator(c10::DeviceIndex device_index) {
   static std::once_flag once;
   static std::deque<at::Generator>* generators = nullptr;
   std::call_once(once, [] {
@@ -102,7 +102,7 @@ const at::Generator& default_generator(c10::DeviceIndex device_index) {
   return (*generators)[static_cast<size_t>(index)];
 }
 
-at::Generator new_generator(c10::DeviceIndex device_index) {
+at::Generator createSunriseGenerator(c10::DeviceIndex device_index) {
   const c10::DeviceIndex index = device_index < 0 ? current_device() : device_index;
   check_device_index(index);
   return at::make_generator<SunriseGeneratorImpl>(index);

@@ -30,12 +30,12 @@ struct SunriseHooks final : public at::PrivateUse1HooksInterface {
   c10::DeviceIndex maybeExchangeDevice(c10::DeviceIndex device) const override { return exchange_device(device); }
 
   const at::Generator& getDefaultGenerator(c10::DeviceIndex device_index) const override {
-    return default_generator(device_index);
+    return getDefaultSunriseGenerator(device_index);
   }
-  at::Generator getNewGenerator(c10::DeviceIndex device_index) const override { return new_generator(device_index); }
+  at::Generator getNewGenerator(c10::DeviceIndex device_index) const override { return createSunriseGenerator(device_index); }
 
   bool isPinnedPtr(const void* data) const override { return is_pinned_ptr(data); }
-  c10::Allocator* getPinnedMemoryAllocator() const override { return host_allocator(); }
+  c10::Allocator* getPinnedMemoryAllocator() const override { return getCachingHostAllocator(); }
 
   c10::Device getDeviceFromPtr(void* data) const override {
     srPointerAttributes attr{};

@@ -41,7 +41,7 @@ REGISTER_HOST_ALLOCATOR(at::kPrivateUse1, &g_host_allocator)
 
 }  // namespace
 
-at::HostAllocator* host_allocator() { return &g_host_allocator; }
+at::HostAllocator* getCachingHostAllocator() { return &g_host_allocator; }
 
 bool is_pinned_ptr(const void* ptr) {
   srPointerAttributes attr{};

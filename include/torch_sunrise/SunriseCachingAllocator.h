@@ -4,6 +4,8 @@
 // through it.
 #pragma once
 
+#include <torch_sunrise/SunriseMacros.h>
+
 #include <c10/core/CachingDeviceAllocator.h>
 
 #include <torch_sunrise/SunriseStream.h>
@@ -15,26 +17,26 @@ namespace torch_sunrise::caching_allocator {
 using c10::CachingDeviceAllocator::DeviceStats;
 using c10::CachingDeviceAllocator::SegmentInfo;
 
-c10::DeviceAllocator* get();
+TORCH_SUNRISE_API c10::DeviceAllocator* get();
 
 // Marks the memory as used by `stream`: when freed, the block is not reused
 // until the work queued on that stream up to the free has finished.
-void recordStream(const c10::DataPtr& data_ptr, SunriseStream stream);
+TORCH_SUNRISE_API void recordStream(const c10::DataPtr& data_ptr, SunriseStream stream);
 // Queued device work does not keep the blocks it uses: as on CUDA, a block the
 // host frees is reused at once by later allocations on its own stream, which
 // stream order puts after that work. Work queued on another stream would not
 // be ordered so; launches call this for each operand, which records such a use
 // (as Tensor.record_stream would) and costs a comparison otherwise.
-void recordUseOnStream(const c10::DataPtr& data_ptr, srStream_t stream);
+TORCH_SUNRISE_API void recordUseOnStream(const c10::DataPtr& data_ptr, srStream_t stream);
 // Returns every cached, unused segment of every device to the runtime.
-void emptyCache();
-DeviceStats getDeviceStats(c10::DeviceIndex device);
-void resetAccumulatedStats(c10::DeviceIndex device);
-void resetPeakStats(c10::DeviceIndex device);
+TORCH_SUNRISE_API void emptyCache();
+TORCH_SUNRISE_API DeviceStats getDeviceStats(c10::DeviceIndex device);
+TORCH_SUNRISE_API void resetAccumulatedStats(c10::DeviceIndex device);
+TORCH_SUNRISE_API void resetPeakStats(c10::DeviceIndex device);
 // Segments and their blocks, for memory_snapshot().
-std::vector<SegmentInfo> snapshot();
+TORCH_SUNRISE_API std::vector<SegmentInfo> snapshot();
 // Caps what this process may reserve on `device` to fraction * capacity.
-void setMemoryFraction(double fraction, c10::DeviceIndex device);
-double getMemoryFraction(c10::DeviceIndex device);
+TORCH_SUNRISE_API void setMemoryFraction(double fraction, c10::DeviceIndex device);
+TORCH_SUNRISE_API double getMemoryFraction(c10::DeviceIndex device);
 
 }  // namespace torch_sunrise::caching_allocator

@@ -7,15 +7,17 @@
 // (torch.AcceleratorError, a RuntimeError) with the runtime's error code.
 #pragma once
 
+#include <torch_sunrise/SunriseMacros.h>
+
 #include <c10/util/Exception.h>
 
 #include <sunrise_rt.h>
 
 namespace torch_sunrise {
 
-[[noreturn]] void throw_runtime_error(srError_t err, const char* expr, const char* func, const char* file,
+TORCH_SUNRISE_API [[noreturn]] void throw_runtime_error(srError_t err, const char* expr, const char* func, const char* file,
                                       uint32_t line);
-void warn_runtime_error(srError_t err, const char* expr, const char* func, const char* file, uint32_t line) noexcept;
+TORCH_SUNRISE_API void warn_runtime_error(srError_t err, const char* expr, const char* func, const char* file, uint32_t line) noexcept;
 
 }  // namespace torch_sunrise
 

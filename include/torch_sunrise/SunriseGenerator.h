@@ -3,12 +3,14 @@
 // many random numbers were drawn before — never on thread scheduling.
 #pragma once
 
+#include <torch_sunrise/SunriseMacros.h>
+
 #include <ATen/core/Generator.h>
 #include <c10/core/GeneratorImpl.h>
 
 namespace torch_sunrise {
 
-struct SunriseGeneratorImpl : public c10::GeneratorImpl {
+struct TORCH_SUNRISE_API SunriseGeneratorImpl : public c10::GeneratorImpl {
   explicit SunriseGeneratorImpl(c10::DeviceIndex device_index, uint64_t seed = c10::default_rng_seed_val);
   ~SunriseGeneratorImpl() override = default;
 
@@ -39,7 +41,7 @@ struct SunriseGeneratorImpl : public c10::GeneratorImpl {
 };
 
 // The default generator of a device (index -1: the current device).
-const at::Generator& default_generator(c10::DeviceIndex device_index = -1);
-at::Generator new_generator(c10::DeviceIndex device_index = -1);
+TORCH_SUNRISE_API const at::Generator& getDefaultSunriseGenerator(c10::DeviceIndex device_index = -1);
+TORCH_SUNRISE_API at::Generator createSunriseGenerator(c10::DeviceIndex device_index = -1);
 
 }  // namespace torch_sunrise

@@ -2,12 +2,14 @@
 // asynchronous copies to and from sunrise devices.
 #pragma once
 
+#include <torch_sunrise/SunriseMacros.h>
+
 #include <ATen/core/CachingHostAllocator.h>
 
 namespace torch_sunrise {
 
-at::HostAllocator* host_allocator();
+TORCH_SUNRISE_API at::HostAllocator* getCachingHostAllocator();
 // True when ptr lies in memory from the pinned allocator (any offset inside).
-bool is_pinned_ptr(const void* ptr);
+TORCH_SUNRISE_API bool is_pinned_ptr(const void* ptr);
 
 }  // namespace torch_sunrise

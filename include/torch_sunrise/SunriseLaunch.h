@@ -12,6 +12,8 @@
 // synchronizing call, as asynchronous GPU errors are.
 #pragma once
 
+#include <torch_sunrise/SunriseMacros.h>
+
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseStream.h>
 
@@ -32,7 +34,7 @@ struct HostTask {
 };
 
 // Hands a task that ran to the host for destruction; called on the device thread.
-void retire(HostTask* task) noexcept;
+TORCH_SUNRISE_API void retire(HostTask* task) noexcept;
 
 template <typename F>
 struct HostTaskImpl final : HostTask {
@@ -86,11 +88,11 @@ void block_trampoline(const srKernelContext* ctx, void* args) {
 // makes glibc's malloc and the caching allocator's lock contend with the host
 // on every small op. The host destroys them in batches instead: at its next
 // launch, at synchronizations, and before reading memory statistics.
-void release_finished_tasks() noexcept;
+TORCH_SUNRISE_API void release_finished_tasks() noexcept;
 // The same, on every 16th call: for the per-launch and per-allocation paths.
 // What finished tasks own is freed a few launches later, and at once by any
 // synchronization or memory statistics.
-void release_finished_tasks_now_and_then() noexcept;
+TORCH_SUNRISE_API void release_finished_tasks_now_and_then() noexcept;
 
 template <typename F>
 void launch_task(const SunriseStream& stream, F&& f) {

@@ -1,6 +1,8 @@
 // Storage-level helpers for sunrise tensors.
 #pragma once
 
+#include <torch_sunrise/SunriseMacros.h>
+
 #include <c10/core/StorageImpl.h>
 #include <c10/core/TensorImpl.h>
 
@@ -10,11 +12,11 @@ namespace torch_sunrise {
 
 // Grows or shrinks a sunrise storage to new_bytes; the old contents are copied
 // on the current stream (so pending writes to them are kept).
-void resize_storage_bytes(c10::StorageImpl* storage, size_t new_bytes);
+TORCH_SUNRISE_API void resize_storage_bytes(c10::StorageImpl* storage, size_t new_bytes);
 
 // Resizes a sunrise tensor in place to `size` (contiguous) or to `size` with
 // `stride`, growing its storage when needed, as resize_ does on CPU.
-void resize_tensor_impl(c10::TensorImpl* self, c10::IntArrayRef size,
+TORCH_SUNRISE_API void resize_tensor_impl(c10::TensorImpl* self, c10::IntArrayRef size,
                         std::optional<c10::IntArrayRef> stride = std::nullopt);
 
 }  // namespace torch_sunrise

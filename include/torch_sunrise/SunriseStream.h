@@ -7,6 +7,8 @@
 // The current stream is per host thread and per device.
 #pragma once
 
+#include <torch_sunrise/SunriseMacros.h>
+
 #include <c10/core/Stream.h>
 
 #include <sunrise_rt.h>
@@ -17,7 +19,7 @@ namespace torch_sunrise {
 
 constexpr int kStreamsPerPool = 32;
 
-class SunriseStream {
+class TORCH_SUNRISE_API SunriseStream {
  public:
   explicit SunriseStream(c10::Stream stream);
 
@@ -44,11 +46,11 @@ class SunriseStream {
   c10::Stream stream_;
 };
 
-SunriseStream getStreamFromPool(bool is_high_priority = false, c10::DeviceIndex device = -1);
-SunriseStream getStreamFromPool(int priority, c10::DeviceIndex device = -1);
-SunriseStream getDefaultSunriseStream(c10::DeviceIndex device = -1);
-SunriseStream getCurrentSunriseStream(c10::DeviceIndex device = -1);
-void setCurrentSunriseStream(SunriseStream stream);
+TORCH_SUNRISE_API SunriseStream getStreamFromPool(bool is_high_priority = false, c10::DeviceIndex device = -1);
+TORCH_SUNRISE_API SunriseStream getStreamFromPool(int priority, c10::DeviceIndex device = -1);
+TORCH_SUNRISE_API SunriseStream getDefaultSunriseStream(c10::DeviceIndex device = -1);
+TORCH_SUNRISE_API SunriseStream getCurrentSunriseStream(c10::DeviceIndex device = -1);
+TORCH_SUNRISE_API void setCurrentSunriseStream(SunriseStream stream);
 
 }  // namespace torch_sunrise
 

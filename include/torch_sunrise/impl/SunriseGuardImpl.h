@@ -3,12 +3,14 @@
 // SunriseGuardImpl.cpp; used directly by the inline guards in SunriseGuard.h.
 #pragma once
 
+#include <torch_sunrise/SunriseMacros.h>
+
 #include <c10/core/DeviceCapability.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
 namespace torch_sunrise::impl {
 
-struct SunriseGuardImpl final : public c10::impl::DeviceGuardImplInterface {
+struct TORCH_SUNRISE_API SunriseGuardImpl final : public c10::impl::DeviceGuardImplInterface {
   static constexpr c10::DeviceType static_type = c10::DeviceType::PrivateUse1;
 
   SunriseGuardImpl() = default;

@@ -12,7 +12,7 @@
 // device thread whose queue ran dry, a host thread waiting for the device)
 // releases its team, as OpenMP 5's omp_pause_resource_all allows; the next
 // parallel region starts a new one.
-#include <torch_sunrise/SunriseOpenMP.h>
+#include <torch_sunrise/SunriseMathThreads.h>
 
 #include <sunrise_rt.h>
 

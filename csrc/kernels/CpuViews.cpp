@@ -1,4 +1,4 @@
-#include "DeviceView.h"
+#include "CpuViews.h"
 
 #include <torch_sunrise/SunriseCachingAllocator.h>
 

@@ -1,6 +1,8 @@
 // How many threads a device thread's math library may use.
 #pragma once
 
+#include <torch_sunrise/SunriseMacros.h>
+
 namespace torch_sunrise {
 
 // While alive (and `serial`), OpenMP regions and MKL calls made by this thread
@@ -10,7 +12,7 @@ namespace torch_sunrise {
 // busy issuing work, so a team of two on the device makes three runnable
 // threads on two cores, and every parallel region then waits for a worker the
 // scheduler has parked.
-class SerialMathScope {
+class TORCH_SUNRISE_API SerialMathScope {
  public:
   explicit SerialMathScope(bool serial);
   ~SerialMathScope();
