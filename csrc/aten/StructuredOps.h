@@ -18,6 +18,7 @@
 
 #include "kernels/CpuViews.h"
 #include "DeviceParallelism.h"
+#include "DtypeCheckedLaunch.h"
 
 #include <torch_sunrise/SunriseCachingAllocator.h>
 #include <torch_sunrise/SunriseGuard.h>

@@ -7,6 +7,7 @@
 // those outputs. Nothing waits for the device.
 #pragma once
 
+#include "DtypeCheckedLaunch.h"
 #include "StructuredOps.h"
 
 #include <ATen/ops/empty.h>
@@ -30,26 +31,41 @@ class Capture {
  public:
   explicit Capture(c10::Device device)
       : stream(getCurrentSunriseStream(device.index())), handle_(stream.handle()) {}
-  kernels::DeferredTensor operator()(const at::Tensor& t) const { return kernels::DeferredTensor(t, handle_); }
+  kernels::DeferredTensor operator()(const at::Tensor& t) const {
+    dtypes_.add(t);
+    return kernels::DeferredTensor(t, handle_);
+  }
   std::optional<kernels::DeferredTensor> operator()(const std::optional<at::Tensor>& t) const {
+    dtypes_.add(t);
     return kernels::defer(t, handle_);
   }
   std::vector<kernels::DeferredTensor> operator()(at::TensorList list) const {
+    dtypes_.add(at::ITensorListRef(list));
     return kernels::defer(c10::IListRef<at::Tensor>(list), handle_);
   }
   std::vector<std::optional<kernels::DeferredTensor>> operator()(const c10::List<std::optional<at::Tensor>>& list) const {
     std::vector<std::optional<kernels::DeferredTensor>> out;
     out.reserve(list.size());
     for (const std::optional<at::Tensor>& t : list) {
-      out.push_back(t && t->defined() ? kernels::defer(t, handle_) : std::nullopt);
+      const bool present = t && t->defined();
+      dtypes_.add(present ? t : std::nullopt);
+      out.push_back(present ? kernels::defer(t, handle_) : std::nullopt);
     }
     return out;
+  }
+
+  // Queues f, whose captures were made by this Capture, on the stream; a dtype
+  // error of its kernel is raised here (DtypeCheckedLaunch.h).
+  template <typename F>
+  void launch(F&& f) const {
+    launch_checked(stream, dtypes_.value(), std::forward<F>(f));
   }
 
   const SunriseStream stream;  // the work's stream
 
  private:
   srStream_t handle_;  // stream.handle(), looked up once per launch
+  mutable DtypeKey dtypes_;  // of the tensors captured so far
 };
 
 // CPU views of captured tensors, made on the device thread.

@@ -72,7 +72,7 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_forward(const at::Tensor& que
   at::Tensor logsumexp = heads_inner({query.size(0), query.size(1), query.size(2)},
                                      query.options().dtype(at::toOpMathType(query.scalar_type())));
   const Capture c(device);
-  launch_task(c.stream, [query = c(query), key = c(key), value = c(value), dropout_p, is_causal,
+  c.launch([query = c(query), key = c(key), value = c(value), dropout_p, is_causal,
                          attn_mask = c(attn_mask), scale, out = c(out), logsumexp = c(logsumexp)] {
     Views v;
     const at::Tensor q = v(query), k = v(key);
@@ -98,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_backward(
   at::Tensor grad_k = heads_inner(key.sizes(), key.options());
   at::Tensor grad_v = heads_inner(value.sizes(), value.options());
   const Capture c(device);
-  launch_task(c.stream, [grad_out = c(grad_out), query = c(query), key = c(key), value = c(value), out = c(out),
+  c.launch([grad_out = c(grad_out), query = c(query), key = c(key), value = c(value), out = c(out),
                          logsumexp = c(logsumexp), dropout_p, is_causal, attn_mask = c(attn_mask), scale,
                          grad_q = c(grad_q), grad_k = c(grad_k), grad_v = c(grad_v)] {
     Views v;

@@ -48,7 +48,7 @@ at::Tensor convolution_overrideable(const at::Tensor& input, const at::Tensor& w
                         padding, dilation, transposed, output_padding, groups);
   at::Tensor out = at::empty(sizes, input.options().memory_format(format));
   const Capture c(device);
-  launch_task(c.stream, [input = c(input), weight = c(weight), bias = c(has_bias ? bias : std::nullopt),
+  c.launch([input = c(input), weight = c(weight), bias = c(has_bias ? bias : std::nullopt),
                          stride = stride.vec(), padding = padding.vec(), dilation = dilation.vec(), transposed,
                          output_padding = output_padding.vec(), groups, out = c(out)] {
     Views v;
@@ -75,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_overrideable
       output_mask[1] ? at::empty(weight.sizes(), weight.options().memory_format(format)) : at::Tensor();
   at::Tensor grad_bias = output_mask[2] ? at::empty(bias_sizes, grad_output.options()) : at::Tensor();
   const Capture c(device);
-  launch_task(c.stream, [grad_output = c(grad_output), input = c(input), weight = c(weight), bias_sizes,
+  c.launch([grad_output = c(grad_output), input = c(input), weight = c(weight), bias_sizes,
                          stride = stride.vec(), padding = padding.vec(), dilation = dilation.vec(), transposed,
                          output_padding = output_padding.vec(), groups, output_mask, grad_input = c(grad_input),
                          grad_weight = c(grad_weight), grad_bias = c(grad_bias)] {

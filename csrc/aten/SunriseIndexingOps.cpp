@@ -34,7 +34,7 @@ at::Tensor& masked_fill_scalar(at::Tensor& self, const at::Tensor& mask, const c
   const c10::Device device = device_of({&self, &mask}, "aten::masked_fill_");
   const SunriseGuard guard(device);
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), mask = c(mask), value] {
+  c.launch([self = c(self), mask = c(mask), value] {
     Views v;
     v(self).masked_fill_(v(mask), value);
   });
@@ -48,7 +48,7 @@ at::Tensor& masked_fill_tensor(at::Tensor& self, const at::Tensor& mask, const a
   const c10::Device device = device_of({&self, &mask, &value}, "aten::masked_fill_");
   const SunriseGuard guard(device);
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), mask = c(mask), value = c(value)] {
+  c.launch([self = c(self), mask = c(mask), value = c(value)] {
     Views v;
     v(self).masked_fill_(v(mask), v(value));
   });
@@ -74,7 +74,7 @@ at::Tensor& where_self_out(const at::Tensor& condition, const at::Tensor& self, 
   TORCH_CHECK(out.scalar_type() == dtype, "Expected out type to be ", dtype, " but got ", out.scalar_type());
   at::native::resize_output(out, where_shape(condition, self, other));
   const Capture c(device);
-  launch_task(c.stream, [condition = c(condition), self = c(self), other = c(other), out = c(out)] {
+  c.launch([condition = c(condition), self = c(self), other = c(other), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::where_out(o, v(condition), v(self), v(other));
@@ -106,7 +106,7 @@ at::Tensor& index_select_out(const at::Tensor& self, int64_t dim, const at::Tens
   TORCH_CHECK(out.scalar_type() == self.scalar_type(), "index_select(): self and result must have the same scalar type");
   at::native::resize_output(out, index_select_shape(self, dim, index));
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), dim, index = c(index), out = c(out)] {
+  c.launch([self = c(self), dim, index = c(index), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::index_select_out(o, v(self), dim, v(index));
@@ -128,7 +128,7 @@ at::Tensor index_select(const at::Tensor& self, int64_t dim, const at::Tensor& i
 // allocates the result and the device copies the indices into it.
 at::Tensor nonzero_on_device(const at::Tensor& self, const Capture& c) {
   auto indices = std::make_shared<at::Tensor>();
-  launch_task(c.stream, [self = c(self), indices] {
+  c.launch([self = c(self), indices] {
     Views v;
     *indices = at::nonzero(v(self));
   });
@@ -137,7 +137,7 @@ at::Tensor nonzero_on_device(const at::Tensor& self, const Capture& c) {
 }
 
 void copy_into(const Capture& c, const at::Tensor& out, at::Tensor host_result) {
-  launch_task(c.stream, [out = c(out), host_result = std::move(host_result)] {
+  c.launch([out = c(out), host_result = std::move(host_result)] {
     Views v;
     v(out).copy_(host_result);
   });
@@ -219,7 +219,7 @@ at::Tensor& index_out(const at::Tensor& self, const c10::List<std::optional<at::
               ", got ", out.scalar_type());
   at::native::resize_output(out, meta_out.sizes());
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), held = c(indices), out = c(out)] {
+  c.launch([self = c(self), held = c(indices), out = c(out)] {
     Views v;
     c10::List<std::optional<at::Tensor>> cpu_indices;
     for (const std::optional<kernels::DeferredTensor>& index : held) cpu_indices.push_back(v(index));

@@ -19,7 +19,7 @@ at::Tensor& logical_not_out(const at::Tensor& self, at::Tensor& out) {
   const SunriseGuard guard(device);
   at::native::resize_output(out, self.sizes());
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), out = c(out)] {
+  c.launch([self = c(self), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::logical_not_out(o, v(self));
@@ -42,7 +42,7 @@ at::Tensor& logical_binary_out(const at::Tensor& self, const at::Tensor& other, 
               "output with shape ", out.sizes(), " doesn't match the broadcast shape ", c10::IntArrayRef(shape));
   at::native::resize_output(out, shape);
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), other = c(other), out = c(out)] {
+  c.launch([self = c(self), other = c(other), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     if constexpr (Op == Binary::And) at::logical_and_out(o, v(self), v(other));

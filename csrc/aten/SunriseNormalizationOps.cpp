@@ -65,7 +65,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(Forward which, const at::
   at::Tensor save_mean = at::empty({stat_size}, input.options().dtype(stat_dtype));
   at::Tensor save_invstd = at::empty({stat_size}, input.options().dtype(stat_dtype));
   const Capture c(device);
-  launch_task(c.stream, [which, input = c(input), weight = c(weight), bias = c(bias), running_mean = c(running_mean),
+  c.launch([which, input = c(input), weight = c(weight), bias = c(bias), running_mean = c(running_mean),
                          running_var = c(running_var), training, momentum, eps, out = c(out),
                          save_mean = c(save_mean), save_invstd = c(save_invstd)] {
     Views v;
@@ -147,7 +147,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   at::Tensor grad_weight = output_mask[1] ? at::empty({channels}, input.options().dtype(param_dtype)) : at::Tensor();
   at::Tensor grad_bias = output_mask[2] ? at::empty({channels}, input.options().dtype(param_dtype)) : at::Tensor();
   const Capture c(device);
-  launch_task(c.stream, [grad_out = c(grad_out), input = c(input), weight = c(weight), running_mean = c(running_mean),
+  c.launch([grad_out = c(grad_out), input = c(input), weight = c(weight), running_mean = c(running_mean),
                          running_var = c(running_var), save_mean = c(save_mean), save_invstd = c(save_invstd), train,
                          eps, output_mask, reserve = reserve ? std::optional(c(*reserve)) : std::nullopt,
                          grad_input = c(grad_input), grad_weight = c(grad_weight), grad_bias = c(grad_bias)] {
@@ -193,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_group_norm(const at::Tenso
   at::Tensor mean = at::empty({n, group}, input.options().dtype(stat_dtype));
   at::Tensor rstd = at::empty({n, group}, input.options().dtype(stat_dtype));
   const Capture cap(device);
-  launch_task(cap.stream, [input = cap(input), weight = cap(weight), bias = cap(bias), n, c, hxw, group, eps,
+  cap.launch([input = cap(input), weight = cap(weight), bias = cap(bias), n, c, hxw, group, eps,
                            y = cap(y), mean = cap(mean), rstd = cap(rstd)] {
     Views v;
     put_results(v, at::native_group_norm(v(input), v(weight), v(bias), n, c, hxw, group, eps), y, mean, rstd);
@@ -215,7 +215,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_group_norm_backward(
   at::Tensor grad_weight = output_mask[1] ? at::empty({c}, input.options().dtype(param_dtype)) : at::Tensor();
   at::Tensor grad_bias = output_mask[2] ? at::empty({c}, input.options().dtype(param_dtype)) : at::Tensor();
   const Capture cap(device);
-  launch_task(cap.stream, [grad_out = cap(grad_out), input = cap(input), mean = cap(mean), rstd = cap(rstd),
+  cap.launch([grad_out = cap(grad_out), input = cap(input), mean = cap(mean), rstd = cap(rstd),
                            weight = cap(weight), n, c, hxw, group, output_mask, grad_input = cap(grad_input),
                            grad_weight = cap(grad_weight), grad_bias = cap(grad_bias)] {
     Views v;
@@ -253,7 +253,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm(const at::Tenso
   at::Tensor rstd = at::empty(stat_shape, input.options().dtype(stat_dtype));
   const bool serial = serial_rows({&input, &y});
   const Capture c(device);
-  launch_task(c.stream, [input = c(input), shape = normalized_shape.vec(), weight = c(weight), bias = c(bias), eps,
+  c.launch([input = c(input), shape = normalized_shape.vec(), weight = c(weight), bias = c(bias), eps,
                   y = c(y), mean = c(mean), rstd = c(rstd), serial] {
     Views v;
     const SerialMathScope one_thread(serial);
@@ -281,7 +281,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm_backward(
   at::Tensor dw = like(output_mask[1], weight);
   at::Tensor db = like(output_mask[2], bias);
   const Capture c(device);
-  launch_task(c.stream, [grad_out = c(grad_out), input = c(input), shape = normalized_shape.vec(), mean = c(mean),
+  c.launch([grad_out = c(grad_out), input = c(input), shape = normalized_shape.vec(), mean = c(mean),
                   rstd = c(rstd), weight = c(weight), bias = c(bias), output_mask, dx = c(dx), dw = c(dw), db = c(db)] {
     Views v;
     put_results(v,

@@ -25,7 +25,7 @@ void fused_adam_impl(at::TensorList self, at::TensorList grads, at::TensorList e
   const SunriseGuard guard(device);
   const bool serial = serial_rows({self, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs});
   const Capture c(device);
-  launch_task(c.stream, [p = c(self), g = c(grads), m = c(exp_avgs), s = c(exp_avg_sqs), mx = c(max_exp_avg_sqs),
+  c.launch([p = c(self), g = c(grads), m = c(exp_avgs), s = c(exp_avg_sqs), mx = c(max_exp_avg_sqs),
                   st = c(state_steps), lr, lr_tensor = c(lr_tensor), beta1, beta2, weight_decay, eps, amsgrad,
                   maximize, grad_scale = c(grad_scale), found_inf = c(found_inf), serial] {
     Views v;

@@ -32,7 +32,7 @@ at::Tensor var_or_std(const at::Tensor& self, at::OptionalIntArrayRef dim, const
   std::optional<std::vector<int64_t>> dims;
   if (dim) dims = dim->vec();
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), dims, correction, keepdim, out = c(out)] {
+  c.launch([self = c(self), dims, correction, keepdim, out = c(out)] {
     Views v;
     const at::OptionalIntArrayRef d = dims ? at::OptionalIntArrayRef(*dims) : at::OptionalIntArrayRef(std::nullopt);
     v(out).copy_(Std ? at::std(v(self), d, correction, keepdim) : at::var(v(self), d, correction, keepdim));
@@ -60,7 +60,7 @@ at::Tensor dot_product(const at::Tensor& self, const at::Tensor& other) {
   const SunriseGuard guard(device);
   at::Tensor out = at::empty({}, self.options());
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), other = c(other), out = c(out)] {
+  c.launch([self = c(self), other = c(other), out = c(out)] {
     Views v;
     v(out).copy_(Conjugate ? at::vdot(v(self), v(other)) : at::dot(v(self), v(other)));
   });
@@ -76,7 +76,7 @@ at::Tensor full_reduction(const at::Tensor& self) {
   const SunriseGuard guard(device);
   at::Tensor out = at::empty({}, self.options());
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), out = c(out)] {
+  c.launch([self = c(self), out = c(out)] {
     Views v;
     v(out).copy_(IsMax ? at::max(v(self)) : at::min(v(self)));
   });

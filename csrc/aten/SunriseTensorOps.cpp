@@ -31,7 +31,7 @@ at::Tensor relu(const at::Tensor& self) {
   const SunriseGuard guard(device);
   at::Tensor out = at::empty_like(self);
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), out = c(out)] {
+  c.launch([self = c(self), out = c(out)] {
     Views v;
     v(out).copy_(at::relu(v(self)));
   });
@@ -43,7 +43,7 @@ at::Tensor& relu_(at::Tensor& self) {
   const c10::Device device = device_of({&self}, "aten::relu_");
   const SunriseGuard guard(device);
   const Capture c(device);
-  launch_task(c.stream, [self = c(self)] {
+  c.launch([self = c(self)] {
     Views v;
     at::Tensor view = v(self);
     at::relu_(view);
@@ -56,7 +56,7 @@ at::Tensor isnan(const at::Tensor& self) {
   const SunriseGuard guard(device);
   at::Tensor out = at::empty_like(self, self.options().dtype(at::kBool));
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), out = c(out)] {
+  c.launch([self = c(self), out = c(out)] {
     Views v;
     v(out).copy_(at::isnan(v(self)));
   });
@@ -73,7 +73,7 @@ at::Tensor embedding_dense_backward(const at::Tensor& grad_output, const at::Ten
   const SunriseGuard guard(device);
   at::Tensor out = at::empty({num_weights, grad_output.size(-1)}, grad_output.options());
   const Capture c(device);
-  launch_task(c.stream, [grad_output = c(grad_output), indices = c(indices), num_weights, padding_idx, scale_grad_by_freq,
+  c.launch([grad_output = c(grad_output), indices = c(indices), num_weights, padding_idx, scale_grad_by_freq,
                   out = c(out)] {
     Views v;
     v(out).copy_(at::embedding_dense_backward(v(grad_output), v(indices), num_weights, padding_idx,
@@ -91,7 +91,7 @@ at::Tensor native_dropout_backward(const at::Tensor& grad_output, const at::Tens
   at::Tensor out = at::empty(at::infer_size(grad_output.sizes(), mask.sizes()),
                              grad_output.options().dtype(at::result_type(product, c10::Scalar(scale))));
   const Capture c(device);
-  launch_task(c.stream, [grad_output = c(grad_output), mask = c(mask), scale, out = c(out)] {
+  c.launch([grad_output = c(grad_output), mask = c(mask), scale, out = c(out)] {
     Views v;
     v(out).copy_(at::native_dropout_backward(v(grad_output), v(mask), scale));
   });
@@ -109,7 +109,7 @@ at::Tensor& abs_out(const at::Tensor& self, at::Tensor& out) {
               " can't be cast to the desired output type ", out.scalar_type());
   at::native::resize_output(out, self.sizes());
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), out = c(out)] {
+  c.launch([self = c(self), out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::abs_out(o, v(self));
@@ -128,7 +128,7 @@ at::Tensor& arange_out(const c10::Scalar& start, const c10::Scalar& end, const c
   });
   at::native::resize_output(out, {size});
   const Capture c(device);
-  launch_task(c.stream, [start, end, step, out = c(out)] {
+  c.launch([start, end, step, out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::arange_out(o, start, end, step);
@@ -144,7 +144,7 @@ at::Tensor& eye_m_out(int64_t n, int64_t m, at::Tensor& out) {
   TORCH_CHECK(m >= 0, "m must be greater or equal to 0, got ", m);
   at::native::resize_output(out, {n, m});
   const Capture c(device);
-  launch_task(c.stream, [n, m, out = c(out)] {
+  c.launch([n, m, out = c(out)] {
     Views v;
     at::Tensor o = v(out);
     at::eye_out(o, n, m);
@@ -160,7 +160,7 @@ at::Tensor flip(const at::Tensor& self, c10::IntArrayRef dims) {
   at::dim_list_to_bitset(dims, self.dim());  // wraps and checks the dims, as the CPU kernel does
   at::Tensor out = at::empty_like(self, at::MemoryFormat::Preserve);
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), dims = dims.vec(), out = c(out)] {
+  c.launch([self = c(self), dims = dims.vec(), out = c(out)] {
     Views v;
     v(out).copy_(at::flip(v(self), dims));
   });
@@ -180,7 +180,7 @@ at::Tensor roll(const at::Tensor& self, c10::IntArrayRef shifts, c10::IntArrayRe
   at::Tensor out = flat ? at::empty(self.sizes(), self.options())
                         : empty_in_suggested_format(self, self.sizes());
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), shifts = shifts.vec(), dims = dims.vec(), out = c(out)] {
+  c.launch([self = c(self), shifts = shifts.vec(), dims = dims.vec(), out = c(out)] {
     Views v;
     v(out).copy_(at::roll(v(self), shifts, dims));
   });

@@ -28,7 +28,7 @@ at::Tensor adaptive_avg_pool2d(const at::Tensor& self, c10::IntArrayRef output_s
   sizes.insert(sizes.end(), output_size.begin(), output_size.end());
   at::Tensor out = empty_in_suggested_format(self, sizes);
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), output_size = output_size.vec(), out = c(out)] {
+  c.launch([self = c(self), output_size = output_size.vec(), out = c(out)] {
     Views v;
     v(out).copy_(at::_adaptive_avg_pool2d(v(self), output_size));
   });
@@ -40,7 +40,7 @@ at::Tensor adaptive_avg_pool2d_backward(const at::Tensor& grad_output, const at:
   const SunriseGuard guard(device);
   at::Tensor grad_input = empty_in_suggested_format(self, self.sizes());
   const Capture c(device);
-  launch_task(c.stream, [grad_output = c(grad_output), self = c(self), grad_input = c(grad_input)] {
+  c.launch([grad_output = c(grad_output), self = c(self), grad_input = c(grad_input)] {
     Views v;
     v(grad_input).copy_(at::_adaptive_avg_pool2d_backward(v(grad_output), v(self)));
   });
@@ -53,7 +53,7 @@ at::Tensor hardswish(const at::Tensor& self) {
   const SunriseGuard guard(device);
   at::Tensor out = at::empty_like(self);
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), out = c(out)] {
+  c.launch([self = c(self), out = c(out)] {
     Views v;
     v(out).copy_(at::hardswish(v(self)));
   });
@@ -64,7 +64,7 @@ at::Tensor& hardswish_(at::Tensor& self) {
   const c10::Device device = device_of({&self}, "aten::hardswish_");
   const SunriseGuard guard(device);
   const Capture c(device);
-  launch_task(c.stream, [self = c(self)] {
+  c.launch([self = c(self)] {
     Views v;
     at::Tensor view = v(self);
     at::hardswish_(view);
@@ -77,7 +77,7 @@ at::Tensor hardswish_backward(const at::Tensor& grad_output, const at::Tensor& s
   const SunriseGuard guard(device);
   at::Tensor out = at::empty_like(self);
   const Capture c(device);
-  launch_task(c.stream, [grad_output = c(grad_output), self = c(self), out = c(out)] {
+  c.launch([grad_output = c(grad_output), self = c(self), out = c(out)] {
     Views v;
     v(out).copy_(at::hardswish_backward(v(grad_output), v(self)));
   });
@@ -98,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor> nll_loss2d_forward(const at::Tensor& self, co
                           : at::empty({}, self.options());
   at::Tensor total_weight = at::empty({}, self.options());
   const Capture c(device);
-  launch_task(c.stream, [self = c(self), target = c(target), weight = c(weight), reduction, ignore_index,
+  c.launch([self = c(self), target = c(target), weight = c(weight), reduction, ignore_index,
                          output = c(output), total_weight = c(total_weight)] {
     Views v;
     put_results(v, at::nll_loss2d_forward(v(self), v(target), v(weight), reduction, ignore_index), output,
@@ -115,7 +115,7 @@ at::Tensor nll_loss2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   const SunriseGuard guard(device);
   at::Tensor grad_input = at::empty(self.sizes(), self.options());
   const Capture c(device);
-  launch_task(c.stream, [grad_output = c(grad_output), self = c(self), target = c(target), weight = c(weight),
+  c.launch([grad_output = c(grad_output), self = c(self), target = c(target), weight = c(weight),
                          reduction, ignore_index, total_weight = c(total_weight), grad_input = c(grad_input)] {
     Views v;
     v(grad_input).copy_(at::nll_loss2d_backward(v(grad_output), v(self), v(target), v(weight), reduction, ignore_index,

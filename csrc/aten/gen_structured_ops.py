@@ -275,7 +275,18 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, elementwise: bool) 
     device.append(f"at::cpu::{target.name()}({call_exprs});")
     device.append("bits.resolve(out_v);")
     device.append("views.check_unmoved();")
-    lines.append(f"  launch_task(stream, [{', '.join(captures)}]() mutable {{")
+    # The operands' dtypes, outputs included: the first launch with a new
+    # combination raises the kernel's dtype error at the call (DtypeCheckedLaunch.h).
+    operands = [b.name for b in args if tensor_kind(b.nctype.cpp_type()) in ("tensor", "optional")
+                and b.name not in out_names]
+    operands += [f"list_{i}" for i in range(len(lists))]
+    if k is SchemaKind.inplace:
+        pass  # self is the output
+    elif k is SchemaKind.functional:
+        operands.append("op.outputs_")
+    else:
+        operands += [a.name for a in f.func.arguments.out]
+    lines.append(f"  launch_checked(stream, dtype_key({', '.join(operands)}), [{', '.join(captures)}]() mutable {{")
     lines.extend(f"    {d}" for d in device)
     lines.append("  });")
 

@@ -31,6 +31,9 @@ struct HostTask {
   virtual ~HostTask() = default;
   virtual void run() = 0;
   HostTask* next_finished = nullptr;  // link in the list of finished tasks
+  // Where an exception of this task goes when the host waits for it (to raise
+  // a dtype error at the call); null: it is the device's sticky error.
+  std::shared_ptr<std::exception_ptr> call_error;
 };
 
 // Hands a task that ran to the host for destruction; called on the device thread.
@@ -48,18 +51,31 @@ struct HostTaskImpl final : HostTask {
   F f_;
 };
 
-inline void run_host_task(void* user_data) {
-  auto* task = static_cast<HostTask*>(user_data);
+// Records an exception thrown by device work as the device's sticky error.
+inline void report_async_exception(const std::exception_ptr& error) noexcept {
   try {
-    task->run();
+    std::rethrow_exception(error);
   } catch (const c10::Error& e) {
     srReportAsyncError(srErrorLaunchFailure, e.what_without_backtrace());
   } catch (const std::exception& e) {
     srReportAsyncError(srErrorLaunchFailure, e.what());
   } catch (...) {
-    // Anything else too: a task that escaped here would never be retired,
-    // and what it owns (device tensors) would leak.
     srReportAsyncError(srErrorLaunchFailure, "device task threw an exception that is not a std::exception");
+  }
+}
+
+inline void run_host_task(void* user_data) {
+  auto* task = static_cast<HostTask*>(user_data);
+  try {
+    task->run();
+  } catch (...) {
+    // Anything: a task that escaped here would never be retired, and what it
+    // owns (device tensors) would leak.
+    if (task->call_error) {
+      *task->call_error = std::current_exception();
+    } else {
+      report_async_exception(std::current_exception());
+    }
   }
   retire(task);
 }
@@ -94,11 +110,13 @@ TORCH_SUNRISE_API void release_finished_tasks() noexcept;
 // synchronization or memory statistics.
 TORCH_SUNRISE_API void release_finished_tasks_now_and_then() noexcept;
 
+// `call_error`: see detail::HostTask.
 template <typename F>
-void launch_task(const SunriseStream& stream, F&& f) {
+void launch_task(const SunriseStream& stream, F&& f, std::shared_ptr<std::exception_ptr> call_error = nullptr) {
   release_finished_tasks_now_and_then();
   using Fn = std::decay_t<F>;
   auto task = std::make_unique<detail::HostTaskImpl<Fn>>(std::forward<F>(f));
+  task->call_error = std::move(call_error);
   SUNRISE_CHECK(srLaunchHostFunc(stream.handle(), &detail::run_host_task, task.get()));
   task.release();  // now owned by the queued host function
 }

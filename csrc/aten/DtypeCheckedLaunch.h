@@ -1,0 +1,131 @@
+// Dtype errors at the call, as CPU and CUDA raise them.
+//
+// A device kernel here is ATen's CPU kernel, and its dtype dispatch
+// (AT_DISPATCH_*: `"abs_cpu" not implemented for 'Bool'`) runs where the
+// kernel runs, on the device thread: the call would return and the error
+// surface as a sticky launch failure at whatever synchronizes next. CPU and
+// CUDA raise NotImplementedError from the call itself.
+//
+// So the first launch from a call site with a given combination of operand
+// dtypes waits for the kernel and raises its dtype error at the call; the
+// device keeps working. A combination that ran is remembered per site, and
+// later launches with it are asynchronous: a kernel's dtype dispatch depends on
+// the dtypes alone. Faults that depend on the data (an index out of range) stay
+// asynchronous, on the first launch too, as on CUDA.
+#pragma once
+
+#include <torch_sunrise/SunriseLaunch.h>
+#include <torch_sunrise/SunriseStream.h>
+
+#include <ATen/core/IListRef.h>
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+namespace torch_sunrise::aten {
+
+// The dtypes of a kernel's tensor operands, in order, as one number.
+class DtypeKey {
+ public:
+  void add(const at::Tensor& t) {
+    // A wrapped number (a Python scalar) takes part in type promotion differently.
+    mix(t.defined() ? (static_cast<uint64_t>(t.scalar_type()) + 1) |
+                          (t.unsafeGetTensorImpl()->is_wrapped_number() ? 0x100 : 0)
+                    : 0);
+  }
+  void add(const std::optional<at::Tensor>& t) { t ? add(*t) : mix(0); }
+  void add(const at::ITensorListRef& list) {
+    mix(0x200 + list.size());
+    for (const at::Tensor& t : list) add(t);
+  }
+  template <size_t N>
+  void add(const std::array<at::Tensor, N>& tensors) {
+    for (const at::Tensor& t : tensors) add(t);
+  }
+  uint64_t value() const { return hash_; }
+
+ private:
+  void mix(uint64_t v) { hash_ = (hash_ ^ v) * 0x100000001b3ULL; }  // FNV-1a
+  uint64_t hash_ = 0xcbf29ce484222325ULL;
+};
+
+template <typename... Operands>
+uint64_t dtype_key(const Operands&... operands) {
+  DtypeKey key;
+  (key.add(operands), ...);
+  return key.value();
+}
+
+// The dtype keys a call site launched without a dtype error. Read on every
+// launch without a lock; a full set forgets its oldest keys (which then cost
+// one wait again).
+class CheckedDtypes {
+ public:
+  bool contains(uint64_t key) const noexcept {
+    const int n = size_.load(std::memory_order_acquire);
+    for (int i = 0; i < n; ++i) {
+      if (keys_[i].load(std::memory_order_relaxed) == key) return true;
+    }
+    return false;
+  }
+  void insert(uint64_t key) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (contains(key)) return;
+    const int n = size_.load(std::memory_order_relaxed);
+    if (n < kCapacity) {
+      keys_[n].store(key, std::memory_order_relaxed);
+      size_.store(n + 1, std::memory_order_release);
+    } else {
+      keys_[next_evicted_++ % kCapacity].store(key, std::memory_order_relaxed);
+    }
+  }
+
+ private:
+  static constexpr int kCapacity = 32;
+  std::array<std::atomic<uint64_t>, kCapacity> keys_{};
+  std::atomic<int> size_{0};
+  std::mutex mutex_;
+  int next_evicted_ = 0;
+};
+
+// One set per call site: F, a lambda, is a type of its own at each site.
+template <typename F>
+CheckedDtypes& checked_dtypes_of() {
+  static CheckedDtypes checked;
+  return checked;
+}
+
+// launch_task, with a dtype error of the kernel raised here the first time
+// the site launches these operand dtypes (`dtypes`: dtype_key of the operands).
+template <typename F>
+void launch_checked(const SunriseStream& stream, uint64_t dtypes, F&& f) {
+  CheckedDtypes& checked = checked_dtypes_of<std::decay_t<F>>();
+  if (checked.contains(dtypes)) {
+    launch_task(stream, std::forward<F>(f));
+    return;
+  }
+  auto error = std::make_shared<std::exception_ptr>();
+  launch_task(stream, std::forward<F>(f), error);
+  stream.synchronize();
+  if (!*error) {
+    checked.insert(dtypes);
+    return;
+  }
+  try {
+    std::rethrow_exception(*error);
+  } catch (const c10::NotImplementedError&) {
+    throw;  // the dtype error, at the call
+  } catch (...) {
+    // Anything else stays what it would have been: the device's asynchronous
+    // error, raised by the next synchronizing call.
+    launch_task(stream, [error] { std::rethrow_exception(*error); });
+  }
+}
+
+}  // namespace torch_sunrise::aten

@@ -1,0 +1,80 @@
+"""Errors CPU and CUDA raise at the call, raised by the call on sunrise.
+
+A sunrise kernel is ATen's CPU kernel run by the device, so its dtype dispatch runs on the device
+thread; the first launch of an op with new operand dtypes waits for it and raises its dtype error at
+the call (``csrc/aten/DtypeCheckedLaunch.h``). Every test compares with what the CPU raises for the
+same call, and checks the device keeps working afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_same_as_cpu, pending_device_errors
+
+Call = Callable[[str], object]
+
+# Dtypes whose CPU kernel does not exist, by way the op runs on sunrise.
+DTYPE_ERRORS: dict[str, Call] = {
+    # generated structured wrappers: functional, in-place, out=
+    "abs bool": lambda d: torch.ones(4, dtype=torch.bool, device=d).abs(),
+    "frac_ int64": lambda d: torch.ones(4, dtype=torch.int64, device=d).frac_(),
+    "hypot out= int32": lambda d: torch.hypot(torch.ones(4, dtype=torch.int32, device=d),
+                                              torch.ones(4, dtype=torch.int32, device=d),
+                                              out=torch.empty(4, dtype=torch.int32, device=d)),
+    "lt complex64": lambda d: torch.ones(4, dtype=torch.complex64, device=d) < 1,
+    "sum complex32": lambda d: torch.ones(4, dtype=torch.complex32, device=d).sum(),
+    # hand-written device tasks
+    "flip complex32": lambda d: torch.ones(4, dtype=torch.complex32, device=d).flip(0),
+    "adaptive_avg_pool2d int64": lambda d: F.adaptive_avg_pool2d(torch.ones(1, 2, 4, 4, dtype=torch.long, device=d), 2),
+    "layer_norm int64": lambda d: F.layer_norm(torch.ones(2, 4, dtype=torch.long, device=d), (4,)),
+}
+
+
+def cpu_error(call: Call) -> BaseException:
+    with pytest.raises(Exception) as raised:
+        call("cpu")
+    return raised.value
+
+
+def assert_device_works() -> None:
+    assert pending_device_errors() == []
+    assert_same_as_cpu(torch.arange(6.0, device="sunrise").sum(), torch.arange(6.0).sum())
+
+
+@pytest.mark.parametrize("name", DTYPE_ERRORS)
+def test_dtype_error_is_raised_by_the_call(name: str) -> None:
+    call = DTYPE_ERRORS[name]
+    expected = cpu_error(call)
+    assert type(expected) is NotImplementedError
+    for _ in range(2):  # every call, not only the first launch with these dtypes
+        with pytest.raises(NotImplementedError) as got:
+            call("sunrise")
+        assert str(got.value).splitlines()[0] == str(expected).splitlines()[0]
+    assert_device_works()
+
+
+def test_supported_dtypes_still_run_after_an_unsupported_one() -> None:
+    x = torch.tensor([-1.5, 2.0, -0.0], dtype=torch.float64)
+    with pytest.raises(NotImplementedError):
+        torch.ones(3, dtype=torch.bool, device="sunrise").abs()
+    for _ in range(3):  # the first launch with float64 waits for the kernel, later ones do not
+        assert_same_as_cpu(x.to("sunrise").abs(), x.abs())
+    assert_device_works()
+
+
+def test_a_data_fault_stays_asynchronous_on_the_first_launch() -> None:
+    # An index out of range is found while the kernel runs: on CUDA a device-side assert raised by
+    # a later synchronization, not by the call. The combination of dtypes is new to this call site.
+    src = torch.ones(4, dtype=torch.complex64, device="sunrise")
+    index = torch.tensor([7], dtype=torch.int32, device="sunrise")
+    try:
+        torch.index_select(src, 0, index)  # returns
+        with pytest.raises(torch.AcceleratorError, match="index out of range"):
+            torch.sunrise.synchronize()
+    finally:
+        pending_device_errors()
+    assert_device_works()
