@@ -78,3 +78,43 @@ def test_a_data_fault_stays_asynchronous_on_the_first_launch() -> None:
     finally:
         pending_device_errors()
     assert_device_works()
+
+
+ALL_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16,
+              torch.uint32, torch.uint64, torch.float16, torch.bfloat16, torch.float32, torch.float64,
+              torch.complex32, torch.complex64, torch.complex128)
+
+# Ops whose sunrise path once took dtypes CPU refuses. (call, whether its values are deterministic)
+DtypeCall = Callable[[str, torch.dtype], object]
+SUPPORT_CASES: dict[str, tuple[DtypeCall, bool]] = {
+    "pixel_shuffle": (lambda d, t: F.pixel_shuffle(torch.arange(32.0).reshape(2, 4, 2, 2).to(d, t), 2), True),
+    "pixel_shuffle channels_last": (lambda d, t: F.pixel_shuffle(
+        torch.arange(32.0).reshape(2, 4, 2, 2).to(d, t, memory_format=torch.channels_last), 2), True),
+    "pixel_unshuffle": (lambda d, t: F.pixel_unshuffle(torch.arange(32.0).reshape(2, 1, 4, 4).to(d, t), 2), True),
+    "max_pool1d": (lambda d, t: F.max_pool1d(torch.arange(16.0).reshape(2, 2, 4).to(d, t), 2), True),
+    "bernoulli": (lambda d, t: torch.bernoulli(torch.full((8,), 0.5).to(d, t)), False),
+    "bernoulli_ with tensor p": (lambda d, t: torch.zeros(8, device=d).to(t).bernoulli_(torch.full((8,), 0.5, device=d)), False),
+    "random_ from, to": (lambda d, t: torch.zeros(8, device=d).to(t).random_(0, 10), False),
+}
+
+
+def outcome(call: DtypeCall, device: str, dtype: torch.dtype) -> object:
+    try:
+        result = call(device, dtype)
+        if device == "sunrise":
+            torch.sunrise.synchronize()
+        return result
+    except Exception as error:  # the class and first line are what test_dtypes-like checks see
+        return (type(error), str(error).splitlines()[0])
+
+
+@pytest.mark.parametrize("name", SUPPORT_CASES)
+def test_supported_dtypes_are_cpus(name: str) -> None:
+    call, deterministic = SUPPORT_CASES[name]
+    for dtype in ALL_DTYPES:
+        expected, got = outcome(call, "cpu", dtype), outcome(call, "sunrise", dtype)
+        if isinstance(expected, tuple) or isinstance(got, tuple):
+            assert got == expected, dtype
+        elif deterministic:
+            assert_same_as_cpu(got, expected)
+    assert_device_works()

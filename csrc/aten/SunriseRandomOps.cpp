@@ -2,7 +2,9 @@
 // the Philox kernels are in csrc/kernels/RandomKernels.cpp.
 #include "kernels/RandomKernels.h"
 
+#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/native/DistributionTemplates.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/view_as_real.h>
@@ -56,6 +58,7 @@ at::Tensor& random_from(at::Tensor& self, int64_t from, std::optional<int64_t> t
   uint64_t range = 0;
   if (to) {
     TORCH_CHECK(from < *to, "random_ expects 'from' to be less than 'to', but got from=", from, " >= to_exclusive=", *to);
+    at::native::templates::check_from_to_in_range(from, *to - 1, self.dtype());
     range = static_cast<uint64_t>(*to) - static_cast<uint64_t>(from);
   } else {
     const uint64_t top = max_inclusive(self.scalar_type());
@@ -83,12 +86,22 @@ at::Tensor& bernoulli_float(at::Tensor& self, double p, Gen gen) {
   return self;
 }
 
+// The dtypes CPU's kernel takes, refused with its words (a NotImplementedError).
+void check_bernoulli_dtypes(const at::Tensor& self, const at::Tensor& p) {
+  AT_DISPATCH_ALL_TYPES_AND3(at::kBool, at::kBFloat16, at::kHalf, self.scalar_type(), "bernoulli_tensor_cpu_self_", [] {});
+  if (p.scalar_type() != at::kDouble) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, p.scalar_type(), "bernoulli_tensor_cpu_p_", [] {});
+  }
+}
+
 at::Tensor& bernoulli_tensor(at::Tensor& self, const at::Tensor& p, Gen gen) {
+  check_bernoulli_dtypes(self, p);
   kernels::bernoulli_(self, p, std::move(gen));
   return self;
 }
 
 at::Tensor bernoulli(const at::Tensor& self, Gen gen) {
+  check_bernoulli_dtypes(self, self);
   at::Tensor out = at::empty_like(self, at::MemoryFormat::Contiguous);
   kernels::bernoulli_(out, self, std::move(gen));
   return out;

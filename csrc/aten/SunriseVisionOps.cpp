@@ -1,8 +1,13 @@
 // Ops of vision models without a structured kernel, as device work: adaptive
-// average pooling, hardswish and the spatial negative log-likelihood loss.
+// average pooling, hardswish, pixel (un)shuffle and the spatial negative
+// log-likelihood loss; max_pool1d's dtype rule.
 // The host allocates results with the CPU kernel's geometry, the device runs
 // that kernel over views of device memory.
 #include "SunriseAsyncSupport.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/native/PixelShuffle.h>
 
 #include <ATen/ops/_adaptive_avg_pool2d.h>
 #include <ATen/ops/_adaptive_avg_pool2d_backward.h>
@@ -10,6 +15,9 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/hardswish.h>
 #include <ATen/ops/hardswish_backward.h>
+#include <ATen/ops/max_pool1d_with_indices.h>
+#include <ATen/ops/pixel_shuffle.h>
+#include <ATen/ops/pixel_unshuffle.h>
 #include <ATen/ops/nll_loss2d_backward.h>
 #include <ATen/ops/nll_loss2d_forward.h>
 #include <torch/library.h>
@@ -124,9 +132,56 @@ at::Tensor nll_loss2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   return grad_input;
 }
 
+// ------------------------------------------------------- pixel (un)shuffle
+// CPU's kernels, not the view-based composite other devices get: CPU's dtypes
+// (no complex32 or unsigned 16-64 bit) and its layout (the input's suggested
+// memory format).
+template <bool Shuffle>
+at::Tensor pixel_shuffle(const at::Tensor& self, int64_t factor) {
+  const c10::Device device = device_of({&self}, Shuffle ? "aten::pixel_shuffle" : "aten::pixel_unshuffle");
+  const SunriseGuard guard(device);
+  if constexpr (Shuffle) {
+    at::native::check_pixel_shuffle_shapes(self, factor);
+  } else {
+    at::native::check_pixel_unshuffle_shapes(self, factor);
+  }
+  std::vector<int64_t> sizes(self.sizes().begin(), self.sizes().end() - 3);
+  if constexpr (Shuffle) {
+    sizes.insert(sizes.end(), {self.size(-3) / factor / factor, self.size(-2) * factor, self.size(-1) * factor});
+  } else {
+    sizes.insert(sizes.end(), {self.size(-3) * factor * factor, self.size(-2) / factor, self.size(-1) / factor});
+  }
+  at::Tensor out = empty_in_suggested_format(self, sizes);
+  const Capture c(device);
+  c.launch([self = c(self), factor, out = c(out)] {
+    Views v;
+    v(out).copy_(Shuffle ? at::pixel_shuffle(v(self), factor) : at::pixel_unshuffle(v(self), factor));
+  });
+  return out;
+}
+
+// ----------------------------------------------------------------- max_pool1d
+// A composite: on CPU, a call that needs no gradient takes CPU's own kernel,
+// which has floating dtypes only; every other device pools through
+// max_pool1d_with_indices, which takes integers too. Sunrise refuses what CPU
+// refuses, with CPU's error, and pools as other devices do.
+at::Tensor max_pool1d(const at::Tensor& self, c10::IntArrayRef kernel_size, c10::IntArrayRef stride,
+                      c10::IntArrayRef padding, c10::IntArrayRef dilation, bool ceil_mode) {
+  if (!(self.requires_grad() && at::GradMode::is_enabled()) && !self._fw_grad(/*level=*/0).defined()) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, self.scalar_type(), "max_pool1d_impl", [] {});
+  }
+  return std::get<0>(at::max_pool1d_with_indices(self, kernel_size, stride, padding, dilation, ceil_mode));
+}
+
 }  // namespace
 
+TORCH_LIBRARY_IMPL(aten, AutogradPrivateUse1, m) {
+  m.impl("max_pool1d", max_pool1d);
+}
+
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
+  m.impl("pixel_shuffle", pixel_shuffle<true>);
+  m.impl("pixel_unshuffle", pixel_shuffle<false>);
   m.impl("_adaptive_avg_pool2d", adaptive_avg_pool2d);
   m.impl("_adaptive_avg_pool2d_backward", adaptive_avg_pool2d_backward);
   m.impl("hardswish", hardswish);
