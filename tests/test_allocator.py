@@ -224,6 +224,9 @@ def test_work_on_another_stream_keeps_a_freed_block_from_reuse() -> None:
     # Tensor.record_stream would), so the new tensor gets another block until
     # `side` has read `a`.
     side = torch.sunrise.Stream()
+    # The first float32 `x * 2` waits for its kernel (to raise a dtype error at the call); this
+    # one must not wait for `side`.
+    torch.ones(1, device="sunrise") * 2
     w = torch.randn(1024, 1024, device="sunrise")
     a_cpu = torch.randn(MiB // 4)
     a = a_cpu.to("sunrise")

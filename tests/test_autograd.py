@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from conftest import assert_same_as_cpu
+
 
 def make_mlp() -> torch.nn.Module:
     torch.manual_seed(0)
@@ -26,12 +28,12 @@ def batch(seed: int = 1):
 
 
 def assert_params_close(dev_model: torch.nn.Module, cpu_model: torch.nn.Module, grads: bool = False) -> None:
+    """The sunrise model's parameters (and their gradients) are the CPU model's (assert_same_as_cpu)."""
     for (name, p_dev), (_, p_cpu) in zip(dev_model.named_parameters(), cpu_model.named_parameters()):
-        assert p_dev.is_sunrise, name
-        assert_close(p_dev.detach().cpu(), p_cpu.detach(), msg=f"parameter {name}")
+        assert_same_as_cpu(p_dev, p_cpu, path=f"parameter {name}")
         if grads:
-            assert p_dev.grad is not None and p_dev.grad.is_sunrise, name
-            assert_close(p_dev.grad.cpu(), p_cpu.grad, msg=f"gradient of {name}")
+            assert p_dev.grad is not None, name
+            assert_same_as_cpu(p_dev.grad, p_cpu.grad, path=f"gradient of {name}")
 
 
 @pytest.mark.parametrize("device", ["sunrise:0", pytest.param("sunrise:1", marks=pytest.mark.two_devices)])
@@ -168,7 +170,7 @@ def test_double_backward() -> None:
 
 def test_batchnorm_training_grads_and_running_stats() -> None:
     torch.manual_seed(0)
-    # (no convolution here: see test_fallback.py::test_convolution_layers)
+    # (no convolution here: see tests/ops/test_convolution_attention.py)
     cpu_model = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(75, 4))
     dev_model = copy.deepcopy(cpu_model).sunrise()
     x = torch.randn(2, 3, 5, 5)

@@ -241,6 +241,22 @@ def test_module_sunrise_moves_parameters_and_buffers() -> None:
     assert_close(m(x.sunrise()).cpu(), expected)
 
 
+def test_module_to_keeps_parameter_identity_and_ties() -> None:
+    lin = torch.nn.Linear(2, 2)
+    weight = lin.weight
+    opt = torch.optim.SGD(lin.parameters(), lr=1.0)
+    lin.to("sunrise")
+    assert lin.weight is weight and weight.is_sunrise
+    lin(torch.ones(1, 2, device="sunrise")).sum().backward()
+    opt.step()  # updates the parameters the module uses
+    emb = torch.nn.Embedding(4, 2)
+    head = torch.nn.Linear(2, 4, bias=False)
+    head.weight = emb.weight
+    emb.to("sunrise")
+    head.to("sunrise")
+    assert head.weight is emb.weight
+
+
 def test_packed_sequence_sunrise() -> None:
     from torch.nn.utils.rnn import pack_padded_sequence
 

@@ -3,6 +3,7 @@ or an error that surfaces later at an unrelated call)."""
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -389,17 +390,23 @@ def test_out_of_memory_then_recovery(run_python) -> None:
 
 @pytest.mark.parametrize("std_exception", [True, False])
 def test_a_failed_device_task_still_releases_what_it_holds(std_exception) -> None:
-    held = torch.empty(1 << 20, dtype=torch.uint8, device="sunrise")
-    torch.sunrise.synchronize()
-    base = torch.sunrise.memory_allocated() - held.numel()
-    torch_sunrise._C._runtime.inject_async_error(0, "task failed", holding=held, std_exception=std_exception)
-    del held
+    # Earlier tests' garbage (tensors in traceback cycles) must not be collected while counting.
+    gc.collect()
+    gc.disable()
     try:
-        with pytest.raises(torch.AcceleratorError, match="task failed" if std_exception else "not a std::exception"):
-            torch.sunrise.synchronize()
+        held = torch.empty(1 << 20, dtype=torch.uint8, device="sunrise")
+        torch.sunrise.synchronize()
+        base = torch.sunrise.memory_allocated() - held.numel()
+        torch_sunrise._C._runtime.inject_async_error(0, "task failed", holding=held, std_exception=std_exception)
+        del held
+        try:
+            with pytest.raises(torch.AcceleratorError, match="task failed" if std_exception else "not a std::exception"):
+                torch.sunrise.synchronize()
+        finally:
+            pending_device_errors()
+        assert torch.sunrise.memory_allocated() == base
     finally:
-        pending_device_errors()
-    assert torch.sunrise.memory_allocated() == base
+        gc.enable()
 
 
 @pytest.mark.two_devices

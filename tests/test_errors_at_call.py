@@ -94,6 +94,8 @@ SUPPORT_CASES: dict[str, tuple[DtypeCall, bool]] = {
     "max_pool1d": (lambda d, t: F.max_pool1d(torch.arange(16.0).reshape(2, 2, 4).to(d, t), 2), True),
     "bernoulli": (lambda d, t: torch.bernoulli(torch.full((8,), 0.5).to(d, t)), False),
     "bernoulli_ with tensor p": (lambda d, t: torch.zeros(8, device=d).to(t).bernoulli_(torch.full((8,), 0.5, device=d)), False),
+    "masked_select": (lambda d, t: torch.masked_select(torch.arange(6.0).to(d, t), torch.arange(6, device=d) % 2 == 0),
+                      True),
     "random_ from, to": (lambda d, t: torch.zeros(8, device=d).to(t).random_(0, 10), False),
 }
 

@@ -13,22 +13,9 @@ import threading
 
 import pytest
 import torch
-from torch.testing import assert_close
 
 import torch_sunrise  # noqa: F401
-
-
-def _same_as_cpu(result: torch.Tensor, expected: torch.Tensor) -> None:
-    assert result.device.type == "sunrise"
-    assert result.dtype == expected.dtype
-    assert result.shape == expected.shape
-    assert result.stride() == expected.stride()
-    assert_close(result.cpu(), expected, equal_nan=True, rtol=0, atol=0)
-
-
-def _both(fn, *cpu_args):
-    dev_args = [a.to("sunrise") if isinstance(a, torch.Tensor) else a for a in cpu_args]
-    return fn(*dev_args), fn(*cpu_args)
+from conftest import assert_same_as_cpu, run_on_both
 
 
 @pytest.mark.parametrize(
@@ -47,35 +34,35 @@ def _both(fn, *cpu_args):
 def test_second_call_with_other_operands(first, second):
     fn = lambda x: torch.add(x, torch.ones((), dtype=x.dtype).to(x.device), alpha=2)  # noqa: E731
     for args in (first, second):
-        _same_as_cpu(*_both(fn, *args))
+        assert_same_as_cpu(*run_on_both(fn, *args))
 
 
 def test_transposed_operands_keep_their_layout():
     a = torch.randn(5, 7)
     for x in (a, a.t().contiguous().t(), a):  # same sizes, other strides, then back
-        result, expected = _both(lambda t: t * t + 1, x)
-        _same_as_cpu(result, expected)
+        result, expected = run_on_both(lambda t: t * t + 1, x)
+        assert_same_as_cpu(result, expected)
 
 
 def test_python_scalars_of_another_kind():
     x = torch.arange(8)
     for scalar in (2, 2.5, True, 3):
-        _same_as_cpu(*_both(lambda t: t * scalar, x))
-        _same_as_cpu(*_both(lambda t: t + scalar, x))
+        assert_same_as_cpu(*run_on_both(lambda t: t * scalar, x))
+        assert_same_as_cpu(*run_on_both(lambda t: t + scalar, x))
 
 
 def test_default_dtype_is_part_of_the_key():
     x = torch.arange(6, dtype=torch.int64)
-    _same_as_cpu(*_both(torch.sin, x))
+    assert_same_as_cpu(*run_on_both(torch.sin, x))
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        result, expected = _both(torch.sin, x)
+        result, expected = run_on_both(torch.sin, x)
         assert expected.dtype == torch.float64
-        _same_as_cpu(result, expected)
+        assert_same_as_cpu(result, expected)
     finally:
         torch.set_default_dtype(previous)
-    _same_as_cpu(*_both(torch.sin, x))
+    assert_same_as_cpu(*run_on_both(torch.sin, x))
 
 
 def test_argument_checks_still_raise_on_the_host():
@@ -89,26 +76,26 @@ def test_argument_checks_still_raise_on_the_host():
 def test_string_arguments():
     x = torch.randn(64)
     for approximate in ("none", "tanh", "none"):
-        _same_as_cpu(*_both(lambda t: torch.nn.functional.gelu(t, approximate=approximate), x))
+        assert_same_as_cpu(*run_on_both(lambda t: torch.nn.functional.gelu(t, approximate=approximate), x))
 
 
 def test_scalar_arguments():
     x = torch.randn(64)
     for beta, threshold in ((1.0, 20.0), (2.0, 20.0), (2.0, 0.5)):
-        _same_as_cpu(*_both(lambda t: torch.nn.functional.softplus(t, beta, threshold), x))
+        assert_same_as_cpu(*run_on_both(lambda t: torch.nn.functional.softplus(t, beta, threshold), x))
 
 
 def test_conjugate_and_negative_views():
     z = torch.randn(8, dtype=torch.complex64)
     for x in (z, z.conj(), torch._neg_view(z), z):
-        _same_as_cpu(*_both(lambda t: t * 2 + 1, x))
+        assert_same_as_cpu(*run_on_both(lambda t: t * 2 + 1, x))
 
 
 def test_more_shapes_than_entries():
     shapes = [(3,), (4, 2), (2, 2, 2), (5,), (1, 7), (3,), (4, 2)]
     for shape in shapes * 2:
         a, b = torch.randn(shape), torch.randn(shape)
-        _same_as_cpu(*_both(torch.mul, a, b))
+        assert_same_as_cpu(*run_on_both(torch.mul, a, b))
 
 
 def test_concurrent_host_threads():
@@ -119,7 +106,7 @@ def test_concurrent_host_threads():
         try:
             a = torch.arange(16, dtype=dtype).reshape(shape)
             for _ in range(200):
-                _same_as_cpu(*_both(lambda t: t + t, a))
+                assert_same_as_cpu(*run_on_both(lambda t: t + t, a))
         except BaseException as e:  # noqa: BLE001 - reported by the main thread
             errors.append(e)
 

@@ -4,12 +4,12 @@
 base (which picks up the renamed backend: tests are named ``..._sunrise_<dtype>`` and get
 ``device="sunrise:0"``), and ``@ops`` over ``op_db`` for every dtype the op supports on CPU
 (complex included). Five checks per (op, dtype), each comparing sunrise with CPU on every sample
-(see tests/opinfo/device_checks.py): ``forward``, ``noncontiguous``, ``out`` (ops with out=),
+(see tests/opinfo/checks.py): ``forward``, ``noncontiguous``, ``out`` (ops with out=),
 ``inplace`` (ops with an in-place variant) and ``grad`` (differentiable ops, their backward
 dtypes).
 
 Which ops run:
-  default                  the representative subset device_checks.QUICK_OPS, dtypes
+  default                  the representative subset QUICK_OPS of tests/opinfo/common.py, dtypes
                            float32 / bfloat16 / int64 / bool / complex64 (grad: float32, complex64)
   SUNRISE_FULL_OPINFO=1    the full suite, every OpInfo x every CPU dtype, run by
                            ``test_full_opinfo_suite`` through tests/opinfo/full_run.py in chunked
@@ -39,17 +39,17 @@ from torch.testing._internal.common_device_type import OpDTypes, instantiate_dev
 from torch.testing._internal.common_methods_invocations import op_db  # noqa: E402
 from torch.testing._internal.common_utils import TestCase  # noqa: E402
 
-from tests.opinfo import device_checks, expected_failures  # noqa: E402
+from tests.opinfo import checks, expected_failures  # noqa: E402
 
 FULL = os.environ.get("SUNRISE_FULL_OPINFO") == "1"
 EXPLICIT = os.environ.get("SUNRISE_OPINFO_OPS") or None
 IN_CHUNK = os.environ.get("SUNRISE_OPINFO_CHUNK") == "1"  # set by tests/opinfo/full_run.py
 
 # In-process: the explicit list (full-run chunks always pass one), else the representative subset.
-OPS = [device_checks.stripped(op) for op in device_checks.select_ops(op_db, full=False, names=EXPLICIT)]
+OPS = [checks.stripped(op) for op in checks.select_ops(op_db, full=False, names=EXPLICIT)]
 ALL_DTYPES = EXPLICIT is not None
-FWD_DTYPES = None if ALL_DTYPES else device_checks.QUICK_DTYPES
-GRAD_DTYPES = None if ALL_DTYPES else device_checks.QUICK_GRAD_DTYPES
+FWD_DTYPES = None if ALL_DTYPES else checks.QUICK_DTYPES
+GRAD_DTYPES = None if ALL_DTYPES else checks.QUICK_GRAD_DTYPES
 
 
 class TestSunriseOpInfo(TestCase):
@@ -62,7 +62,7 @@ def _add(kind: str, op_list: list, dtypes, allowed) -> None:
 
     @ops(op_list, dtypes=dtypes, allowed_dtypes=allowed)
     def test(self, device, dtype, op):
-        device_checks.run_check(self, device, dtype, op, kind)
+        checks.run_check(device, dtype, op, kind)
 
     test.__name__ = f"test_{kind}"
     setattr(TestSunriseOpInfo, f"test_{kind}", test)
@@ -81,7 +81,7 @@ MARKED = expected_failures.apply(TestSunriseOpInfoPRIVATEUSE1, OPS)  # noqa: F82
 def test_expected_failures_are_well_formed():
     """Every entry names real OpInfos, real checks and dtypes its ops support on CPU, a category and
     a reason; no test is listed twice."""
-    by_key = {device_checks.op_key(op): op for op in op_db}
+    by_key = {checks.op_key(op): op for op in op_db}
     seen = set()
     problems = []
     for e in expected_failures.EXPECTED_FAILURES:
@@ -114,19 +114,17 @@ def test_expected_failures_are_well_formed():
 
 
 def _opinfo(name: str):
-    return device_checks.stripped(next(op for op in op_db if device_checks.op_key(op) == name))
+    return checks.stripped(next(op for op in op_db if checks.op_key(op) == name))
 
 
 @pytest.mark.parametrize("kind", expected_failures.KINDS)
 def test_checks_catch_wrong_results(monkeypatch, kind):
     """Each check fails when sunrise results are off by one (fault injection)."""
-    import unittest
-
-    monkeypatch.setenv(device_checks.INJECT_ENV, f"wrong:abs/{kind}/float32")
+    monkeypatch.setenv(checks.INJECT_ENV, f"wrong:abs/{kind}/float32")
     with pytest.raises(AssertionError, match=f"{kind} abs .float32. sample 0"):
-        device_checks.run_check(unittest.TestCase(), "sunrise:0", torch.float32, _opinfo("abs"), kind)
-    monkeypatch.delenv(device_checks.INJECT_ENV)
-    device_checks.run_check(unittest.TestCase(), "sunrise:0", torch.float32, _opinfo("abs"), kind)
+        checks.run_check("sunrise:0", torch.float32, _opinfo("abs"), kind)
+    monkeypatch.delenv(checks.INJECT_ENV)
+    checks.run_check("sunrise:0", torch.float32, _opinfo("abs"), kind)
 
 
 def test_exact_copy_keeps_layout_sharing_and_autograd_views():
@@ -136,7 +134,7 @@ def test_exact_copy_keeps_layout_sharing_and_autograd_views():
     cplx = torch.randn(3, dtype=torch.complex64).to("sunrise").requires_grad_()
     with torch.no_grad():
         real = cplx.real[1:]  # another dtype, a view made without grad tracking (a leaf)
-    copier = device_checks.ExactCopy("cpu")
+    copier = checks.ExactCopy("cpu")
     c_base, c_view, c_alias, c_dev, c_real = copier((base, view, alias, torch.device("sunrise:0"), real))
     assert c_dev == torch.device("cpu") and copier.on_device >= 4
     for d, c in ((base, c_base), (view, c_view), (alias, c_alias), (real, c_real)):

@@ -1,6 +1,6 @@
 """OpInfo agreement sweep: sunrise results must agree with CPU.
 
-By default a fast representative subset (tests.opinfo.sweep.QUICK_OPS, about 60
+By default a fast representative subset (tests.opinfo.common.SWEEP_QUICK_OPS, about 60
 OpInfos x float32/int64/bool/bfloat16) runs. SUNRISE_FULL_SWEEP=1 runs every OpInfo
 in op_db as well (takes minutes). Both run in worker subprocesses, so a crashing op
 is reported instead of taking pytest down.
@@ -17,7 +17,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:  # `pytest tests/...` without the repository root on sys.path
     sys.path.insert(0, _ROOT)
 
-from tests.opinfo import sweep  # noqa: E402
+from tests.opinfo import common, sweep  # noqa: E402
 
 MIN_AGREEMENT_PCT = 95.0
 
@@ -36,7 +36,7 @@ def _check(result: dict) -> None:
 
 
 def test_opinfo_sweep_quick_subset():
-    result = sweep.run_sweep(exact_ops=sweep.QUICK_OPS, limit_samples=4, timeout=60, workers=1,
+    result = sweep.run_sweep(exact_ops=common.SWEEP_QUICK_OPS, limit_samples=4, timeout=60, workers=1,
                              progress=False)
     ran = {r["op"] for r in result["records"] if r["outcome"] != "skip"}
     assert len(ran) >= 40, f"only {len(ran)} OpInfos of the subset ran: {sorted(ran)}"

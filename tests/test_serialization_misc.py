@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from conftest import assert_same_as_cpu
+
 
 def save(obj) -> io.BytesIO:
     buf = io.BytesIO()
@@ -107,8 +109,7 @@ def _mlp() -> torch.nn.Module:
 def _assert_same_state(actual: dict, expected: dict, device: torch.device) -> None:
     assert list(actual) == list(expected)
     for name, value in actual.items():
-        assert value.device == device, name
-        assert_close(value.cpu(), expected[name].cpu(), rtol=0, atol=0, msg=name)
+        assert_same_as_cpu(value, expected[name].cpu(), device=str(device), path=name)
 
 
 @pytest.mark.parametrize("index", [0, pytest.param(1, marks=pytest.mark.two_devices)])

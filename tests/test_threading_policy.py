@@ -14,7 +14,8 @@ from conftest import describe
 # Shapes straddle the default threshold (100 µs) and ATen's grain size:
 # elementwise and row-wise ops from a few KB to a few MB (with one thread and
 # with two, silu and softmax's backward differ in the last bit), layer norm,
-# fused AdamW, matrix-vector and small matrix products, and attention shaped
+# fused AdamW, matrix-vector and small matrix products (among them the shapes
+# where MKL's two threads round differently from one), and attention shaped
 # like token-by-token decoding and like a short prefill.
 _CASES = r"""
 import torch, torch.nn.functional as F
@@ -51,10 +52,14 @@ for dtype in (torch.float32, torch.bfloat16):
                                     weight_decay=0.01, eps=1e-8, amsgrad=False, maximize=False)
             return torch.cat([t.flatten() for t in params + state[0] + state[1]])
         case(adamw, *[torch.randn(n, dtype=dtype) for n in sizes * 2])
-for dtype in (torch.float32, torch.bfloat16, torch.float16):
-    for m, k, n in ((1, 1024, 256), (1, 1024, 2816), (4, 1024, 1024), (16, 64, 64), (64, 128, 128)):
+for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+    # 5-11 rows with 14+ columns, and float64's 2-3 rows with odd columns: MKL's two threads round
+    # them differently from one.
+    for m, k, n in ((1, 1024, 256), (1, 1024, 2816), (4, 1024, 1024), (16, 64, 64), (64, 128, 128),
+                    (10, 8, 24), (7, 64, 33), (9, 256, 200), (3, 64, 15), (2, 256, 33), (11, 17, 1)):
         a, w, b = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)
         case(lambda a, w, b: F.linear(a, w, b), a, w, b)
+        case(lambda a, w: torch.bmm(a.expand(3, m, k), w.t().expand(3, k, n)), a, w)
     for heads, kv_heads, q_len, kv_len in ((16, 4, 1, 64), (16, 4, 1, 300), (12, 12, 1, 128), (12, 12, 16, 16), (4, 4, 64, 64)):
         q = torch.randn(1, heads, q_len, 64, dtype=dtype)
         k, v = torch.randn(1, kv_heads, kv_len, 64, dtype=dtype), torch.randn(1, kv_heads, kv_len, 64, dtype=dtype)

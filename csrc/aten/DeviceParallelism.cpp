@@ -32,12 +32,28 @@ constexpr double kAttentionFewFmasPerUs32 = 7e3;
 constexpr double kAttentionFmasPerUs16 = 9e3;
 constexpr double kAttentionFmasPerUs32 = 14e3;
 
-// Where MKL's products gave the same bits with one thread and with two
-// (tests/test_native_kernels.py checks both sides of it): products of at most
-// 4 rows, and any of at most 2^20 multiply-adds. A 16x1024x1024 float32
-// product does not.
+// Where MKL's products gave the same bits with CPU eager's team as with one
+// thread, scanned over m 1-129, k 1-256, n 1-200 with teams of 2 and 4
+// (tests/ops/test_linear_algebra.py checks both sides of it). A vector (one
+// row or one column) with any team. With a team of two, in at most 2^20
+// multiply-adds (a 16x1024x1024 float32 product is not): float32 matrices of
+// at most 4, exactly 8, or 12 and more rows per matrix, or fewer than 14
+// columns (with 5-7 or 9-11 rows and 14 or more columns the two threads split
+// the rows into blocks whose tails round differently); bfloat16 and float16
+// any shape; float64 none (its differences follow no shape rule). Float32 and
+// 16-bit products of at most 4 rows keep the bits at any size. With a team of
+// four nearly every matrix product differs.
 constexpr int64_t kInvariantRows = 4;
 constexpr int64_t kInvariantFmas = int64_t{1} << 20;
+
+bool thread_invariant_product(at::ScalarType dtype, int64_t matrix_rows, int64_t cols, int64_t fmas) {
+  const int team = at::get_num_threads();
+  if (team == 1 || matrix_rows == 1 || cols == 1) return true;
+  if (team != 2 || !(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf)) return false;
+  if (matrix_rows <= kInvariantRows) return true;
+  if (fmas > kInvariantFmas) return false;
+  return dtype != at::kFloat || matrix_rows == 8 || matrix_rows >= 12 || cols < 14;
+}
 
 double threshold_us() {
   srDeviceProp prop{};
@@ -93,8 +109,9 @@ bool serial_product(const at::Tensor& a, const at::Tensor& b) {
   const int64_t rows = inner == 0 ? 0 : a.numel() / inner;
   const int64_t cols = b.dim() < 2 ? 1 : b.size(-1);
   const int64_t fmas = rows * inner * cols;
+  const int64_t matrix_rows = a.dim() >= 2 ? a.size(-2) : 1;
+  if (!thread_invariant_product(a.scalar_type(), matrix_rows, cols, fmas)) return false;
   const bool few_rows = b.dim() >= 2 && rows <= kInvariantRows;
-  if (!few_rows && fmas > kInvariantFmas) return false;
   // Few rows, or a matrix times a vector: the matrix streams through once.
   const bool vector = few_rows || b.dim() < 2;
   double per_us = 0;

@@ -172,6 +172,9 @@ at::Tensor nonzero(const at::Tensor& self) {
 at::Tensor& masked_select_out(const at::Tensor& self, const at::Tensor& mask, at::Tensor& out) {
   TORCH_CHECK(mask.scalar_type() == at::kBool, "masked_select: expected BoolTensor for mask");
   TORCH_CHECK(self.scalar_type() == out.scalar_type(), "masked_select(): self and result must have the same scalar type");
+  // CPU's kernel has every dtype but the 16-64 bit unsigned ones; indexing would take those.
+  TORCH_CHECK_NOT_IMPLEMENTED(!c10::isBarebonesUnsignedType(self.scalar_type()), "\"masked_select\" not implemented for '",
+                              c10::toString(self.scalar_type()), "'");
   device_of({&self, &mask, &out}, "aten::masked_select");
   auto [m, x] = at::expand_outplace(mask, self);
   if (x->dim() == 0) {  // indexing needs a dimension to select along; the result is 1-D either way

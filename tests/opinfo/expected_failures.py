@@ -23,8 +23,9 @@ from __future__ import annotations
 import unittest
 from dataclasses import dataclass
 
+from tests.opinfo.common import KINDS
+
 ALL = "*"
-KINDS = ("forward", "noncontiguous", "out", "inplace", "grad")
 CATEGORIES = ("bug", "tolerance", "by-design")
 FORWARD = ("forward", "noncontiguous", "out", "inplace")  # every check that is not grad
 

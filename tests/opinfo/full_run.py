@@ -36,12 +36,10 @@ import sys
 import threading
 import time
 
-from tests.opinfo.sweep import git_revision
+from tests.opinfo.common import KINDS, ROOT, crash_summary, git_revision, signal_name, tail
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEST_FILE = "tests/test_opinfo_device.py"
 TEST_CLASS = "TestSunriseOpInfoPRIVATEUSE1"
-KINDS = ("forward", "noncontiguous", "out", "inplace", "grad")
 HEADLINE_DTYPES = ("float32", "bfloat16", "int64", "bool")
 OUTCOMES = ("passed", "xfail", "failed", "xpass", "skipped", "crash", "timeout", "error")
 
@@ -133,38 +131,6 @@ def parse_nodeid(nodeid: str, by_formatted: dict) -> tuple[str, str, str] | None
     kind, formatted, dtype = m.groups()
     key = by_formatted.get(formatted)
     return (kind, key, dtype) if key else None
-
-
-def tail(path: str, limit: int = 3000) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def crash_summary(log: str) -> str:
-    """The fatal error and the innermost frames of the crashing thread (faulthandler output),
-    else the last lines of the log."""
-    lines = [ln.strip().lstrip(".") for ln in log.splitlines() if ln.strip().strip(".")]
-    fatal = [i for i, ln in enumerate(lines) if "Fatal Python error" in ln]
-    if fatal:
-        i = fatal[-1]
-        cur = next((j for j in range(i, len(lines)) if lines[j].startswith("Current thread")), i)
-        frames = [re.sub(r'File "[^"]*/(site-packages/)?', 'File "', ln)
-                  for ln in lines[cur + 1:] if ln.startswith("File ")][:4]
-        return " | ".join([lines[i][lines[i].index("Fatal"):]] + frames)[:700]
-    return " | ".join(lines[-4:])[:700]
-
-
-def signal_name(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return str(num)
 
 
 def run_chunk(n: int, ops: list[str], workdir: str, env: dict, timeout: float, log=None) -> dict:

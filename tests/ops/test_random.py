@@ -1,8 +1,10 @@
-"""Device RNG: Philox kernels, reproducibility, generator state, distributions.
+"""Device RNG: Philox kernels, distributions, reproducibility, generator state, dropout.
 
-Random values cannot equal CPU's (different generators, as on CUDA), so each
-distribution is compared with CPU's through its statistics, and every op is
-checked to run on the device (no CPU fallback) and to repeat after re-seeding.
+Random values cannot equal CPU's (different generators, as on CUDA), so each distribution is
+compared with CPU's through its statistics, and every op is checked to run on the device (no CPU
+fallback) and to repeat after re-seeding. The device generators are independent of the CPU's
+(seeding, generator objects, RNG state, fork_rng, one generator per device); dropout's backward
+applies the mask its forward drew.
 """
 
 from __future__ import annotations
@@ -12,20 +14,14 @@ import torch
 from torch.testing import assert_close
 
 import torch_sunrise
+from conftest import fallback_calls, no_fallback
 
 N = 200_000
 
 
-@pytest.fixture(autouse=True)
-def _no_fallback():
-    torch_sunrise.reset_fallback_stats()
-    yield
-
-
 def _assert_native(*ops: str) -> None:
-    stats = torch_sunrise.fallback_stats()
     for op in ops:
-        assert not any(name.startswith(op) for name in stats), f"{op} fell back to the CPU: {stats}"
+        assert fallback_calls(op) == 0, f"{op} fell back to the CPU: {torch_sunrise.fallback_stats()}"
 
 
 def _moments(t: torch.Tensor) -> torch.Tensor:
@@ -210,3 +206,162 @@ def test_dropout_uses_the_device_generator() -> None:
     assert_close((a == 0).double().mean(), torch.tensor(0.25, dtype=torch.float64), atol=0.02, rtol=0)
     assert_close(a.max(), torch.tensor(1 / 0.75))
     _assert_native("aten::native_dropout", "aten::bernoulli")
+
+
+# ---------------------------------------------------- generators and seeding
+
+
+def test_manual_seed_makes_device_random_reproducible() -> None:
+    torch.manual_seed(0)
+    a = torch.randn(5, device="sunrise")
+    a2 = torch.randn(5, device="sunrise")
+    torch.manual_seed(0)
+    b = torch.randn(5, device="sunrise")
+    b2 = torch.randn(5, device="sunrise")
+    assert_close(b.cpu(), a.cpu(), rtol=0, atol=0)
+    assert_close(b2.cpu(), a2.cpu(), rtol=0, atol=0)
+    assert not torch.equal(a.cpu(), a2.cpu())  # successive draws differ
+
+
+def test_random_ops_reproducible() -> None:
+    ops = [
+        lambda: torch.rand(6, device="sunrise"),
+        lambda: torch.randint(0, 100, (6,), device="sunrise"),
+        lambda: torch.randperm(8, device="sunrise"),
+        lambda: torch.nn.functional.dropout2d(torch.ones(1, 8, 2, 2, device="sunrise"), 0.5),
+        lambda: torch.nn.functional.rrelu(-torch.ones(8, device="sunrise"), training=True),
+        lambda: torch.bernoulli(torch.full((16,), 0.5, device="sunrise")),
+        lambda: torch.multinomial(torch.ones(10, device="sunrise"), 5),
+        lambda: torch.empty(6, device="sunrise").uniform_(-2, 2),
+        lambda: torch.empty(6, device="sunrise").normal_(3, 0.1),
+    ]
+    for op in ops:
+        torch.sunrise.manual_seed(123)
+        first = op().cpu()
+        torch.sunrise.manual_seed(123)
+        second = op().cpu()
+        assert_close(second, first, rtol=0, atol=0)
+
+
+def test_dropout_draws_from_the_sunrise_generator() -> None:
+    x = torch.ones(64, device="sunrise")
+    torch.sunrise.manual_seed(123)
+    torch.random.default_generator.manual_seed(1)
+    a = torch.nn.functional.dropout(x, 0.5)
+    torch.sunrise.manual_seed(123)
+    torch.random.default_generator.manual_seed(2)  # a different CPU seed must not matter
+    cpu_state = torch.random.default_generator.get_state()
+    b = torch.nn.functional.dropout(x, 0.5)
+    assert_close(torch.random.default_generator.get_state(), cpu_state, rtol=0, atol=0)
+    assert_close(b.cpu(), a.cpu(), rtol=0, atol=0)
+
+
+def test_dropout_is_correct_and_reproducible_with_global_seed() -> None:
+    x = torch.randn(64)
+    torch.manual_seed(0)
+    a = torch.nn.functional.dropout(x.to("sunrise"), 0.25)
+    torch.manual_seed(0)
+    b = torch.nn.functional.dropout(x.to("sunrise"), 0.25)
+    assert_close(b.cpu(), a.cpu(), rtol=0, atol=0)
+    kept = a.cpu() != 0
+    assert_close(a.cpu()[kept], x[kept] / 0.75)
+    assert_close(torch.nn.functional.dropout(x.to("sunrise"), 0.25, training=False).cpu(), x)
+
+
+def test_sunrise_seed_is_independent_of_cpu_seed() -> None:
+    torch.sunrise.manual_seed(1)
+    torch.random.default_generator.manual_seed(2)
+    a = torch.randn(5, device="sunrise")
+    torch.random.default_generator.manual_seed(3)  # only the CPU generator changes
+    torch.sunrise.manual_seed(1)
+    b = torch.randn(5, device="sunrise")
+    assert_close(b.cpu(), a.cpu(), rtol=0, atol=0)
+    assert torch.sunrise.initial_seed() == 1
+
+
+def test_generator_objects() -> None:
+    g = torch.Generator(device="sunrise")
+    assert g.device == torch.device("sunrise", 0)
+    g.manual_seed(3)
+    assert g.initial_seed() == 3
+    a = torch.randn(5, device="sunrise", generator=g)
+    g.manual_seed(3)
+    b = torch.randn(5, device="sunrise", generator=g)
+    assert_close(b.cpu(), a.cpu(), rtol=0, atol=0)
+    # An explicit generator does not advance the default one.
+    torch.sunrise.manual_seed(9)
+    ref = torch.randn(5, device="sunrise")
+    torch.sunrise.manual_seed(9)
+    torch.randn(5, device="sunrise", generator=g)
+    assert_close(torch.randn(5, device="sunrise").cpu(), ref.cpu(), rtol=0, atol=0)
+    # get_state / set_state on the generator.
+    state = g.get_state()
+    c = torch.rand(4, device="sunrise", generator=g)
+    g.set_state(state)
+    assert_close(torch.rand(4, device="sunrise", generator=g).cpu(), c.cpu(), rtol=0, atol=0)
+
+
+def test_rng_state_round_trip() -> None:
+    torch.sunrise.manual_seed(42)
+    state = torch.sunrise.get_rng_state()
+    assert state.dtype == torch.uint8 and state.device.type == "cpu"
+    a = torch.randn(6, device="sunrise")
+    b = torch.rand(3, device="sunrise")
+    torch.sunrise.set_rng_state(state)
+    assert_close(torch.randn(6, device="sunrise").cpu(), a.cpu(), rtol=0, atol=0)
+    assert_close(torch.rand(3, device="sunrise").cpu(), b.cpu(), rtol=0, atol=0)
+    states = torch.sunrise.get_rng_state_all()
+    assert len(states) == torch.sunrise.device_count()
+    x = [torch.randn(3, device=f"sunrise:{i}") for i in range(len(states))]
+    torch.sunrise.set_rng_state_all(states)
+    y = [torch.randn(3, device=f"sunrise:{i}") for i in range(len(states))]
+    for p, q in zip(x, y):
+        assert_close(q.cpu(), p.cpu(), rtol=0, atol=0)
+
+
+def test_fork_rng_restores_device_state() -> None:
+    torch.sunrise.manual_seed(5)
+    with torch.random.fork_rng(devices=[0], device_type="sunrise"):
+        inside = torch.randn(4, device="sunrise")
+    after = torch.randn(4, device="sunrise")
+    assert_close(after.cpu(), inside.cpu(), rtol=0, atol=0)
+
+
+@pytest.mark.two_devices
+def test_random_on_device_1_uses_device_1_generator() -> None:
+    torch.sunrise.manual_seed_all(11)
+    with torch.sunrise.device(1):
+        state1 = torch.sunrise.get_rng_state()
+    a = torch.randn(4, device="sunrise:1")
+    torch.sunrise.manual_seed(99)  # reseeds device 0 only
+    torch.sunrise.set_rng_state(state1, "sunrise:1")
+    b = torch.randn(4, device="sunrise:1")
+    assert_close(b.cpu(), a.cpu(), rtol=0, atol=0)
+    g = torch.Generator(device="sunrise:1")
+    g.manual_seed(2)
+    c = torch.rand(3, device="sunrise:1", generator=g)
+    g.manual_seed(2)
+    assert_close(torch.rand(3, device="sunrise:1", generator=g).cpu(), c.cpu(), rtol=0, atol=0)
+
+
+# ---------------------------------------------------------- dropout backward
+
+
+def test_dropout_backward_native_matches_its_mask() -> None:
+    x = torch.randn(64, 32, device="sunrise", requires_grad=True)
+    with no_fallback():
+        y = torch.nn.functional.dropout(x, p=0.3, training=True)
+        y.backward(torch.ones_like(y))
+    kept = (y.detach() != 0).cpu()
+    assert_close(x.grad.cpu(), kept.float() / 0.7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int64, torch.bool])
+def test_dropout_backward_dtypes_match_cpu(dtype) -> None:
+    grad = torch.randint(0, 3, (4, 5)).to(dtype)
+    mask = torch.rand(4, 5) > 0.3
+    with no_fallback():
+        got = torch.ops.aten.native_dropout_backward(grad.sunrise(), mask.sunrise(), 1.25)
+    expected = torch.ops.aten.native_dropout_backward(grad, mask, 1.25)
+    assert got.dtype == expected.dtype
+    assert_close(got.cpu(), expected, rtol=0, atol=0)

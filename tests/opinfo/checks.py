@@ -1,11 +1,20 @@
-"""The checks behind tests/test_opinfo_device.py: PyTorch's OpInfos run on sunrise and on CPU.
+"""The OpInfo harness: PyTorch's OpInfos run on sunrise and on the CPU, and compared.
+
+The one implementation behind both users:
+
+* tests/test_opinfo_device.py (and full_run.py, which runs it in chunks): ``run_check`` runs one
+  of the five checks of one (OpInfo, dtype) as a test;
+* the agreement sweep (sweep.py, tests/test_opinfo_sweep.py): ``agreement`` runs the forward check
+  over an OpInfo's first samples and returns a record (agree / mismatch / error / skip) instead of
+  failing.
 
 Every check generates the OpInfo's samples on the sunrise device (``op.sample_inputs(device,
 dtype)``, with a fixed seed), copies each sample to the CPU *exactly* (same strides, storage
 offsets, storage sharing between arguments, conj/neg bits, views and autograd views of leaves),
 runs the op on both and compares. On sunrise the op runs on a copy of the sample made the same way
 (so both sides have the same layouts and autograd structure), by device work still queued when the
-op is called: the op must respect stream order.
+op is called: the op must respect stream order. Tensors that ``sample_inputs`` puts on the CPU
+whatever the device (e.g. the indices of ``tensor_split``) stay there, as on CUDA.
 
   forward        every sample: results (values, dtypes, shapes), the device of the results,
                  which results alias which inputs (views stay views), and the sample tensors
@@ -18,68 +27,75 @@ op is called: the op must respect stream order.
   grad           gradients of every output with respect to every sample tensor that requires
                  grad, with the same random output gradients on both sides
 
-A sample for which the CPU raises must raise on sunrise too. Results of random ops (and of samples
-that run a seeded random ATen op, e.g. dropout with p > 0: sunrise has its own generator, as CUDA
-does) are compared on shape and dtype only. Tolerances: the OpInfo's toleranceOverride for the
-dtype where it has one, else assert_close's defaults (exact for integers and bool).
-
+A sample for which the CPU raises must raise on sunrise too. Results of random ops (``is_random``)
+and of samples that run a seeded random ATen op (e.g. dropout with p > 0: sunrise has its own
+generator, as CUDA does) are compared on shape and dtype only. Tolerances: the OpInfo's
+toleranceOverride for the dtype where it has one, else assert_close's defaults (exact for integers
+and bool). PyTorch's own decorators of the OpInfos are stripped (``stripped``): the only expected
+failures are those of tests/opinfo/expected_failures.py.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
-import math
 import os
+import re
+import signal
 import time
+import traceback
 import unittest
 import warnings
+import zlib
 from typing import Any, Callable, Iterable
 
 import torch
 from torch.testing._internal.common_utils import clear_tracked_input
 
-from tests.opinfo import sweep
+from tests.opinfo import common
+from tests.opinfo.common import DEVICE_TYPE, exc_line, injected, one_line
 
-DEVICE_TYPE = "sunrise"
-KINDS = ("forward", "noncontiguous", "out", "inplace", "grad")
-RECORD_ENV = "SUNRISE_OPINFO_RECORD"  # JSONL file that receives one record per test (driver)
-# Fault injection, to test the harness itself: "crash:T,hang:T,wrong:T" where T is OP, OP/KIND or
-# OP/KIND/DTYPE (OP a full name). crash = SIGSEGV, hang = sleep, wrong = sunrise results + 1.
-INJECT_ENV = "SUNRISE_OPINFO_INJECT"
+RECORD_ENV = "SUNRISE_OPINFO_RECORD"  # JSONL file that receives one record per test (full_run.py)
+INJECT_ENV = common.INJECT_ENV
+
+QUICK_OPS = common.QUICK_OPS
+QUICK_DTYPES = tuple(getattr(torch, name) for name in common.QUICK_DTYPES)
+QUICK_GRAD_DTYPES = tuple(getattr(torch, name) for name in common.QUICK_GRAD_DTYPES)
+
+# Ops whose values are random (or uninitialized memory): compared on metadata only.
+# Explicit names first, then a token heuristic for OpInfos added in later PyTorch versions.
+RANDOM_OPS = {
+    "bernoulli", "cauchy", "exponential", "geometric", "log_normal", "multinomial",
+    "normal", "normal.in_place", "normal.number_mean", "uniform",
+    "rand_like", "randint", "randint_like", "randn", "randn_like",
+    "nn.functional.alpha_dropout", "nn.functional.dropout", "nn.functional.dropout2d",
+    "nn.functional.dropout3d", "nn.functional.feature_alpha_dropout.with_train",
+    "nn.functional.fractional_max_pool2d", "nn.functional.fractional_max_pool3d",
+    "nn.functional.rrelu", "pca_lowrank", "svd_lowrank",
+    "empty", "empty_like", "empty_permuted", "empty_strided", "new_empty", "new_empty_strided",
+}
+RANDOM_TOKENS = {
+    "rand", "randn", "randint", "randperm", "bernoulli", "dropout", "dropout1d", "dropout2d",
+    "dropout3d", "multinomial", "normal", "uniform", "cauchy", "geometric", "poisson", "rrelu",
+    "lowrank", "gumbel", "empty",
+}
+NOT_RANDOM = {
+    "nn.functional.feature_alpha_dropout.without_train", "native_dropout_backward",
+    "nn.functional.poisson_nll_loss", "signal.windows.exponential", "__rand__",
+}
 
 
-def injected(key: str, kind: str, dtype: str) -> str | None:
-    for item in os.environ.get(INJECT_ENV, "").split(","):
-        fault, _, target = item.partition(":")
-        if target in (key, f"{key}/{kind}", f"{key}/{kind}/{dtype}"):
-            return fault
-    return None
-
-# The fast representative subset run by default (OpInfo full names). It covers every family
-# of op (elementwise unary / binary / ternary, comparisons, reductions, scans, matmul and
-# linalg, convolution, pooling, normalization, losses, activations, indexing / scatter /
-# gather, views and shape ops, factories, sorting, data-dependent shapes, FFT, random ops)
-# and every kind of check (many have out= and in-place variants and gradients).
-QUICK_OPS = (
-    "add", "mul", "div.no_rounding_mode", "pow", "abs", "exp", "sqrt", "sin", "sigmoid",
-    "clamp", "where", "addcmul", "lerp", "eq", "isnan", "logical_and", "bitwise_and",
-    "sum", "mean", "amax", "argmax", "var", "norm", "cumsum", "logsumexp",
-    "matmul", "addmm", "bmm", "linalg.inv", "nn.functional.linear", "nn.functional.conv2d",
-    "nn.functional.avg_pool2d", "nn.functional.layer_norm", "nn.functional.batch_norm",
-    "nn.functional.cross_entropy", "softmax", "nn.functional.gelu",
-    "nn.functional.embedding", "index_select", "index_add", "gather", "scatter_add", "masked_fill", "index_put",
-    "cat", "reshape", "transpose", "as_strided", "expand", "unfold", "flip",
-    "topk", "sort", "nonzero", "masked_select", "arange", "full", "zeros_like",
-    "fft.fft", "nn.functional.dropout",
-)
-# dtypes of the default subset (the full run uses every dtype the op supports on CPU).
-QUICK_DTYPES = (torch.float32, torch.bfloat16, torch.int64, torch.bool, torch.complex64)
-QUICK_GRAD_DTYPES = (torch.float32, torch.complex64)
+# --------------------------------------------------------------------------- OpInfos
 
 
 def op_key(op) -> str:
-    return sweep.op_key(op)
+    """The OpInfo's full name: ``name`` or ``name.variant``."""
+    return op.name + ("." + op.variant_test_name if op.variant_test_name else "")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def select_ops(op_db: Iterable, full: bool, names: str | None) -> list:
@@ -106,8 +122,6 @@ def stripped(op):
     classes (skips for CPU builds without LAPACK, @slowTest, @onlyCUDA, @onlyNativeDeviceTypes,
     TF32 switches); none applies to these tests, whose only skips and expected failures are in
     tests/opinfo/expected_failures.py. Tolerance overrides are read from the original."""
-    import copy
-
     clone = copy.copy(op)
     clone.decorators = ()
     clone._sunrise_original = op
@@ -116,6 +130,70 @@ def stripped(op):
 
 def original(op):
     return getattr(op, "_sunrise_original", op)
+
+
+def is_random(key: str) -> bool:
+    """Whether the OpInfo's values are random (or uninitialized): compared on metadata only."""
+    if key in NOT_RANDOM:
+        return False
+    if key in RANDOM_OPS:
+        return True
+    tokens = set(re.split(r"[._]+", key))
+    return bool(tokens & RANDOM_TOKENS)
+
+
+def stable_seed(key: str, dtype: str) -> int:
+    return zlib.crc32(f"{key}/{dtype}".encode()) & 0x7FFFFFFF
+
+
+def tolerances(op, dtype) -> tuple[float, float] | None:
+    """(rtol, atol) from the OpInfo's toleranceOverride decorators for dtype, at least the
+    defaults of assert_close; None if the OpInfo has no override for dtype."""
+    from torch.testing._comparison import default_tolerances
+    from torch.testing._internal.common_device_type import toleranceOverride
+
+    best = None
+    for info in getattr(original(op), "decorators", ()) or ():
+        if getattr(info, "device_type", None) not in (None, "cpu", "cuda"):
+            continue
+        for deco in getattr(info, "decorators", ()) or ():
+            if isinstance(deco, toleranceOverride) and dtype in deco.d:
+                t = deco.d[dtype]
+                best = (max(best[0], t.rtol), max(best[1], t.atol)) if best else (t.rtol, t.atol)
+    if best is None:
+        return None
+    rtol, atol = default_tolerances(dtype)
+    return max(best[0], rtol), max(best[1], atol)
+
+
+def describe_arg(obj: Any, depth: int = 0) -> str:
+    """A compact description of a sample argument, enough to rebuild a repro."""
+    if isinstance(obj, torch.Tensor):
+        s = f"T{list(obj.shape)}:{dtype_name(obj.dtype)}"
+        if obj.layout != torch.strided:
+            return s + f"/{str(obj.layout).replace('torch.', '')}"
+        if obj.numel() > 1 and not obj.is_contiguous():
+            s += f"/stride{tuple(obj.stride())}"
+        if obj.storage_offset():
+            s += f"/off{obj.storage_offset()}"
+        if obj.numel() <= 4:
+            try:
+                s += "=" + repr(obj.detach().cpu().tolist())
+            except Exception:  # noqa: BLE001
+                pass
+        return s
+    if depth > 3:
+        return "..."
+    if isinstance(obj, (list, tuple)):
+        inner = ", ".join(describe_arg(x, depth + 1) for x in obj[:8])
+        if len(obj) > 8:
+            inner += f", ...({len(obj)})"
+        return ("[" + inner + "]") if isinstance(obj, list) else ("(" + inner + ("," if len(obj) == 1 else "") + ")")
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{k}={describe_arg(v, depth + 1)}" for k, v in obj.items()) + "}"
+    if callable(obj) and hasattr(obj, "__name__"):
+        return obj.__name__
+    return repr(obj)
 
 
 # --------------------------------------------------------------------------- copying samples
@@ -328,7 +406,7 @@ def differences(expected: Any, actual: Any, tol=None, *, metadata_only: bool = F
                                        **({"rtol": tol[0], "atol": tol[1]} if tol else {}))
             return []
         except AssertionError as err:
-            return [f"{path}: {actual!r}, CPU {expected!r} ({sweep.one_line(err, 120)})"]
+            return [f"{path}: {actual!r}, CPU {expected!r} ({one_line(err, 120)})"]
     if metadata_only:
         return []
     try:
@@ -364,27 +442,70 @@ def aliasing(result: Any, inputs: list) -> list[tuple]:
     return out
 
 
-# --------------------------------------------------------------------------- test driver
+def seeded_op_detector():
+    """A dispatch mode that records the first ATen op tagged nondeterministic_seeded (bernoulli,
+    native_dropout, rand, ...) run under it: such a sample is random even when the OpInfo fixes
+    the seed (wrapper_set_seed), because sunrise has its own generator, as CUDA does."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Detector(TorchDispatchMode):
+        hit = None
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if self.hit is None and torch.Tag.nondeterministic_seeded in func.tags:
+                self.hit = func.name()
+            return func(*args, **(kwargs or {}))
+
+    return Detector()
+
+
+def perturbed(obj: Any) -> Any:
+    """A wrong result (fault injection "wrong"): tensors + 1, bool tensors negated."""
+    if isinstance(obj, torch.Tensor):
+        return torch.logical_not(obj) if obj.dtype == torch.bool else obj + 1
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(perturbed(x) for x in obj)
+    return obj
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+class Disagreement(AssertionError):
+    """Sunrise disagrees with the CPU on a sample. ``outcome`` is the sweep's name for it: "error"
+    (sunrise raised where the CPU did not) or "mismatch" (anything else)."""
+
+    def __init__(self, message: str, outcome: str = "mismatch", device_exc: BaseException | None = None):
+        super().__init__(message)
+        self.outcome = outcome
+        self.device_exc = device_exc  # what sunrise raised, for an "error"
 
 
 class Checker:
-    """Runs one check (kind) of one (op, dtype) on sunrise and CPU. Collects what it saw in
-    ``self.info`` (written to the record file for the coverage report)."""
+    """Runs one check (kind) of one (op, dtype) on sunrise and CPU; a disagreement raises
+    ``Disagreement``. Collects what it saw in ``self.info`` (written to the record file for the
+    coverage report). ``limit``: only the first samples. ``progress(**fields)`` is told the sample
+    (``sample=[index, description]``) and the phase about to run (the sweep's worker reports them,
+    so that a crash names its sample)."""
 
-    def __init__(self, tc, device: str, dtype, op, kind: str):
-        self.tc, self.device, self.dtype, self.kind = tc, device, dtype, kind
+    def __init__(self, device: str, dtype, op, kind: str, *, limit: int | None = None,
+                 progress: Callable[..., None] | None = None):
+        self.device, self.dtype, self.kind = device, dtype, kind
+        self.limit = limit
+        self.progress = progress or (lambda **_: None)
         self.op = op
         self.orig = original(op)
         self.key = op_key(op)
-        self.dtype_name = str(dtype).replace("torch.", "")
-        self.tol = sweep.tolerances(self.orig, dtype)
-        self.random_op = sweep.is_random(self.key)
-        self.seed = sweep.stable_seed(self.key, self.dtype_name)
+        self.dtype_name = dtype_name(dtype)
+        self.tol = tolerances(op, dtype)
+        self.random_op = is_random(self.key)
+        self.seed = stable_seed(self.key, self.dtype_name)
         self.fallback: dict[str, int] = {}
         self.info: dict[str, Any] = {"kind": kind, "op": self.key, "dtype": self.dtype_name, "samples": 0,
                                      "cpu_raised": 0, "random_samples": 0, "compared": 0}
         self.perturb = injected(self.key, kind, self.dtype_name) == "wrong"
         self.desc = ""
+        self.current = -1  # the sample being checked
         self.device_drew_random = False
 
     # -- helpers
@@ -393,19 +514,20 @@ class Checker:
         on the CPU: the test skips (with the reason) when the CPU fails too, and fails otherwise."""
         torch.manual_seed(self.seed)
         try:
-            return list(self.op.sample_inputs(self.device, self.dtype, requires_grad=requires_grad))
+            return list(itertools.islice(self.op.sample_inputs(self.device, self.dtype, requires_grad=requires_grad),
+                                         self.limit))
         except Exception as e:  # noqa: BLE001
             dev_exc = e
         finally:
             clear_tracked_input()  # PyTorch's "Caused by sample input" note: our messages name the sample
         torch.manual_seed(self.seed)
         try:
-            list(self.op.sample_inputs("cpu", self.dtype, requires_grad=requires_grad))
+            list(itertools.islice(self.op.sample_inputs("cpu", self.dtype, requires_grad=requires_grad), self.limit))
         except Exception as e:  # noqa: BLE001
-            raise unittest.SkipTest(f"the OpInfo cannot generate samples on CPU either: {sweep.exc_line(e)}")
-        self.info["reason"] = "sample generation on sunrise raised " + sweep.exc_line(dev_exc)
-        raise AssertionError(f"sample_inputs raised on {DEVICE_TYPE} (not on CPU): {sweep.exc_line(dev_exc)}") \
-            from dev_exc
+            raise unittest.SkipTest(f"the OpInfo cannot generate samples on CPU either: {exc_line(e)}")
+        self.info["reason"] = "sample generation on sunrise raised " + exc_line(dev_exc)
+        raise Disagreement(f"sample_inputs raised on {DEVICE_TYPE} (not on CPU): {exc_line(dev_exc)}",
+                           "error") from dev_exc
 
     def run_device(self, fn: Callable[[], Any]) -> Any:
         import torch_sunrise
@@ -418,7 +540,7 @@ class Checker:
             result = fn()
             torch.sunrise.synchronize()
             self.device_drew_random = not torch.equal(before, torch.sunrise.get_rng_state())
-            return sweep.perturbed(result) if self.perturb else result
+            return perturbed(result) if self.perturb else result
         finally:
             for name, calls in torch_sunrise.fallback_stats().items():
                 self.fallback[name] = self.fallback.get(name, 0) + calls
@@ -431,7 +553,7 @@ class Checker:
         dispatch mode: some CPU ops compute differently under one (complex pinverse does)."""
         random = False
         if probe is not None and not self.random_op:
-            detector = sweep.seeded_op_detector()
+            detector = seeded_op_detector()
             torch.manual_seed(self.seed)
             try:
                 with detector:
@@ -439,6 +561,8 @@ class Checker:
             except Exception:  # noqa: BLE001 - the reference run below reports errors
                 pass
             random = detector.hit is not None
+            if random:
+                self.info["random_op"] = detector.hit
         torch.manual_seed(self.seed)
         before = torch.random.get_rng_state()
         result = fn()
@@ -457,28 +581,30 @@ class Checker:
         """Remembers the sample's description (from its CPU copy, before any op ran on it)."""
         c_in, c_args, c_kwargs = cpu_copy
         try:
-            parts = [sweep.describe(c_in)] + [sweep.describe(a) for a in c_args]
-            parts += [f"{k}={sweep.describe(v)}" for k, v in c_kwargs.items()]
-            self.desc = sweep.one_line(", ".join(parts), 400)
+            parts = [describe_arg(c_in)] + [describe_arg(a) for a in c_args]
+            parts += [f"{k}={describe_arg(v)}" for k, v in c_kwargs.items()]
+            self.desc = one_line(", ".join(parts), 400)
         except Exception as e:  # noqa: BLE001
-            self.desc = f"(not describable: {sweep.exc_line(e)})"
+            self.desc = f"(not describable: {exc_line(e)})"
 
-    def fail(self, i: int, sample, what: str) -> None:
+    def fail(self, i: int, sample, what: str, outcome: str = "mismatch", device_exc=None) -> None:
         self.info["failed_sample"] = i
         self.info["sample"] = self.desc
         msg = f"{self.kind} {self.key} [{self.dtype_name}] sample {i}: {what}\n  sample (device arguments " \
               f"shown as cpu): {self.desc}"
-        self.info["reason"] = sweep.one_line(what, 400)
-        self.tc.fail(msg)
+        self.info["reason"] = one_line(what, 400)
+        raise Disagreement(msg, outcome, device_exc)
 
     def both(self, i: int, sample, cpu_fn, dev_fn, probe=None):
         """Runs cpu_fn then dev_fn. Returns (expected, actual, random) or None when both raised;
         fails the test when only one raised."""
+        self.progress(phase="CPU run")
         try:
             expected, rnd = self.run_cpu(cpu_fn, probe)
             cpu_exc = None
         except Exception as e:  # noqa: BLE001
             expected, rnd, cpu_exc = None, False, e
+        self.progress(phase="sunrise run")
         try:
             actual = self.run_device(dev_fn)
             dev_exc = None
@@ -487,10 +613,11 @@ class Checker:
         if cpu_exc is not None:
             self.info["cpu_raised"] += 1
             if dev_exc is None:
-                self.fail(i, sample, f"CPU raised {sweep.exc_line(cpu_exc)} but {DEVICE_TYPE} did not")
+                self.fail(i, sample, f"CPU raised {exc_line(cpu_exc)} but {DEVICE_TYPE} did not")
             return None
         if dev_exc is not None:
-            self.fail(i, sample, f"{DEVICE_TYPE} raised {sweep.exc_line(dev_exc)} (CPU did not)")
+            self.fail(i, sample, f"{DEVICE_TYPE} raised {exc_line(dev_exc)} (CPU did not)", "error", dev_exc)
+        self.progress(phase="comparison")
         rnd = rnd or self.random_op or self.device_drew_random
         if rnd:
             self.info["random_samples"] += 1
@@ -500,20 +627,22 @@ class Checker:
         if problems:
             self.fail(i, sample, "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
 
-    def prepare(self, sample) -> tuple:
-        """(CPU copy, device copy, CPU copier) of a sample. The device copy is made by device
+    def prepare(self, i: int, sample) -> tuple:
+        """(CPU copy, device copy, CPU copier) of sample ``i``. The device copy is made by device
         work that is still queued when the op runs (no synchronization in between): the op must
         order itself after the work producing its inputs, as on a GPU stream."""
+        self.current = i
         copier = ExactCopy("cpu")
         cpu = copier((sample.input, sample.args, sample.kwargs))
         self.describe(cpu)
+        self.progress(sample=[i, self.desc], phase="copying the sample")
         dev = ExactCopy(self.device, cpu_too=False)((sample.input, sample.args, sample.kwargs))
         return cpu, dev, copier
 
     def run_sample(self, i: int, sample, fn):
         """Runs ``fn`` on CPU and device copies of one sample: (CPU args, device args, copier, both's result)."""
         self.info["samples"] += 1
-        (c_in, c_args, c_kwargs), (d_in, d_args, d_kwargs), copier = self.prepare(sample)
+        (c_in, c_args, c_kwargs), (d_in, d_args, d_kwargs), copier = self.prepare(i, sample)
         got = self.both(i, sample, lambda: fn(c_in, *c_args, **c_kwargs), lambda: fn(d_in, *d_args, **d_kwargs),
                         self.probe_of(fn, (c_in, c_args, c_kwargs)))
         if got is not None:
@@ -575,7 +704,7 @@ class Checker:
                     o_cpu, o_dev = outs_cpu[0], outs_dev[0]
                 else:
                     o_cpu, o_dev = tuple(outs_cpu), tuple(outs_dev)
-                (c_in2, c_args2, c_kwargs2), (d_in, d_args, d_kwargs), _ = self.prepare(sample)
+                (c_in2, c_args2, c_kwargs2), (d_in, d_args, d_kwargs), _ = self.prepare(i, sample)
                 got = self.both(i, sample, lambda: fn(c_in2, *c_args2, out=o_cpu, **c_kwargs2),
                                 lambda: fn(d_in, *d_args, out=o_dev, **d_kwargs),
                                 self.probe_of(fn, (c_in2, c_args2, c_kwargs2)))
@@ -612,7 +741,7 @@ class Checker:
             self.info["samples"] += 1
             # Both sides are rebuilt from the sample by the same ExactCopy code, so their autograd
             # structure (leaves, views of leaves, views made without grad tracking) is the same.
-            (c_in, c_args, c_kwargs), (d_in, d_args, d_kwargs), _ = self.prepare(sample)
+            (c_in, c_args, c_kwargs), (d_in, d_args, d_kwargs), _ = self.prepare(i, sample)
             dev_leaves, cpu_leaves, seen = [], [], set()
             for d, c in zip(tensors_in((d_in, d_args, d_kwargs)), tensors_in((c_in, c_args, c_kwargs))):
                 if d.requires_grad and id(d) not in seen:
@@ -683,30 +812,43 @@ def random_like(t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return g.to(t.dtype)
 
 
-def run_check(tc, device: str, dtype, op, kind: str) -> None:
-    checker = Checker(tc, device, dtype, op, kind)
-    fault = injected(checker.key, kind, checker.dtype_name)
+def inject_fault(fault: str | None) -> None:
+    """Fault injection (common.injected): "crash" segfaults, "hang" sleeps, "exit" exits with 7;
+    "wrong" is acted out by the Checker (``perturb``)."""
     if fault == "crash":
-        import signal
-
         os.kill(os.getpid(), signal.SIGSEGV)
     elif fault == "hang":
         time.sleep(1e6)
+    elif fault == "exit":
+        os._exit(7)
+
+
+def _run(checker: Checker) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation / resize warnings of the samples themselves
+        if checker.kind in ("forward", "noncontiguous"):
+            checker.forward(noncontiguous=checker.kind == "noncontiguous")
+        elif checker.kind == "out":
+            checker.out()
+        elif checker.kind == "inplace":
+            checker.inplace()
+        elif checker.kind == "grad":
+            checker.grad()
+        else:
+            raise ValueError(checker.kind)
+
+
+def run_check(device: str, dtype, op, kind: str) -> None:
+    """One test of tests/test_opinfo_device.py: check ``kind`` of (op, dtype). Raises
+    ``Disagreement`` (an AssertionError) where sunrise disagrees with the CPU, SkipTest when the
+    OpInfo cannot generate samples even on the CPU; with SUNRISE_OPINFO_RECORD set, appends a
+    record of what it saw to that file."""
+    checker = Checker(device, dtype, op, kind)
+    inject_fault(injected(checker.key, kind, checker.dtype_name))
     t0 = time.monotonic()
     status = "failed"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # deprecation / resize warnings of the samples themselves
-            if kind in ("forward", "noncontiguous"):
-                checker.forward(noncontiguous=kind == "noncontiguous")
-            elif kind == "out":
-                checker.out()
-            elif kind == "inplace":
-                checker.inplace()
-            elif kind == "grad":
-                checker.grad()
-            else:
-                raise ValueError(kind)
+        _run(checker)
         status = "passed"
     except unittest.SkipTest as e:
         status = "skipped"
@@ -714,7 +856,53 @@ def run_check(tc, device: str, dtype, op, kind: str) -> None:
         raise
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised
         if "reason" not in checker.info:
-            checker.info["reason"] = sweep.one_line(sweep.exc_line(e), 400)
+            checker.info["reason"] = one_line(exc_line(e), 400)
         raise
     finally:
         checker.record(time.monotonic() - t0, status)
+
+
+def agreement(op, dtype: str, limit: int | None = 4, *, perturb: bool = False,
+              progress: Callable[..., None] | None = None) -> dict:
+    """The sweep's verdict on (op, dtype name): the forward check over the first ``limit`` samples
+    (all if None), as a record {"op", "dtype", "outcome", "reason", "samples", ...}. outcome:
+
+      agree     every sample agrees (a sample for which the CPU raises must raise on sunrise too)
+      mismatch  a value / shape / dtype / device / aliasing differs, or sunrise did not raise
+                where the CPU did
+      error     sunrise raised where the CPU did not (sample generation included)
+      skip      not counted: dtype unsupported on CPU, or the CPU cannot generate samples either
+    """
+    key = op_key(op)
+    rec: dict[str, Any] = {"op": key, "dtype": dtype, "outcome": "agree", "reason": "", "samples": 0}
+    torch_dtype = getattr(torch, dtype)
+    if torch_dtype not in op.supported_dtypes("cpu"):
+        rec.update(outcome="skip", reason="dtype not supported on CPU")
+        return rec
+    checker = Checker(f"{DEVICE_TYPE}:0", torch_dtype, op, "forward", limit=limit, progress=progress)
+    checker.perturb = checker.perturb or perturb
+    rec["metadata_only"] = checker.random_op
+    try:
+        _run(checker)
+    except unittest.SkipTest as e:
+        rec.update(outcome="skip", reason=str(e))
+    except Disagreement as e:
+        rec.update(outcome=e.outcome, reason=_at(checker) + checker.info["reason"], sample=checker.desc)
+        if e.device_exc is not None:
+            rec["traceback"] = "".join(traceback.format_exception(e.device_exc, limit=-6))
+    except Exception as e:  # noqa: BLE001 - the harness itself failed on this sample (copying, comparing)
+        rec.update(outcome="error", reason=_at(checker) + exc_line(e), sample=checker.desc,
+                   traceback=traceback.format_exc(limit=-6))
+    info = checker.info
+    rec.update(samples=info["samples"], cpu_raised=info["cpu_raised"], fallback_ops=sorted(checker.fallback))
+    if info["random_samples"] and not checker.random_op:
+        rec["random_samples"] = info["random_samples"]
+    if "random_op" in info:
+        rec["random_op"] = info["random_op"]
+    if rec["outcome"] == "agree" and not info["samples"]:
+        rec.update(outcome="skip", reason="no sample inputs")
+    return rec
+
+
+def _at(checker: Checker) -> str:
+    return f"sample {checker.current}: " if checker.current >= 0 else ""

@@ -1,7 +1,9 @@
-"""Convolution, batch norm and scaled dot-product attention as device work.
+"""Convolution, pooling and scaled dot-product attention as device work.
 
-Each runs CPU eager's own kernel on the device, so results, gradients, dtypes
-and strides equal CPU's bit for bit, and a launch returns before the device ran it.
+Convolution (1d/2d/3d, transposed, grouped, channels_last) and SDPA run CPU eager's own kernels on
+the device (SDPA: CPU eager's choice between its flash kernel and the math path), so results,
+gradients, dtypes and strides equal CPU's bit for bit, and a launch returns before the device ran
+it. Plus adaptive average pooling, and small models of these layers.
 """
 
 from __future__ import annotations
@@ -14,28 +16,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import torch_sunrise
-from conftest import assert_same_as_cpu
+from conftest import assert_module_same_as_cpu, assert_same_as_cpu, pending_while
 
 
-@pytest.fixture(autouse=True)
-def _no_fallback(fallback_mode):
-    """Any CPU fallback raises; the counters start empty."""
-    fallback_mode("error")
+# --------------------------------------------------------------- convolution
 
 
-def _pending_while(fn) -> bool:
-    """Whether the stream still had work queued when fn() returned (it queued work behind a slow matmul chain)."""
-    w = torch.randn(768, 768, device="sunrise")
-    torch.sunrise.synchronize()
-    for _ in range(6):
-        w = w @ w / 768
-    fn()
-    pending = not torch.sunrise.current_stream().query()
-    torch.sunrise.synchronize()
-    return pending
-
-
-# ----------------------------------------------------------------- convolution
 CONV_CASES = [
     # (dims, transposed, kwargs, input channels_last)
     (2, False, dict(stride=1, padding=1), False),
@@ -55,6 +41,7 @@ def _conv(dims: int, transposed: bool, groups: int, dtype: torch.dtype):
     return cls
 
 
+@pytest.mark.no_fallback
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("dims, transposed, kwargs, channels_last", CONV_CASES)
 def test_convolution_forward_backward_bitwise(dims, transposed, kwargs, channels_last, dtype) -> None:
@@ -78,6 +65,7 @@ def test_convolution_forward_backward_bitwise(dims, transposed, kwargs, channels
     assert torch_sunrise.fallback_stats() == {}
 
 
+@pytest.mark.no_fallback
 def test_convolution_without_bias_and_only_some_gradients() -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 5, 3, bias=False)
@@ -91,70 +79,53 @@ def test_convolution_without_bias_and_only_some_gradients() -> None:
     assert_same_as_cpu(xs.grad, xc.grad)
 
 
+@pytest.mark.no_fallback
 def test_convolution_is_queued_not_run_on_the_host() -> None:
     conv = nn.Conv2d(8, 8, 3, padding=1).to("sunrise")
     x = torch.randn(4, 8, 32, 32, device="sunrise")
-    assert _pending_while(lambda: conv(x))
+    assert pending_while(lambda: conv(x))
 
 
+@pytest.mark.no_fallback
 def test_convolution_shape_errors_raise_at_the_call() -> None:
     conv = nn.Conv2d(3, 4, 3).to("sunrise")
     with pytest.raises(RuntimeError, match="expected input"):
         conv(torch.randn(1, 5, 8, 8, device="sunrise"))
 
 
-# ------------------------------------------------------------------ batch norm
 @pytest.mark.parametrize(
-    "dtype, param_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
-                           (torch.bfloat16, torch.float32), (torch.float64, torch.float64)]
+    "layer,shape",
+    [
+        pytest.param(lambda: torch.nn.Conv1d(3, 4, 3), (2, 3, 8), id="conv1d"),
+        pytest.param(lambda: torch.nn.Conv2d(3, 4, 3, padding=1), (2, 3, 6, 6), id="conv2d"),
+        pytest.param(lambda: torch.nn.ConvTranspose2d(3, 4, 3), (2, 3, 6, 6), id="conv_transpose2d"),
+    ],
 )
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("affine", [True, False])
-def test_batch_norm_train_and_eval_bitwise(dtype, param_dtype, channels_last, affine) -> None:
+def test_convolution_layers(layer, shape) -> None:
     torch.manual_seed(0)
-    bn = nn.BatchNorm2d(3, affine=affine).to(param_dtype)
-    bn_s = copy.deepcopy(bn).to("sunrise")
-    x = torch.randn(4, 3, 5, 6).to(dtype)
-    if channels_last:
-        x = x.to(memory_format=torch.channels_last)
-    for step in range(2):  # running statistics carry over between steps
-        xc, xs = x.clone().requires_grad_(), x.sunrise().requires_grad_()
-        out_c, out_s = bn(xc), bn_s(xs)
-        assert_same_as_cpu(out_s, out_c.detach())
-        grad = torch.randn_like(out_c)
-        out_c.backward(grad)
-        out_s.backward(grad.sunrise())
-        assert_same_as_cpu(xs.grad, xc.grad)
-        if affine:
-            assert_same_as_cpu(bn_s.weight.grad, bn.weight.grad)
-            assert_same_as_cpu(bn_s.bias.grad, bn.bias.grad)
-        assert_same_as_cpu(bn_s.running_mean, bn.running_mean)
-        assert_same_as_cpu(bn_s.running_var, bn.running_var)
-        x = x * 1.5 + step
-    bn.eval(), bn_s.eval()
-    with torch.no_grad():
-        assert_same_as_cpu(bn_s(x.sunrise()), bn(x))
-    assert torch_sunrise.fallback_stats() == {}
+    m = layer()
+    md = layer()
+    md.load_state_dict(m.state_dict())
+    md.sunrise()
+    x = torch.randn(shape)
+    assert_same_as_cpu(md(x.sunrise()), m(x))
 
 
-def test_native_batch_norm_statistics_match_cpu() -> None:
-    x = torch.randn(4, 3, 5)
-    for training in (True, False):
-        rm, rv = torch.zeros(3), torch.ones(3)
-        expected = torch.ops.aten.native_batch_norm(x, None, None, rm.clone(), rv.clone(), training, 0.1, 1e-5)
-        got = torch.ops.aten.native_batch_norm(x.sunrise(), None, None, rm.sunrise(), rv.sunrise(), training, 0.1, 1e-5)
-        for g, e in zip(got, expected):
-            assert_same_as_cpu(g, e)
+# ------------------------------------------------------------------- pooling
 
 
-def test_batch_norm_is_queued_and_checks_at_the_call() -> None:
-    bn = nn.BatchNorm2d(16).to("sunrise")
-    x = torch.randn(8, 16, 32, 32, device="sunrise")
-    assert _pending_while(lambda: bn(x))
-    with pytest.raises(RuntimeError, match="at least 2 dimensions"):
-        torch.ops.aten.native_batch_norm(torch.randn(3, device="sunrise"), None, None, None, None, True, 0.1, 1e-5)
+@pytest.mark.no_fallback
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("size", [(3, 3), (1, 5), (7, 7)])
+def test_adaptive_avg_pool2d(size, channels_last) -> None:
+    def make():
+        x = torch.randn(2, 3, 9, 9)
+        return x.to(memory_format=torch.channels_last) if channels_last else x
+
+    assert_module_same_as_cpu(lambda: nn.AdaptiveAvgPool2d(size), make)
 
 
+@pytest.mark.no_fallback
 def test_small_cnn_trains_like_cpu() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
@@ -173,7 +144,9 @@ def test_small_cnn_trains_like_cpu() -> None:
         torch.testing.assert_close(p_s.cpu(), p, rtol=0, atol=0)
 
 
-# ------------------------------------------------------------------- attention
+# ----------------------------------------------------------------- attention
+
+
 def _qkv(dtype, layout: str, heads: int = 4, q_len: int = 16, kv_len: int = 16):
     torch.manual_seed(0)
     if layout == "split":  # GPT-2 style: one projection, split and transposed
@@ -182,6 +155,7 @@ def _qkv(dtype, layout: str, heads: int = 4, q_len: int = 16, kv_len: int = 16):
     return [torch.randn(2, heads, n, 32, dtype=dtype) for n in (q_len, kv_len, kv_len)]
 
 
+@pytest.mark.no_fallback
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
     "layout, kwargs",
@@ -208,6 +182,7 @@ def test_sdpa_forward_backward_bitwise(dtype, layout, kwargs) -> None:
     assert torch_sunrise.fallback_stats() == {}
 
 
+@pytest.mark.no_fallback
 def test_sdpa_uses_cpu_flash_kernel_and_is_queued() -> None:
     q, k, v = [t.sunrise() for t in _qkv(torch.float32, "contiguous", q_len=256, kv_len=256)]
     with torch.profiler.profile() as prof:
@@ -215,9 +190,10 @@ def test_sdpa_uses_cpu_flash_kernel_and_is_queued() -> None:
     names = [e.name for e in prof.events()]
     assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names
     assert "aten::_scaled_dot_product_attention_math" not in names
-    assert _pending_while(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    assert pending_while(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
 
 
+@pytest.mark.no_fallback
 def test_sdpa_with_dropout_takes_the_math_path_like_cpu() -> None:
     # CPU's flash kernel has no dropout: CPU eager, and so sunrise, use the math path.
     q, k, v = [t.sunrise() for t in _qkv(torch.float32, "contiguous")]
@@ -226,6 +202,7 @@ def test_sdpa_with_dropout_takes_the_math_path_like_cpu() -> None:
     assert "aten::_scaled_dot_product_attention_math" in [e.name for e in prof.events()]
 
 
+@pytest.mark.no_fallback
 def test_flash_kernel_argument_errors_raise_at_the_call() -> None:
     q = torch.randn(2, 4, 8, 32, device="sunrise")
     with pytest.raises(RuntimeError, match="same head size"):
@@ -234,6 +211,7 @@ def test_flash_kernel_argument_errors_raise_at_the_call() -> None:
         torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, q, q.cpu())
 
 
+@pytest.mark.no_fallback
 def test_sdpa_with_a_mask_that_requires_grad_takes_the_math_path_like_cpu() -> None:
     # The flash kernel has no gradient for the mask: CPU eager picks the math path then.
     q, k, v = _qkv(torch.float32, "contiguous")
@@ -247,3 +225,12 @@ def test_sdpa_with_a_mask_that_requires_grad_takes_the_math_path_like_cpu() -> N
     out_s.sum().backward()
     for c, s in zip(cpu, dev):
         torch.testing.assert_close(s.grad.cpu(), c.grad)
+
+
+def test_scaled_dot_product_attention() -> None:
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 5, 8, generator=g) for _ in range(3))
+    for kwargs in ({}, {"is_causal": True}):
+        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, **kwargs)
+        actual = torch.nn.functional.scaled_dot_product_attention(q.sunrise(), k.sunrise(), v.sunrise(), **kwargs)
+        assert_same_as_cpu(actual, expected)

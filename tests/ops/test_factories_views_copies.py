@@ -1,6 +1,7 @@
-"""Core tensor ops with sunrise kernels: allocation (empty, empty_strided and the
-factories built on them), views (as_strided, view, reshape), resize_, set_,
-copies in every direction, fill_, zero_ and scalar reads."""
+"""Core tensor ops: allocation and factories (empty, empty_strided, zeros/ones/full, arange, eye,
+linspace, ...), views (as_strided, view, reshape, view_as_real/complex, in-place metadata ops),
+resize_, set_, copies in every direction, fill_, zero_, scalar reads and printing.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import describe
+from conftest import assert_same_as_cpu, describe, no_fallback, queue_slow_work
+
+
+_g = torch.Generator().manual_seed(0)
+X = torch.randn(4, 5, generator=_g)
+Y = torch.randn(4, 5, generator=_g)
+
 
 DTYPES = [
     torch.float32,
@@ -23,6 +30,8 @@ DTYPES = [
     torch.complex64,
     torch.uint8,
 ]
+
+
 DTYPE_IDS = [str(d).replace("torch.", "") for d in DTYPES]
 
 
@@ -38,13 +47,7 @@ def make(dtype: torch.dtype, shape=(3, 4), seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 100, shape, generator=g).to(dtype)
 
 
-def exact(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """Copies must be bit-exact: same dtype, same values."""
-    assert actual.device.type == "cpu"
-    assert_close(actual, expected, rtol=0, atol=0)
-
-
-# ----------------------------------------------------------------- copies
+# -------------------------------------------------------------------- copies
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -52,13 +55,13 @@ def test_copy_host_to_device_and_back(dtype) -> None:
     c = make(dtype)
     d = c.to("sunrise")
     assert d.device == torch.device("sunrise", 0) and d.dtype == dtype
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
     # copy_ into an existing device tensor, and into an existing host tensor.
     e = torch.empty(3, 4, dtype=dtype, device="sunrise")
     e.copy_(c)
     h = torch.empty(3, 4, dtype=dtype)
     h.copy_(e)
-    exact(h, c)
+    assert_same_as_cpu(h, c, device="cpu")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -68,14 +71,14 @@ def test_copy_device_to_device_same_device(dtype) -> None:
     e = torch.empty_like(d)
     e.copy_(d)
     assert e.data_ptr() != d.data_ptr()
-    exact(e.cpu(), c)
+    assert_same_as_cpu(e, c)
     f = d.clone()
     assert f.data_ptr() != d.data_ptr()
-    exact(f.cpu(), c)
+    assert_same_as_cpu(f, c)
     # The copies are independent of the source.
     d.zero_()
-    exact(e.cpu(), c)
-    exact(f.cpu(), c)
+    assert_same_as_cpu(e, c)
+    assert_same_as_cpu(f, c)
 
 
 @pytest.mark.two_devices
@@ -85,18 +88,18 @@ def test_copy_across_devices(dtype) -> None:
     d0 = c.to("sunrise:0")
     d1 = d0.to("sunrise:1")
     assert d1.device == torch.device("sunrise", 1)
-    exact(d1.cpu(), c)
+    assert_same_as_cpu(d1, c)
     back = d1.to("sunrise:0")
     assert back.device == torch.device("sunrise", 0)
-    exact(back.cpu(), c)
+    assert_same_as_cpu(back, c)
     # copy_ between existing tensors, in both directions, from either current device.
     e1 = torch.empty(3, 4, dtype=dtype, device="sunrise:1")
     e1.copy_(d0)
-    exact(e1.cpu(), c)
+    assert_same_as_cpu(e1, c)
     with torch.sunrise.device(1):
         e0 = torch.empty(3, 4, dtype=dtype, device="sunrise:0")
         e0.copy_(e1)
-    exact(e0.cpu(), c)
+    assert_same_as_cpu(e0, c)
 
 
 @pytest.mark.parametrize("src_dtype", DTYPES, ids=DTYPE_IDS)
@@ -114,10 +117,10 @@ def test_dtype_converting_copies(src_dtype, dst_dtype) -> None:
         d2h.copy_(d)  # device -> host, converting
         both = c.to("sunrise", dtype=dst_dtype)
     assert on_device.is_sunrise and on_device.dtype == dst_dtype
-    exact(on_device.cpu(), expected)
-    exact(h2d.cpu(), expected)
-    exact(d2h, expected)
-    exact(both.cpu(), expected)
+    assert_same_as_cpu(on_device, expected)
+    assert_same_as_cpu(h2d, expected)
+    assert_same_as_cpu(d2h, expected, device="cpu")
+    assert_same_as_cpu(both, expected)
 
 
 @pytest.mark.two_devices
@@ -129,40 +132,40 @@ def test_dtype_converting_copy_across_devices(src_dtype, dst_dtype) -> None:
     c = make(src_dtype)
     e = torch.empty(3, 4, dtype=dst_dtype, device="sunrise:1")
     e.copy_(c.to("sunrise:0"))
-    exact(e.cpu(), c.to(dst_dtype))
+    assert_same_as_cpu(e, c.to(dst_dtype))
 
 
 def test_noncontiguous_sources_and_destinations() -> None:
     c = torch.randn(4, 6)
     d = c.to("sunrise")
     # Device -> host from transposed / stepped views.
-    exact(d.t().cpu(), c.t())
-    exact(d[:, ::2].cpu(), c[:, ::2])
-    exact(d[1::2, 1::3].cpu(), c[1::2, 1::3])
+    assert_same_as_cpu(d.t(), c.t())
+    assert_same_as_cpu(d[:, ::2], c[:, ::2])
+    assert_same_as_cpu(d[1::2, 1::3], c[1::2, 1::3])
     # Host -> device from transposed / stepped views.
-    exact(c.t().to("sunrise").cpu(), c.t())
-    exact(c[::2, 1::3].to("sunrise").cpu(), c[::2, 1::3])
+    assert_same_as_cpu(c.t().to("sunrise"), c.t())
+    assert_same_as_cpu(c[::2, 1::3].to("sunrise"), c[::2, 1::3], strides=False)
     # Device -> device making a transposed view contiguous.
     t = d.t().contiguous()
     assert t.is_contiguous()
-    exact(t.cpu(), c.t().contiguous())
+    assert_same_as_cpu(t, c.t().contiguous())
     # Into non-contiguous destinations.
     x = torch.zeros(4, 6, device="sunrise")
     x[:, ::2].copy_(c[:, :3])
     ref = torch.zeros(4, 6)
     ref[:, ::2] = c[:, :3]
-    exact(x.cpu(), ref)
+    assert_same_as_cpu(x, ref)
     x = torch.zeros(4, 6, device="sunrise")
     x[:, 1::2].copy_(d[:, :3])
     ref = torch.zeros(4, 6)
     ref[:, 1::2] = c[:, :3]
-    exact(x.cpu(), ref)
+    assert_same_as_cpu(x, ref)
     h = torch.zeros(6, 4).t()
     h.copy_(d)
-    exact(h, c)
+    assert_same_as_cpu(h, c, device="cpu", strides=False)
     h = torch.zeros(6, 4)
     h.copy_(d.t())
-    exact(h, c.t())
+    assert_same_as_cpu(h, c.t(), device="cpu", strides=False)
 
 
 def test_expanded_and_broadcast_sources() -> None:
@@ -171,21 +174,21 @@ def test_expanded_and_broadcast_sources() -> None:
     # Broadcasting copy_ from host and from device.
     x = torch.empty(4, 6, device="sunrise")
     x.copy_(row)
-    exact(x.cpu(), expected)
+    assert_same_as_cpu(x, expected, strides=False)
     y = torch.empty(4, 6, device="sunrise")
     y.copy_(row.to("sunrise"))
-    exact(y.cpu(), expected)
+    assert_same_as_cpu(y, expected, strides=False)
     # A one-element source fills everything.
     z = torch.empty(4, 6, device="sunrise")
     z.copy_(torch.tensor([2.5]))
-    exact(z.cpu(), torch.full((4, 6), 2.5))
+    assert_same_as_cpu(z, torch.full((4, 6), 2.5))
     # Expanded (zero-stride) tensors as sources.
     e = row.to("sunrise").expand(4, 6)
-    exact(e.cpu(), expected)
-    exact(e.contiguous().cpu(), expected)
-    exact(row.expand(4, 6).to("sunrise").cpu(), expected)
+    assert_same_as_cpu(e, expected)
+    assert_same_as_cpu(e.contiguous(), expected, strides=False)
+    assert_same_as_cpu(row.expand(4, 6).to("sunrise"), expected, strides=False)
     col = torch.arange(4.0).view(4, 1)
-    exact(col.to("sunrise").expand(4, 6).clone().cpu(), col.expand(4, 6))
+    assert_same_as_cpu(col.to("sunrise").expand(4, 6).clone(), col.expand(4, 6), strides=False)
 
 
 @pytest.mark.two_devices
@@ -193,11 +196,11 @@ def test_noncontiguous_copies_across_devices() -> None:
     c = torch.randn(4, 6)
     x = torch.zeros(4, 6, device="sunrise:1")
     x.t().copy_(c.to("sunrise:0").t())
-    exact(x.cpu(), c)
+    assert_same_as_cpu(x, c)
     y = torch.zeros(6, 4, dtype=torch.float16, device="sunrise:1").t()
     y.copy_(c.to("sunrise:0"))
-    exact(y.cpu(), c.half())
-    exact(c.to("sunrise:0")[:, ::2].to("sunrise:1").cpu(), c[:, ::2])
+    assert_same_as_cpu(y, c.half(), strides=False)
+    assert_same_as_cpu(c.to("sunrise:0")[:, ::2].to("sunrise:1"), c[:, ::2], strides=False)
 
 
 def test_non_blocking_copy_from_pinned_memory() -> None:
@@ -211,9 +214,9 @@ def test_non_blocking_copy_from_pinned_memory() -> None:
     d3 = torch.empty(32, 64, dtype=torch.float64, device="sunrise")
     d3.copy_(pinned.t(), non_blocking=True)
     torch.sunrise.synchronize()
-    exact(d.cpu(), c)
-    exact(d2.cpu(), c)
-    exact(d3.cpu(), c.t().double())
+    assert_same_as_cpu(d, c)
+    assert_same_as_cpu(d2, c)
+    assert_same_as_cpu(d3, c.t().double(), strides=False)
 
 
 def test_pinned_source_is_not_reused_before_the_async_copy_ran() -> None:
@@ -226,7 +229,7 @@ def test_pinned_source_is_not_reused_before_the_async_copy_ran() -> None:
         other = torch.empty(n).pin_memory()
         other.fill_(0.0)  # must not land in the block the copy reads from
         torch.sunrise.synchronize()
-        exact(d.cpu(), src)
+        assert_same_as_cpu(d, src)
 
 
 def test_non_blocking_copy_to_pinned_memory() -> None:
@@ -236,8 +239,8 @@ def test_non_blocking_copy_to_pinned_memory() -> None:
     h.copy_(d, non_blocking=True)
     h2 = d.to("cpu", non_blocking=True)
     torch.sunrise.synchronize()
-    exact(h, c)
-    exact(h2, c)
+    assert_same_as_cpu(h, c, device="cpu")
+    assert_same_as_cpu(h2, c, device="cpu")
 
 
 def test_non_blocking_from_pageable_memory_is_still_correct() -> None:
@@ -245,10 +248,10 @@ def test_non_blocking_from_pageable_memory_is_still_correct() -> None:
     expected = c.clone()
     d = c.to("sunrise", non_blocking=True)
     c.zero_()  # a pageable source may be reused as soon as copy_ returns
-    exact(d.cpu(), expected)
+    assert_same_as_cpu(d, expected)
     h = torch.empty(128)
     h.copy_(d, non_blocking=True)  # pageable destination: complete on return
-    exact(h, expected)
+    assert_same_as_cpu(h, expected, device="cpu")
 
 
 @pytest.mark.two_devices
@@ -256,21 +259,21 @@ def test_non_blocking_pinned_copy_to_device_1() -> None:
     c = torch.randn(1000)
     d = c.pin_memory().to("sunrise:1", non_blocking=True)
     torch.sunrise.synchronize(1)
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
 
 
 def test_cpu_to_dtype_clone_on_device() -> None:
     c = torch.randn(3, 5)
     d = c.to("sunrise")
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
     h = d.to(torch.float16)
     assert h.is_sunrise and h.dtype == torch.float16
-    exact(h.cpu(), c.half())
+    assert_same_as_cpu(h, c.half())
     i = d.to(torch.int32)
-    exact(i.cpu(), c.to(torch.int32))
+    assert_same_as_cpu(i, c.to(torch.int32))
     k = d.clone()
     assert k.is_sunrise and k.data_ptr() != d.data_ptr()
-    exact(k.cpu(), c)
+    assert_same_as_cpu(k, c)
     assert d.to("sunrise") is d  # no-op conversion returns self
     assert d.to(torch.float32) is d
 
@@ -280,19 +283,19 @@ def test_channels_last() -> None:
     d = c.to("sunrise", memory_format=torch.channels_last)
     assert d.is_contiguous(memory_format=torch.channels_last)
     assert d.stride() == c.contiguous(memory_format=torch.channels_last).stride()
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c, strides=False)
     e = c.to("sunrise").contiguous(memory_format=torch.channels_last)
     assert e.is_contiguous(memory_format=torch.channels_last)
-    exact(e.cpu(), c)
+    assert_same_as_cpu(e, c, strides=False)
     # clone and .cpu() preserve the layout, as on CPU.
     f = e.clone()
     assert f.stride() == c.contiguous(memory_format=torch.channels_last).clone().stride()
-    exact(f.cpu(), c)
+    assert_same_as_cpu(f, c, strides=False)
     assert e.cpu().stride() == c.contiguous(memory_format=torch.channels_last).stride()
     # A channels_last host tensor goes to the device keeping its strides.
     g = c.contiguous(memory_format=torch.channels_last).to("sunrise")
     assert g.stride() == c.contiguous(memory_format=torch.channels_last).stride()
-    exact(g.cpu(), c)
+    assert_same_as_cpu(g, c, strides=False)
 
 
 def test_copy_from_conjugated_device_tensor(run_python) -> None:
@@ -316,12 +319,12 @@ def test_copy_from_conjugated_device_tensor(run_python) -> None:
 
 def test_conjugated_host_tensor_to_device() -> None:
     z = torch.randn(3, dtype=torch.complex64)
-    exact(z.conj().to("sunrise").cpu(), z.conj())
-    exact(z.conj_physical().to("sunrise").cpu(), z.conj())
-    exact(z.to("sunrise").conj_physical().cpu(), z.conj_physical())
+    assert_same_as_cpu(z.conj().to("sunrise"), z.conj())
+    assert_same_as_cpu(z.conj_physical().to("sunrise"), z.conj())
+    assert_same_as_cpu(z.to("sunrise").conj_physical(), z.conj_physical())
 
 
-# --------------------------------------------------------------- factories
+# ----------------------------------------------------------------- factories
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -330,11 +333,11 @@ def test_empty_zeros_ones_full(dtype) -> None:
     ce = torch.empty(2, 3, dtype=dtype)
     assert (e.shape, e.dtype, e.stride()) == (ce.shape, ce.dtype, ce.stride())
     assert e.device == torch.device("sunrise", 0)
-    exact(torch.zeros(2, 3, dtype=dtype, device="sunrise").cpu(), torch.zeros(2, 3, dtype=dtype))
-    exact(torch.ones(2, 3, dtype=dtype, device="sunrise").cpu(), torch.ones(2, 3, dtype=dtype))
-    exact(torch.full((2, 3), 1, dtype=dtype, device="sunrise").cpu(), torch.full((2, 3), 1, dtype=dtype))
-    exact(torch.zeros_like(e).cpu(), torch.zeros_like(ce))
-    exact(torch.ones_like(e).cpu(), torch.ones_like(ce))
+    assert_same_as_cpu(torch.zeros(2, 3, dtype=dtype, device="sunrise"), torch.zeros(2, 3, dtype=dtype))
+    assert_same_as_cpu(torch.ones(2, 3, dtype=dtype, device="sunrise"), torch.ones(2, 3, dtype=dtype))
+    assert_same_as_cpu(torch.full((2, 3), 1, dtype=dtype, device="sunrise"), torch.full((2, 3), 1, dtype=dtype))
+    assert_same_as_cpu(torch.zeros_like(e), torch.zeros_like(ce))
+    assert_same_as_cpu(torch.ones_like(e), torch.ones_like(ce))
 
 
 def test_empty_shapes_and_zero_size() -> None:
@@ -342,7 +345,7 @@ def test_empty_shapes_and_zero_size() -> None:
         d = torch.empty(shape, device="sunrise")
         c = torch.empty(shape)
         assert d.shape == c.shape and d.stride() == c.stride() and d.numel() == c.numel()
-        exact(torch.zeros(shape, device="sunrise").cpu(), torch.zeros(shape))
+        assert_same_as_cpu(torch.zeros(shape, device="sunrise"), torch.zeros(shape))
     e = torch.empty(2, 3, 4, 5, device="sunrise", memory_format=torch.channels_last)
     assert e.stride() == torch.empty(2, 3, 4, 5, memory_format=torch.channels_last).stride()
 
@@ -355,7 +358,7 @@ def test_empty_strided() -> None:
         assert d.untyped_storage().nbytes() == c.untyped_storage().nbytes()
         d.fill_(3.0)
         c.fill_(3.0)
-        exact(d.cpu(), c)
+        assert_same_as_cpu(d, c)
 
 
 @pytest.mark.two_devices
@@ -367,12 +370,12 @@ def test_factories_on_device_1() -> None:
     ):
         assert d.device == torch.device("sunrise", 1)
         assert d.untyped_storage().device == torch.device("sunrise", 1)
-    exact(torch.full((2, 2), 7, device="sunrise:1").cpu(), torch.full((2, 2), 7))
+    assert_same_as_cpu(torch.full((2, 2), 7, device="sunrise:1"), torch.full((2, 2), 7))
     assert torch.sunrise.current_device() == 0
 
 
 def test_arange_and_randn() -> None:
-    exact(torch.arange(10, device="sunrise").cpu(), torch.arange(10))
+    assert_same_as_cpu(torch.arange(10, device="sunrise"), torch.arange(10))
     assert_close(torch.arange(0, 1, 0.1, device="sunrise").cpu(), torch.arange(0, 1, 0.1))
     assert_close(
         torch.arange(-3, 3, 0.5, dtype=torch.float64, device="sunrise").cpu(),
@@ -385,7 +388,47 @@ def test_arange_and_randn() -> None:
         assert torch.isfinite(r.cpu()).all()
 
 
-# ------------------------------------------------------------------- views
+@pytest.mark.two_devices
+def test_factory_functions_on_device_1() -> None:
+    cases = [
+        (lambda dev: torch.linspace(0, 1, 5, device=dev), None),
+        (lambda dev: torch.logspace(0, 2, 4, device=dev), None),
+        (lambda dev: torch.eye(3, device=dev), None),
+        (lambda dev: torch.tril_indices(3, 3, device=dev), None),
+        (lambda dev: torch.full((2, 2), 3.0, device=dev), None),
+        (lambda dev: torch.tril(torch.ones(3, 3, device=dev)), None),
+        (lambda dev: torch.arange(5, device=dev), None),
+        (lambda dev: torch.randperm(6, device=dev).sort().values, None),
+        (lambda dev: torch.scalar_tensor(4.0, device=dev), None),
+    ]
+    for make, _ in cases:
+        d = make("sunrise:1")
+        assert d.device == torch.device("sunrise", 1)
+        assert_close(d.cpu(), make("cpu"))
+    assert torch.sunrise.current_device() == 0
+
+
+def test_eye_native() -> None:
+    with no_fallback():
+        assert_close(torch.eye(3, device="sunrise").cpu(), torch.eye(3))
+        assert_close(torch.eye(2, 5, dtype=torch.int64, device="sunrise").cpu(), torch.eye(2, 5, dtype=torch.int64))
+        out = torch.empty(0, device="sunrise")
+        torch.eye(4, out=out)
+        assert_close(out.cpu(), torch.eye(4))
+    with pytest.raises(RuntimeError, match="n must be greater or equal to 0"):
+        torch.eye(-1, device="sunrise")
+
+
+@pytest.mark.opinfo_regression
+def test_efficientzerotensor_is_a_device_zero_tensor():
+    z = torch._efficientzerotensor((2, 3), dtype=torch.float32, device="sunrise")
+    z_cpu = torch._efficientzerotensor((2, 3), dtype=torch.float32)
+    assert z.device.type == "sunrise" and z._is_zerotensor()
+    assert_same_as_cpu(z, z_cpu.clone())
+    assert_same_as_cpu(z + torch.ones(2, 3, device="sunrise"), z_cpu + torch.ones(2, 3))
+
+
+# --------------------------------------------------------------------- views
 
 
 def test_as_strided_aliases_storage() -> None:
@@ -395,15 +438,15 @@ def test_as_strided_aliases_storage() -> None:
     cv = c.as_strided((3, 3), (3, 1), 1)
     assert v.untyped_storage().data_ptr() == d.untyped_storage().data_ptr()
     assert v.storage_offset() == 1 and v.stride() == (3, 1)
-    exact(v.cpu(), cv)
+    assert_same_as_cpu(v, cv)
     v.fill_(-1.0)
     cv.fill_(-1.0)
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
     w = d.as_strided((2, 2), (1, 4), 2)
     cw = c.as_strided((2, 2), (1, 4), 2)
     w.zero_()
     cw.zero_()
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
 
 
 def test_view_and_reshape_alias_like_cpu() -> None:
@@ -414,22 +457,89 @@ def test_view_and_reshape_alias_like_cpu() -> None:
     assert v.data_ptr() == d.data_ptr()
     v[1].zero_()
     cv[1].zero_()
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
     r = d.reshape(4, 3)
     assert r.data_ptr() == d.data_ptr()  # contiguous: a view
-    exact(r.cpu(), c.reshape(4, 3))
+    assert_same_as_cpu(r, c.reshape(4, 3))
     # Reshaping a transposed tensor must copy, as on CPU.
     t = v.t()
     rt = t.reshape(12)
     assert rt._is_view() == cv.t().reshape(12)._is_view()
-    exact(rt.cpu(), cv.t().reshape(12))
+    assert_same_as_cpu(rt, cv.t().reshape(12))
     # view with dtype reinterpretation.
-    exact(d.view(torch.int32).cpu(), c.view(torch.int32))
+    assert_same_as_cpu(d.view(torch.int32), c.view(torch.int32))
     with pytest.raises(RuntimeError):
         t.view(12)  # same error as on CPU
 
 
-# ------------------------------------------------------------------ resize_
+@pytest.mark.parametrize(
+    "view_fn",
+    [
+        pytest.param(lambda t: t.unfold(1, 2, 1), id="unfold"),
+        pytest.param(lambda t: t.diagonal(), id="diagonal"),
+        pytest.param(lambda t: t.diagonal(offset=1), id="diagonal_offset"),
+        pytest.param(lambda t: t.t(), id="t"),
+        pytest.param(lambda t: t[1:3, 1:], id="slice"),
+        pytest.param(lambda t: t.narrow(1, 1, 3), id="narrow"),
+        pytest.param(lambda t: t.split(2)[1], id="split"),
+        pytest.param(lambda t: t.unbind(1)[2], id="unbind"),
+        pytest.param(lambda t: t.chunk(2, 1)[1], id="chunk"),
+        pytest.param(lambda t: t.movedim(0, 1), id="movedim"),
+        pytest.param(lambda t: t.as_strided((2, 2), (5, 1), 3), id="as_strided"),
+        pytest.param(lambda t: t.expand(2, 4, 5)[0], id="expand"),
+    ],
+)
+def test_view_results_alias_device_memory(view_fn) -> None:
+    c = X.clone()
+    d = c.to("sunrise")
+    cv = view_fn(c)
+    dv = view_fn(d)
+    assert dv.is_sunrise
+    assert dv.untyped_storage().data_ptr() == d.untyped_storage().data_ptr()
+    assert (dv.shape, dv.stride(), dv.storage_offset()) == (cv.shape, cv.stride(), cv.storage_offset())
+    assert_close(dv.cpu(), cv)
+    dv.mul_(-3)  # mutate the view: the source must change
+    cv.mul_(-3)
+    assert_close(d.cpu(), c)
+
+
+def test_view_as_real_and_complex_alias() -> None:
+    z = torch.randn(3, 2, dtype=torch.complex64)
+    zd = z.to("sunrise")
+    r, rd = torch.view_as_real(z), torch.view_as_real(zd)
+    assert rd.data_ptr() == zd.data_ptr()
+    assert_close(rd.cpu(), r)
+    rd[..., 1].zero_()  # clear the imaginary parts through the real view
+    r[..., 1].zero_()
+    assert_close(zd.cpu(), z)
+    f = torch.randn(4, 2)
+    fd = f.to("sunrise")
+    cz, czd = torch.view_as_complex(f), torch.view_as_complex(fd)
+    assert czd.data_ptr() == fd.data_ptr()
+    czd.mul_(2)
+    cz.mul_(2)
+    assert_close(fd.cpu(), f)
+
+
+def test_in_place_metadata_ops() -> None:
+    base = torch.arange(6.0).view(2, 3)
+    for op in (
+        lambda t: t.t_(),
+        lambda t: t.unsqueeze_(0),
+        lambda t: t.squeeze_(),
+        lambda t: t.transpose_(0, 1),
+        lambda t: t.as_strided_((2,), (2,), 1),
+        lambda t: t.swapdims_(0, 1),
+    ):
+        c = base.clone()
+        d = c.to("sunrise")
+        rc, rd = op(c), op(d)
+        assert rd is d
+        assert (d.shape, d.stride(), d.storage_offset()) == (c.shape, c.stride(), c.storage_offset())
+        assert_close(d.cpu(), rc)
+
+
+# ------------------------------------------------------------------- resize_
 
 
 def test_resize_growing_keeps_old_contents() -> None:
@@ -437,20 +547,20 @@ def test_resize_growing_keeps_old_contents() -> None:
     d = c.to("sunrise")
     d.resize_(20)
     assert d.shape == (20,)
-    exact(d[:6].cpu(), c)
+    assert_same_as_cpu(d[:6], c)
     d.resize_(2, 3)
-    exact(d.cpu(), c.view(2, 3))
+    assert_same_as_cpu(d, c.view(2, 3))
     d.resize_(0)
     assert d.numel() == 0
     d.resize_(6)
-    exact(d.cpu(), c)  # shrinking keeps the storage
+    assert_same_as_cpu(d, c)  # shrinking keeps the storage
 
 
 def test_resize_from_empty_and_with_memory_format() -> None:
     d = torch.empty(0, device="sunrise")
     d.resize_(4, 5)
     d.fill_(2.0)
-    exact(d.cpu(), torch.full((4, 5), 2.0))
+    assert_same_as_cpu(d, torch.full((4, 5), 2.0))
     e = torch.empty(0, device="sunrise")
     e.resize_(2, 3, 4, 5, memory_format=torch.channels_last)
     assert e.stride() == torch.empty(0).resize_(2, 3, 4, 5, memory_format=torch.channels_last).stride()
@@ -462,8 +572,8 @@ def test_resize_of_a_view_grows_the_shared_storage() -> None:
     cv, dv = c[2:], d[2:]
     cv.resize_(10)
     dv.resize_(10)
-    exact(d.cpu(), c)  # the base still reads its elements
-    exact(dv[:6].cpu(), cv[:6])
+    assert_same_as_cpu(d, c)  # the base still reads its elements
+    assert_same_as_cpu(dv[:6], cv[:6])
     assert dv.untyped_storage().nbytes() == cv.untyped_storage().nbytes()
 
 
@@ -473,17 +583,30 @@ def test_resize_on_device_1() -> None:
     d = c.to("sunrise:1")
     d.resize_(100)
     assert d.untyped_storage().device == torch.device("sunrise", 1)
-    exact(d[:4].cpu(), c)
+    assert_same_as_cpu(d[:4], c)
 
 
 def test_resize_as_() -> None:
     c = torch.arange(6.0)
     d = c.to("sunrise")
     d.resize_as_(torch.empty(2, 3))
-    exact(d.cpu(), c.view(2, 3))
+    assert_same_as_cpu(d, c.view(2, 3))
 
 
-# --------------------------------------------------------------------- set_
+def test_queued_work_reads_the_bytes_of_launch_time_across_a_resize() -> None:
+    # resize_ moves x to a new block (old bytes copied in stream order); an op
+    # queued before must read the old block, and ops after the new one.
+    queue_slow_work()
+    x = torch.arange(4.0, device="sunrise")
+    y = x * 2
+    x.resize_(1 << 16)
+    x[:4].fill_(-1)
+    z = x[:4] * 2
+    assert_close(y.cpu(), torch.arange(4.0) * 2, rtol=0, atol=0)
+    assert_close(z.cpu(), torch.full((4,), -2.0), rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------- set_
 
 
 def test_set_tensor_aliases() -> None:
@@ -496,7 +619,7 @@ def test_set_tensor_aliases() -> None:
     assert e.data_ptr() == d.data_ptr()
     e[0] = 5.0
     ce[0] = 5.0
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
     # set_ from a view keeps its offset, sizes and strides.
     f = torch.empty(0, device="sunrise")
     cf = torch.empty(0)
@@ -505,7 +628,7 @@ def test_set_tensor_aliases() -> None:
     assert (f.shape, f.stride(), f.storage_offset()) == (cf.shape, cf.stride(), cf.storage_offset())
     f.add_(1)
     cf.add_(1)
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
 
 
 def test_set_storage_variants() -> None:
@@ -513,13 +636,13 @@ def test_set_storage_variants() -> None:
     d = c.to("sunrise")
     g = torch.empty(0, device="sunrise")
     g.set_(d.untyped_storage())
-    exact(g.cpu(), torch.empty(0).set_(c.untyped_storage()))
+    assert_same_as_cpu(g, torch.empty(0).set_(c.untyped_storage()))
     h = torch.empty(0, device="sunrise")
     h.set_(d.untyped_storage(), 2, (2, 2), (1, 2))
-    exact(h.cpu(), torch.empty(0).set_(c.untyped_storage(), 2, (2, 2), (1, 2)))
+    assert_same_as_cpu(h, torch.empty(0).set_(c.untyped_storage(), 2, (2, 2), (1, 2)))
     h.fill_(-1.0)
     torch.empty(0).set_(c.untyped_storage(), 2, (2, 2), (1, 2)).fill_(-1.0)
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
     # Growing through set_ enlarges the storage, as on CPU.
     k = torch.empty(0, device="sunrise")
     k.set_(torch.empty(0, device="sunrise").untyped_storage(), 0, (3,), (1,))
@@ -534,7 +657,7 @@ def test_set_empty() -> None:
     assert d.device == torch.device("sunrise", 0)
     d.resize_(2)
     d.fill_(4.0)
-    exact(d.cpu(), torch.full((2,), 4.0))
+    assert_same_as_cpu(d, torch.full((2,), 4.0))
 
 
 @pytest.mark.two_devices
@@ -544,7 +667,7 @@ def test_set_empty_on_device_1() -> None:
     assert d.numel() == 0 and d.untyped_storage().device == torch.device("sunrise", 1)
     d.resize_(2)
     d.fill_(4.0)
-    exact(d.cpu(), torch.full((2,), 4.0))
+    assert_same_as_cpu(d, torch.full((2,), 4.0))
 
 
 @pytest.mark.two_devices
@@ -553,10 +676,10 @@ def test_set_storage_on_device_1() -> None:
     d = c.to("sunrise:1")
     e = torch.empty(0, device="sunrise:1")
     e.set_(d.untyped_storage(), 1, (3,), (2,))
-    exact(e.cpu(), torch.empty(0).set_(c.untyped_storage(), 1, (3,), (2,)))
+    assert_same_as_cpu(e, torch.empty(0).set_(c.untyped_storage(), 1, (3,), (2,)))
 
 
-# ------------------------------------------------------------- fill_, zero_
+# -------------------------------------------------------------- fill_, zero_
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -565,50 +688,50 @@ def test_fill_and_zero(dtype) -> None:
     d = c.to("sunrise")
     d.fill_(1)
     c.fill_(1)
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
     d.zero_()
     c.zero_()
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
     # On strided views only the view's elements change.
     d[:, ::2].fill_(1)
     c[:, ::2].fill_(1)
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
     d.t()[1:3].zero_()
     c.t()[1:3].zero_()
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
     # fill_ with 0-dim tensors, from the host and from the device.
     d.fill_(torch.tensor(1, dtype=dtype))
     c.fill_(torch.tensor(1, dtype=dtype))
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
     d.fill_(torch.tensor(0, dtype=dtype, device="sunrise"))
     c.fill_(torch.tensor(0, dtype=dtype))
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
 
 
 def test_fill_values() -> None:
     for value in (3.5, -2, True, float("inf")):
         d = torch.empty(5, device="sunrise").fill_(value)
-        exact(d.cpu(), torch.empty(5).fill_(value))
+        assert_same_as_cpu(d, torch.empty(5).fill_(value))
     z = torch.empty(3, dtype=torch.complex64, device="sunrise").fill_(1 + 2j)
-    exact(z.cpu(), torch.empty(3, dtype=torch.complex64).fill_(1 + 2j))
+    assert_same_as_cpu(z, torch.empty(3, dtype=torch.complex64).fill_(1 + 2j))
     e = torch.ones(2, 3, device="sunrise").expand(4, 2, 3)
-    exact(e.cpu(), torch.ones(4, 2, 3))
+    assert_same_as_cpu(e, torch.ones(4, 2, 3), strides=False)
 
 
 @pytest.mark.two_devices
 def test_fill_and_zero_on_device_1() -> None:
     d = torch.empty(4, 4, device="sunrise:1")
     d.fill_(2.0)
-    exact(d.cpu(), torch.full((4, 4), 2.0))
+    assert_same_as_cpu(d, torch.full((4, 4), 2.0))
     d[1:3].zero_()
     c = torch.full((4, 4), 2.0)
     c[1:3].zero_()
-    exact(d.cpu(), c)
+    assert_same_as_cpu(d, c)
     d.fill_(torch.tensor(9.0, device="sunrise:0"))  # value on another device, as CUDA allows
-    exact(d.cpu(), torch.full((4, 4), 9.0))
+    assert_same_as_cpu(d, torch.full((4, 4), 9.0))
 
 
-# ----------------------------------------------------- item, tolist, numpy
+# --------------------------------------------- item, tolist, numpy, printing
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -623,7 +746,7 @@ def test_item_tolist_numpy(dtype) -> None:
     assert d.t().tolist() == c.t().tolist()
     if dtype != torch.bfloat16:  # numpy has no bfloat16
         np.testing.assert_array_equal(d.cpu().numpy(), c.numpy())
-        exact(torch.from_numpy(d.cpu().numpy()), c)
+        assert_same_as_cpu(torch.from_numpy(d.cpu().numpy()), c, device="cpu")
 
 
 def test_item_of_zero_dim_and_errors() -> None:
@@ -641,3 +764,9 @@ def test_item_on_device_1() -> None:
     d = c.to("sunrise:1")
     assert d[3].item() == c[3].item()
     assert d.tolist() == c.tolist()
+
+
+def test_printing_a_tensor_does_not_fall_back(fallback_mode) -> None:
+    fallback_mode("error")
+    x = torch.tensor([[1.5, -2.25, float("inf")], [0.0, float("nan"), 3.0]])
+    assert str(x.to("sunrise")) == str(x).replace(")", ", device='sunrise:0')")
