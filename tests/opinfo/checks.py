@@ -906,3 +906,63 @@ def agreement(op, dtype: str, limit: int | None = 4, *, perturb: bool = False,
 
 def _at(checker: Checker) -> str:
     return f"sample {checker.current}: " if checker.current >= 0 else ""
+
+
+# ------------------------------------------------------------------ supported dtypes
+# TestCommon.test_dtypes' question, asked of both devices with the same samples: on which dtypes
+# does every sample of the OpInfo run (forward, or forward and backward) without raising?
+ALL_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16,
+              torch.uint32, torch.uint64, torch.float16, torch.bfloat16, torch.float32, torch.float64,
+              torch.complex32, torch.complex64, torch.complex128)
+
+
+def _runs(op, sample, backward: bool, device: str) -> bool:
+    try:
+        result = op(sample.input, *sample.args, **sample.kwargs)
+        if backward:
+            outs = [t for t in tensors_in(result) if t.requires_grad]
+            if outs:
+                (outs[0].abs() if outs[0].is_complex() else outs[0]).sum().backward()
+        if device != "cpu":
+            torch.sunrise.synchronize()
+        return True
+    except Exception:  # noqa: BLE001 - any error means "not supported", as in test_dtypes
+        if device != "cpu":
+            try:
+                torch.sunrise.synchronize()  # an asynchronous error must not land on the next dtype
+            except Exception:  # noqa: BLE001
+                pass
+        return False
+
+
+def supported_dtypes(op, backward: bool) -> tuple[list[str], list[str]]:
+    """(CPU's, sunrise's) supported dtypes of ``op``: samples generated on sunrise, each run there
+    and, as an exact copy, on the CPU (the same values, so data-dependent errors agree)."""
+    cpu, dev = [], []
+    for dtype in ALL_DTYPES:
+        if backward and not (dtype.is_floating_point or dtype.is_complex):
+            continue
+        torch.manual_seed(stable_seed(op_key(op), dtype_name(dtype)))
+        try:
+            samples = list(op.sample_inputs(DEVICE_TYPE, dtype, requires_grad=backward))
+        except Exception:  # noqa: BLE001 - sample generation refused: judged on the CPU alone
+            samples = None
+        if samples is None:
+            try:
+                if list(op.sample_inputs("cpu", dtype, requires_grad=backward)):
+                    cpu.append(dtype_name(dtype))  # the CPU has samples and sunrise cannot make them
+            except Exception:  # noqa: BLE001
+                pass
+            continue
+        if not samples:
+            continue
+        cpu_ok = dev_ok = True
+        for sample in samples:
+            cpu_copy = ExactCopy("cpu")(sample)
+            cpu_ok = cpu_ok and _runs(op, cpu_copy, backward, "cpu")
+            dev_ok = dev_ok and _runs(op, sample, backward, DEVICE_TYPE)
+        if cpu_ok:
+            cpu.append(dtype_name(dtype))
+        if dev_ok:
+            dev.append(dtype_name(dtype))
+    return cpu, dev
