@@ -7,8 +7,16 @@
 // those outputs. Nothing waits for the device.
 #pragma once
 
+#include "kernels/CpuViews.h"
+#include "CommonDevice.h"
+#include "DeviceParallelism.h"
 #include "DtypeCheckedLaunch.h"
-#include "StructuredOps.h"
+
+#include <torch_sunrise/SunriseGuard.h>
+#include <torch_sunrise/SunriseLaunch.h>
+#include <torch_sunrise/SunriseMathThreads.h>
+
+#include <ATen/native/Resize.h>
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
@@ -95,7 +103,7 @@ inline at::Tensor empty_in_suggested_format(const at::Tensor& t, c10::IntArrayRe
 }
 
 inline c10::Device device_of(std::initializer_list<const at::Tensor*> tensors, const char* op) {
-  return structured::common_device(tensors, {}, {}, op);
+  return common_device(tensors, {}, {}, op);
 }
 
 }  // namespace torch_sunrise::aten

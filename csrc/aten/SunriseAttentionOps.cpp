@@ -64,7 +64,7 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_forward(const at::Tensor& que
                                                            const at::Tensor& value, double dropout_p, bool is_causal,
                                                            const std::optional<at::Tensor>& attn_mask,
                                                            std::optional<double> scale) {
-  const c10::Device device = structured::common_device({&query, &key, &value}, {&attn_mask}, {},
+  const c10::Device device = common_device({&query, &key, &value}, {&attn_mask}, {},
                                                        "aten::_scaled_dot_product_flash_attention_for_cpu");
   const SunriseGuard guard(device);
   check_qkv(query, key, value);
@@ -89,7 +89,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_backward(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
     const at::Tensor& out, const at::Tensor& logsumexp, double dropout_p, bool is_causal,
     const std::optional<at::Tensor>& attn_mask, std::optional<double> scale) {
-  const c10::Device device = structured::common_device({&grad_out, &query, &key, &value, &out, &logsumexp},
+  const c10::Device device = common_device({&grad_out, &query, &key, &value, &out, &logsumexp},
                                                        {&attn_mask}, {},
                                                        "aten::_scaled_dot_product_flash_attention_for_cpu_backward");
   const SunriseGuard guard(device);

@@ -36,7 +36,7 @@ at::Tensor convolution_overrideable(const at::Tensor& input, const at::Tensor& w
                                     c10::IntArrayRef padding, c10::IntArrayRef dilation, bool transposed,
                                     c10::IntArrayRef output_padding, int64_t groups) {
   const c10::Device device =
-      structured::common_device({&input, &weight}, {&bias}, {}, "aten::convolution_overrideable");
+      common_device({&input, &weight}, {&bias}, {}, "aten::convolution_overrideable");
   const SunriseGuard guard(device);
   const bool has_bias = bias && bias->defined();
   const std::vector<int64_t> sizes =
@@ -62,7 +62,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_overrideable
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, c10::IntArrayRef stride,
     c10::IntArrayRef padding, c10::IntArrayRef dilation, bool transposed, c10::IntArrayRef output_padding,
     int64_t groups, std::array<bool, 3> output_mask) {
-  const c10::Device device = structured::common_device({&grad_output, &input, &weight}, {}, {},
+  const c10::Device device = common_device({&grad_output, &input, &weight}, {}, {},
                                                        "aten::convolution_backward_overrideable");
   const SunriseGuard guard(device);
   // The bias has one entry per output channel.

@@ -54,7 +54,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(Forward which, const at::
                                                        const std::optional<at::Tensor>& running_var, bool training,
                                                        double momentum, double eps, const char* op) {
   const c10::Device device =
-      structured::common_device({&input}, {&weight, &bias, &running_mean, &running_var}, {}, op);
+      common_device({&input}, {&weight, &bias, &running_mean, &running_var}, {}, op);
   const SunriseGuard guard(device);
   const int64_t channels = channels_of(input, op);
   const c10::ScalarType stat_dtype = channel_dtype(input, or_undefined(weight), or_undefined(bias),
@@ -134,7 +134,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
     const std::optional<at::Tensor>& save_mean, const std::optional<at::Tensor>& save_invstd, bool train, double eps,
     std::array<bool, 3> output_mask, const at::Tensor* reserve, const char* op) {
-  const c10::Device device = structured::common_device(
+  const c10::Device device = common_device(
       {&grad_out, &input}, {&weight, &running_mean, &running_var, &save_mean, &save_invstd}, {}, op);
   const SunriseGuard guard(device);
   const int64_t channels = channels_of(input, op);
@@ -186,7 +186,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_group_norm(const at::Tenso
                                                                  const std::optional<at::Tensor>& weight,
                                                                  const std::optional<at::Tensor>& bias, int64_t n,
                                                                  int64_t c, int64_t hxw, int64_t group, double eps) {
-  const c10::Device device = structured::common_device({&input}, {&weight, &bias}, {}, "aten::native_group_norm");
+  const c10::Device device = common_device({&input}, {&weight, &bias}, {}, "aten::native_group_norm");
   const SunriseGuard guard(device);
   const c10::ScalarType stat_dtype = channel_dtype(input, or_undefined(weight), or_undefined(bias));
   at::Tensor y = empty_in_suggested_format(input, input.sizes());
@@ -205,7 +205,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_group_norm_backward(
     const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& rstd,
     const std::optional<at::Tensor>& weight, int64_t n, int64_t c, int64_t hxw, int64_t group,
     std::array<bool, 3> output_mask) {
-  const c10::Device device = structured::common_device({&grad_out, &input, &mean, &rstd}, {&weight}, {},
+  const c10::Device device = common_device({&grad_out, &input, &mean, &rstd}, {&weight}, {},
                                                        "aten::native_group_norm_backward");
   const SunriseGuard guard(device);
   const c10::ScalarType param_dtype = channel_dtype(input, or_undefined(weight));
@@ -239,7 +239,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm(const at::Tenso
   const at::Tensor no_tensor;
   const at::Tensor& w = weight ? *weight : no_tensor;
   const at::Tensor& b = bias ? *bias : no_tensor;
-  const c10::Device device = structured::common_device({&input}, {&weight, &bias}, {}, "aten::native_layer_norm");
+  const c10::Device device = common_device({&input}, {&weight, &bias}, {}, "aten::native_layer_norm");
   const SunriseGuard guard(device);
   at::native::_check_layer_norm_inputs(input, normalized_shape, w, b);
   const bool mixed = at::native::is_mixed_type(input, w, b);
@@ -268,7 +268,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_layer_norm_backward(
     const at::Tensor& grad_out, const at::Tensor& input, c10::IntArrayRef normalized_shape, const at::Tensor& mean,
     const at::Tensor& rstd, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     std::array<bool, 3> output_mask) {
-  const c10::Device device = structured::common_device({&grad_out, &input, &mean, &rstd}, {&weight, &bias}, {},
+  const c10::Device device = common_device({&grad_out, &input, &mean, &rstd}, {&weight, &bias}, {},
                                                        "aten::native_layer_norm_backward");
   const SunriseGuard guard(device);
   const at::Tensor no_tensor;

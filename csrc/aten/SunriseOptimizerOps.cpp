@@ -19,7 +19,7 @@ void fused_adam_impl(at::TensorList self, at::TensorList grads, at::TensorList e
   // Every list, not just the first parameter: optimizer state on another
   // device raises here, as it does on CUDA, instead of being read as if local.
   const c10::IListRef<at::Tensor> lists[] = {self, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps};
-  const c10::Device device = structured::common_device(
+  const c10::Device device = common_device(
       {}, {&lr_tensor, &grad_scale, &found_inf}, {&lists[0], &lists[1], &lists[2], &lists[3], &lists[4], &lists[5]},
       AdamW ? "aten::_fused_adamw_" : "aten::_fused_adam_");
   const SunriseGuard guard(device);

@@ -96,7 +96,7 @@ at::Tensor hardswish_backward(const at::Tensor& grad_output, const at::Tensor& s
 std::tuple<at::Tensor, at::Tensor> nll_loss2d_forward(const at::Tensor& self, const at::Tensor& target,
                                                       const std::optional<at::Tensor>& weight, int64_t reduction,
                                                       int64_t ignore_index) {
-  const c10::Device device = structured::common_device({&self, &target}, {&weight}, {}, "aten::nll_loss2d_forward");
+  const c10::Device device = common_device({&self, &target}, {&weight}, {}, "aten::nll_loss2d_forward");
   const SunriseGuard guard(device);
   TORCH_CHECK(self.dim() == 4 && target.dim() == 3,
               "only batches of spatial inputs supported (4D tensors), but got input of dimension: ", self.dim(),
@@ -118,7 +118,7 @@ std::tuple<at::Tensor, at::Tensor> nll_loss2d_forward(const at::Tensor& self, co
 at::Tensor nll_loss2d_backward(const at::Tensor& grad_output, const at::Tensor& self, const at::Tensor& target,
                                const std::optional<at::Tensor>& weight, int64_t reduction, int64_t ignore_index,
                                const at::Tensor& total_weight) {
-  const c10::Device device = structured::common_device({&grad_output, &self, &target, &total_weight}, {&weight}, {},
+  const c10::Device device = common_device({&grad_output, &self, &target, &total_weight}, {&weight}, {},
                                                        "aten::nll_loss2d_backward");
   const SunriseGuard guard(device);
   at::Tensor grad_input = at::empty(self.sizes(), self.options());

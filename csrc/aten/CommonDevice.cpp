@@ -1,8 +1,8 @@
-#include "StructuredOps.h"
+#include "CommonDevice.h"
 
 #include <torch_sunrise/SunriseFunctions.h>
 
-namespace torch_sunrise::aten::structured {
+namespace torch_sunrise::aten {
 namespace {
 
 struct DeviceFinder {
@@ -40,4 +40,4 @@ c10::Device common_device(std::initializer_list<const at::Tensor*> tensors,
   return finder.device.value_or(c10::Device(c10::DeviceType::PrivateUse1, current_device()));
 }
 
-}  // namespace torch_sunrise::aten::structured
+}  // namespace torch_sunrise::aten
