@@ -21,6 +21,7 @@
 
 #include <exception>
 #include <memory>
+#include <string>
 #include <type_traits>
 
 namespace torch_sunrise {
@@ -51,8 +52,9 @@ struct HostTaskImpl final : HostTask {
   F f_;
 };
 
-// Records an exception thrown by device work as the device's sticky error.
-inline void report_async_exception(const std::exception_ptr& error) noexcept {
+// Records an exception thrown by device work (`what`: "device task" or
+// "device kernel") as the device's sticky error.
+inline void report_async_exception(const std::exception_ptr& error, const char* what) noexcept {
   try {
     std::rethrow_exception(error);
   } catch (const c10::Error& e) {
@@ -60,7 +62,8 @@ inline void report_async_exception(const std::exception_ptr& error) noexcept {
   } catch (const std::exception& e) {
     srReportAsyncError(srErrorLaunchFailure, e.what());
   } catch (...) {
-    srReportAsyncError(srErrorLaunchFailure, "device task threw an exception that is not a std::exception");
+    const std::string message = std::string(what) + " threw an exception that is not a std::exception";
+    srReportAsyncError(srErrorLaunchFailure, message.c_str());
   }
 }
 
@@ -74,7 +77,7 @@ inline void run_host_task(void* user_data) {
     if (task->call_error) {
       *task->call_error = std::current_exception();
     } else {
-      report_async_exception(std::current_exception());
+      report_async_exception(std::current_exception(), "device task");
     }
   }
   retire(task);
@@ -87,12 +90,8 @@ void block_trampoline(const srKernelContext* ctx, void* args) {
       ctx->blockIdx.x + uint64_t{ctx->gridDim.x} * (ctx->blockIdx.y + uint64_t{ctx->gridDim.y} * ctx->blockIdx.z);
   try {
     f(index);
-  } catch (const c10::Error& e) {
-    srReportAsyncError(srErrorLaunchFailure, e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    srReportAsyncError(srErrorLaunchFailure, e.what());
   } catch (...) {
-    srReportAsyncError(srErrorLaunchFailure, "device kernel threw an exception that is not a std::exception");
+    report_async_exception(std::current_exception(), "device kernel");
   }
 }
 
