@@ -8,6 +8,7 @@ same call, and checks the device keeps working afterwards.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import pytest
@@ -120,3 +121,111 @@ def test_supported_dtypes_are_cpus(name: str) -> None:
         elif deterministic:
             assert_same_as_cpu(got, expected)
     assert_device_works()
+
+
+def test_a_dtype_error_behind_an_empty_operand_is_raised_at_the_call() -> None:
+    # CPU's kernel returns before its dtype dispatch when the input is empty: that launch runs,
+    # and must not make the same dtypes with elements asynchronous.
+    empty = torch.ones(0, 2, 4, 4, dtype=torch.complex128)  # an empty batch
+    full = torch.ones(1, 2, 4, 4, dtype=torch.complex128)
+    for x in (empty, full, full, torch.ones(1, 2, 0, 4)):  # last: CPU's check of the sizes
+        call = lambda d, t, x=x: F.adaptive_avg_pool2d(x.to(d), 2)  # noqa: E731
+        expected, got = outcome(call, "cpu", x.dtype), outcome(call, "sunrise", x.dtype)
+        if isinstance(expected, tuple):
+            assert got == expected
+        else:
+            assert_same_as_cpu(got, expected)
+    assert_device_works()
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.complex32])
+def test_partly_supported_dtypes_are_checked_on_every_launch(dtype: torch.dtype) -> None:
+    # CPU's flip copies rows for these dtypes along the first dimension but has no kernel for
+    # them along the last: an error of the second call must not wait for a synchronization.
+    x = torch.arange(12, dtype=torch.int32).reshape(3, 4).to(dtype)
+    assert_same_as_cpu(x.to("sunrise").flip(0), x.flip(0))
+    expected = cpu_error(lambda d: x.to(d).flip(1))
+    assert type(expected) is NotImplementedError
+    with pytest.raises(NotImplementedError, match=str(expected).splitlines()[0]):
+        x.to("sunrise").flip(1)
+    assert_device_works()
+
+
+# out= tensors on another device than the inputs: CPU and CUDA refuse them at the call, 0-dim
+# ones included (a 0-dim CPU tensor is accepted only as an input, where it is a scalar).
+CPU_OUT_CALLS: dict[str, Callable[[torch.Tensor, torch.Tensor], object]] = {
+    "index_select": lambda x, out: torch.index_select(x, 0, torch.tensor(0, device=x.device), out=out),
+    "where": lambda x, out: torch.where(x > 0, x, x, out=out),
+    "logical_and": lambda x, out: torch.logical_and(x, x, out=out),
+    "abs": lambda x, out: torch.abs(x, out=out),
+    "sin (generated)": lambda x, out: torch.sin(x, out=out),
+}
+
+
+@pytest.mark.parametrize("name", CPU_OUT_CALLS)
+def test_out_on_the_cpu_for_device_inputs_raises(name: str) -> None:
+    call = CPU_OUT_CALLS[name]
+    x = torch.tensor(1.5, device="sunrise")  # 0-dim: the results are 0-dim
+    out = torch.full_like(call(x.cpu(), None), 7.0)
+    before = out.clone()
+    with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device|Expected out tensor"):
+        call(x, out)
+    assert torch.equal(out, before)  # untouched
+    assert_device_works()
+
+
+def test_arange_out_resizes_as_cpu_does() -> None:
+    # arange keeps an out= with the right number of elements as it is, and resizes another
+    # with its own warning (not resize_output's).
+    for shape in ((2, 2), (5,), (0,)):
+        outs = {d: torch.full(shape, 9.0, device=d) for d in ("cpu", "sunrise")}
+        caught = {}
+        for d, out in outs.items():
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                torch.arange(0, 4, out=out)
+            caught[d] = [str(x.message).split(" (Triggered")[0] for x in w]
+        assert caught["sunrise"] == caught["cpu"]
+        assert_same_as_cpu(outs["sunrise"], outs["cpu"])
+    assert_device_works()
+
+
+def test_the_kernel_cpu_picks_keys_the_dtype_check() -> None:
+    # CPU's convolution picks its kernel by the arguments: the dilated one has no uint8. A uint8
+    # convolution that ran must not make a dilated one asynchronous.
+    x = torch.ones(1, 2, 6, 6, dtype=torch.uint8)
+    w = torch.ones(2, 2, 3, 3, dtype=torch.uint8)
+    assert_same_as_cpu(F.conv2d(x.to("sunrise"), w.to("sunrise")), F.conv2d(x, w))
+    expected = cpu_error(lambda d: F.conv2d(x.to(d), w.to(d), dilation=2))
+    assert type(expected) is NotImplementedError
+    with pytest.raises(NotImplementedError, match=str(expected).splitlines()[0]):
+        F.conv2d(x.to("sunrise"), w.to("sunrise"), dilation=2)
+    assert_device_works()
+
+
+WARNING_PROBE = """
+import warnings, torch, torch_sunrise
+x = torch.ones(2, dtype=torch.complex64, device="sunrise")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    {call}
+    torch.sunrise.synchronize()
+print([str(w.message).split(" (Triggered")[0] for w in caught])
+"""
+
+
+@pytest.mark.parametrize("call", [
+    "torch.cumsum(x, 0, out=torch.empty(2, dtype=torch.long, device='sunrise'))",  # a kernel's warning
+    "x.to(torch.float32)",  # copy_'s
+])
+def test_a_kernels_warning_reaches_python_at_the_call(call: str) -> None:
+    # CPU's kernels warn once per process (TORCH_WARN_ONCE): a fresh process shows it, as a Python
+    # warning, not as text the device thread prints.
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", WARNING_PROBE.format(call=call)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "['Casting complex values to real discards the imaginary part']"
+    assert "Casting complex" not in run.stderr

@@ -3,10 +3,11 @@
 ``instantiate_device_type_tests(..., only_for="privateuse1")`` with PyTorch's PrivateUse1 test
 base (which picks up the renamed backend: tests are named ``..._sunrise_<dtype>`` and get
 ``device="sunrise:0"``), and ``@ops`` over ``op_db`` for every dtype the op supports on CPU
-(complex included). Five checks per (op, dtype), each comparing sunrise with CPU on every sample
+(complex included). Six checks per (op, dtype), each comparing sunrise with CPU on every sample
 (see tests/opinfo/checks.py): ``forward``, ``noncontiguous``, ``out`` (ops with out=),
-``inplace`` (ops with an in-place variant) and ``grad`` (differentiable ops, their backward
-dtypes).
+``inplace`` (ops with an in-place variant), ``variants`` (ops with method, operator, alias or
+in-place variants; float32 and complex64, as TestCommon) and ``grad`` (differentiable ops, their
+backward dtypes).
 
 Which ops run:
   default                  the representative subset QUICK_OPS of tests/opinfo/common.py, dtypes
@@ -72,6 +73,8 @@ _add("forward", OPS, OpDTypes.supported, FWD_DTYPES)
 _add("noncontiguous", OPS, OpDTypes.supported, FWD_DTYPES)
 _add("out", [op for op in OPS if op.supports_out], OpDTypes.supported, FWD_DTYPES)
 _add("inplace", [op for op in OPS if op.inplace_variant is not None], OpDTypes.supported, FWD_DTYPES)
+_add("variants", [op for op in OPS if op.method_variant or op.operator_variant or op.inplace_variant or op.aliases],
+     OpDTypes.supported, checks.VARIANT_DTYPES)
 _add("grad", [op for op in OPS if op.supports_autograd], OpDTypes.supported_backward, GRAD_DTYPES)
 
 instantiate_device_type_tests(TestSunriseOpInfo, globals(), only_for="privateuse1")
@@ -125,6 +128,36 @@ def test_checks_catch_wrong_results(monkeypatch, kind):
         checks.run_check("sunrise:0", torch.float32, _opinfo("abs"), kind)
     monkeypatch.delenv(checks.INJECT_ENV)
     checks.run_check("sunrise:0", torch.float32, _opinfo("abs"), kind)
+
+
+def _with_op(name: str, fn):
+    """The OpInfo ``name`` calling ``fn`` instead of its op (a product bug, acted out)."""
+    op = _opinfo(name)
+    op.op = fn
+    return op
+
+
+def test_out_check_requires_cpu_out_tensors_to_raise():
+    def copies_anywhere(x, *, out=None):  # sunrise results copied into CPU out= tensors
+        result = torch.abs(x)
+        return result if out is None else out.resize_(result.shape).copy_(result)
+
+    with pytest.raises(AssertionError, match="cpu out tensors for sunrise inputs were accepted"):
+        checks.run_check("sunrise:0", torch.float32, _with_op("abs", copies_anywhere), "out")
+
+
+def test_checks_require_errors_at_the_call_and_of_cpus_class():
+    def index_error_late(x):  # CPU raises IndexError at the call; sunrise when it synchronizes
+        return x.reshape(-1)[torch.tensor([1000], device=x.device)]
+
+    with pytest.raises(AssertionError, match="only when synchronizing"):
+        checks.run_check("sunrise:0", torch.float32, _with_op("abs", index_error_late), "forward")
+
+    def other_class(x):
+        raise (TypeError if x.device.type == "cpu" else RuntimeError)("refused")
+
+    with pytest.raises(AssertionError, match="raised RuntimeError: refused, CPU TypeError: refused"):
+        checks.run_check("sunrise:0", torch.float32, _with_op("abs", other_class), "forward")
 
 
 def test_exact_copy_keeps_layout_sharing_and_autograd_views():

@@ -2,7 +2,8 @@
 
 PyTorch's ``TestCommon.test_dtypes`` procedure asked of both devices with the same samples
 (``tests/opinfo/checks.py``, ``supported_dtypes``): a dtype is supported when every sample runs
-(and, backward, differentiates) without raising. Default: the representative subset ``QUICK_OPS``;
+(and, backward, differentiates) without raising. Where both raise, sunrise raises CPU's exception
+class, at the call. Default: the representative subset ``QUICK_OPS``;
 ``SUNRISE_FULL_DTYPES=1``: every OpInfo of ``op_db``.
 """
 
@@ -33,5 +34,6 @@ OPS = [op for op in checks.select_ops(op_db, full=FULL, names=None) if checks.op
 def test_supported_dtypes_are_cpus(op, backward: bool) -> None:
     if backward and not op.supports_autograd:
         pytest.skip("not differentiable")
-    cpu, sunrise = checks.supported_dtypes(op, backward)
+    cpu, sunrise, unlike = checks.supported_dtypes(op, backward)
     assert sunrise == cpu, f"CPU only: {sorted(set(cpu) - set(sunrise))}, sunrise only: {sorted(set(sunrise) - set(cpu))}"
+    assert not unlike, "errors unlike CPU's: " + "; ".join(unlike[:5])

@@ -10,9 +10,11 @@
 namespace torch_sunrise::aten {
 
 // All device operands on one sunrise device; CPU tensors only as 0-dim
-// scalars (as CUDA accepts them).
+// scalar inputs (as CUDA accepts them), never as `outputs` (out= tensors,
+// which the op writes on the device).
 c10::Device common_device(std::initializer_list<const at::Tensor*> tensors,
                           std::initializer_list<const std::optional<at::Tensor>*> optionals,
-                          std::initializer_list<const c10::IListRef<at::Tensor>*> lists, const char* op_name);
+                          std::initializer_list<const c10::IListRef<at::Tensor>*> lists, const char* op_name,
+                          std::initializer_list<const at::Tensor*> outputs = {});
 
 }  // namespace torch_sunrise::aten

@@ -7,11 +7,16 @@
 // CUDA raise NotImplementedError from the call itself.
 //
 // So the first launch from a call site with a given combination of operand
-// dtypes waits for the kernel and raises its dtype error at the call; the
-// device keeps working. A combination that ran is remembered per site, and
-// later launches with it are asynchronous: a kernel's dtype dispatch depends on
-// the dtypes alone. Faults that depend on the data (an index out of range) stay
-// asynchronous, on the first launch too, as on CUDA.
+// dtypes waits for the kernel and raises its dtype error at the call (the
+// device keeps working), and its warnings too: the ones a kernel raises once
+// per process are raised by its first launch. A combination that ran is
+// remembered per site, and later launches with it are asynchronous: a
+// kernel's dtype dispatch depends on the dtypes (and on whether an operand is
+// empty: many kernels return before dispatching; a hand-written op adds what
+// else picks its CPU kernel, Capture::key_on). The dtypes CPU kernels support
+// on some paths only (uint16-64, complex32, float8) are never remembered:
+// their launches always wait. Faults that depend on the data (an index out of
+// range) stay asynchronous, on the first launch too, as on CUDA.
 #pragma once
 
 #include <torch_sunrise/SunriseLaunch.h>
@@ -34,25 +39,41 @@ namespace torch_sunrise::aten {
 class DtypeKey {
  public:
   void add(const at::Tensor& t) {
-    // A wrapped number (a Python scalar) takes part in type promotion differently.
-    mix(t.defined() ? (static_cast<uint64_t>(t.scalar_type()) + 1) |
-                          (t.unsafeGetTensorImpl()->is_wrapped_number() ? 0x100 : 0)
-                    : 0);
+    // A wrapped number (a Python scalar) takes part in type promotion
+    // differently; many kernels return before their dtype dispatch when a
+    // tensor has no elements, so an empty operand is another combination.
+    if (!t.defined()) {
+      mix(0);
+      return;
+    }
+    const c10::TensorImpl* impl = t.unsafeGetTensorImpl();
+    const c10::ScalarType dtype = t.scalar_type();
+    mix((static_cast<uint64_t>(dtype) + 1) | (impl->is_wrapped_number() ? 0x100 : 0) |
+        (impl->numel() == 0 ? 0x400 : 0));
+    // CPU kernels support these dtypes only on some of their paths (flip's
+    // memcpy along the first dimension, not along the last): whether one runs
+    // depends on more than dtypes.
+    partial_ |= c10::isBarebonesUnsignedType(dtype) || c10::isFloat8Type(dtype) || dtype == c10::kComplexHalf;
   }
   void add(const std::optional<at::Tensor>& t) { t ? add(*t) : mix(0); }
   void add(const at::ITensorListRef& list) {
-    mix(0x200 + list.size());
+    mix((uint64_t{1} << 32) | list.size());
     for (const at::Tensor& t : list) add(t);
   }
+  void add_value(uint64_t value) { mix(value | (uint64_t{1} << 40)); }
   template <size_t N>
   void add(const std::array<at::Tensor, N>& tensors) {
     for (const at::Tensor& t : tensors) add(t);
   }
-  uint64_t value() const { return hash_; }
+  // kAlwaysWait when an operand has a dtype CPU kernels support only partly.
+  uint64_t value() const { return partial_ || hash_ == kAlwaysWait ? kAlwaysWait : hash_; }
+
+  static constexpr uint64_t kAlwaysWait = 0;
 
  private:
   void mix(uint64_t v) { hash_ = (hash_ ^ v) * 0x100000001b3ULL; }  // FNV-1a
   uint64_t hash_ = 0xcbf29ce484222325ULL;
+  bool partial_ = false;
 };
 
 template <typename... Operands>
@@ -110,21 +131,22 @@ void launch_checked(const SunriseStream& stream, uint64_t dtypes, F&& f) {
     launch_task(stream, std::forward<F>(f));
     return;
   }
-  auto error = std::make_shared<std::exception_ptr>();
-  launch_task(stream, std::forward<F>(f), error);
+  auto result = std::make_shared<detail::CallResult>();
+  launch_task(stream, std::forward<F>(f), result);
   stream.synchronize();
-  if (!*error) {
-    checked.insert(dtypes);
+  for (const c10::Warning& warning : result->warnings) c10::warn(warning);
+  if (!result->error) {
+    if (dtypes != DtypeKey::kAlwaysWait) checked.insert(dtypes);
     return;
   }
   try {
-    std::rethrow_exception(*error);
+    std::rethrow_exception(result->error);
   } catch (const c10::NotImplementedError&) {
     throw;  // the dtype error, at the call
   } catch (...) {
     // Anything else stays what it would have been: the device's asynchronous
     // error, raised by the next synchronizing call.
-    launch_task(stream, [error] { std::rethrow_exception(*error); });
+    launch_task(stream, [error = result->error] { std::rethrow_exception(error); });
   }
 }
 

@@ -62,6 +62,10 @@ class Capture {
     return out;
   }
 
+  // A value other than the operands' dtypes that decides which CPU kernel
+  // runs, and so which dtypes it has (convolution's backend).
+  void key_on(uint64_t value) const { dtypes_.add_value(value); }
+
   // Queues f, whose captures were made by this Capture, on the stream; a dtype
   // error of its kernel is raised here (DtypeCheckedLaunch.h).
   template <typename F>
@@ -102,8 +106,9 @@ inline at::Tensor empty_in_suggested_format(const at::Tensor& t, c10::IntArrayRe
   return at::empty(sizes, t.options().memory_format(t.suggest_memory_format()));
 }
 
-inline c10::Device device_of(std::initializer_list<const at::Tensor*> tensors, const char* op) {
-  return common_device(tensors, {}, {}, op);
+inline c10::Device device_of(std::initializer_list<const at::Tensor*> tensors, const char* op,
+                             std::initializer_list<const at::Tensor*> outputs = {}) {
+  return common_device(tensors, {}, {}, op, outputs);
 }
 
 }  // namespace torch_sunrise::aten

@@ -68,7 +68,7 @@ void check_condition(const at::Tensor& condition) {
 at::Tensor& where_self_out(const at::Tensor& condition, const at::Tensor& self, const at::Tensor& other,
                            at::Tensor& out) {
   check_condition(condition);
-  const c10::Device device = device_of({&condition, &self, &other, &out}, "aten::where.self_out");
+  const c10::Device device = device_of({&condition, &self, &other}, "aten::where.self_out", {&out});
   const SunriseGuard guard(device);
   const c10::ScalarType dtype = at::result_type(self, other);
   TORCH_CHECK(out.scalar_type() == dtype, "Expected out type to be ", dtype, " but got ", out.scalar_type());
@@ -101,7 +101,7 @@ std::vector<int64_t> index_select_shape(const at::Tensor& self, int64_t dim, con
 
 at::Tensor& index_select_out(const at::Tensor& self, int64_t dim, const at::Tensor& index, at::Tensor& out) {
   dim = at::maybe_wrap_dim(dim, self.dim());
-  const c10::Device device = device_of({&self, &index, &out}, "aten::index_select.out");
+  const c10::Device device = device_of({&self, &index}, "aten::index_select.out", {&out});
   const SunriseGuard guard(device);
   TORCH_CHECK(out.scalar_type() == self.scalar_type(), "index_select(): self and result must have the same scalar type");
   at::native::resize_output(out, index_select_shape(self, dim, index));
@@ -148,7 +148,7 @@ void copy_into(const Capture& c, const at::Tensor& out, at::Tensor host_result) 
 std::array<int64_t, 2> nonzero_strides(const at::Tensor& indices) { return {1, indices.size(0)}; }
 
 at::Tensor& nonzero_out(const at::Tensor& self, at::Tensor& out) {
-  const c10::Device device = device_of({&self, &out}, "aten::nonzero.out");
+  const c10::Device device = device_of({&self}, "aten::nonzero.out", {&out});
   TORCH_CHECK(out.scalar_type() == at::kLong, "nonzero: Expected out tensor to have scalar type Long but got scalar type ",
               out.scalar_type());
   const SunriseGuard guard(device);
@@ -175,7 +175,7 @@ at::Tensor& masked_select_out(const at::Tensor& self, const at::Tensor& mask, at
   // CPU's kernel has every dtype but the 16-64 bit unsigned ones; indexing would take those.
   TORCH_CHECK_NOT_IMPLEMENTED(!c10::isBarebonesUnsignedType(self.scalar_type()), "\"masked_select\" not implemented for '",
                               c10::toString(self.scalar_type()), "'");
-  device_of({&self, &mask, &out}, "aten::masked_select");
+  device_of({&self, &mask}, "aten::masked_select", {&out});
   auto [m, x] = at::expand_outplace(mask, self);
   if (x->dim() == 0) {  // indexing needs a dimension to select along; the result is 1-D either way
     return at::index_out(out, x->reshape({1}), c10::List<std::optional<at::Tensor>>({m->reshape({1})}));
@@ -197,7 +197,7 @@ at::Tensor& index_out(const at::Tensor& self, const c10::List<std::optional<at::
     if (!index || !index->defined()) continue;
     data_dependent |= index->scalar_type() == at::kBool || index->scalar_type() == at::kByte;
   }
-  const c10::Device device = device_of({&self, &out}, "aten::index.Tensor_out");
+  const c10::Device device = device_of({&self}, "aten::index.Tensor_out", {&out});
   const SunriseGuard guard(device);
   if (data_dependent) {
     c10::List<std::optional<at::Tensor>> integer_indices;

@@ -15,7 +15,7 @@ namespace torch_sunrise::aten {
 namespace {
 
 at::Tensor& logical_not_out(const at::Tensor& self, at::Tensor& out) {
-  const c10::Device device = device_of({&self, &out}, "aten::logical_not.out");
+  const c10::Device device = device_of({&self}, "aten::logical_not.out", {&out});
   const SunriseGuard guard(device);
   at::native::resize_output(out, self.sizes());
   const Capture c(device);
@@ -34,7 +34,7 @@ at::Tensor& logical_binary_out(const at::Tensor& self, const at::Tensor& other, 
   constexpr const char* name = Op == Binary::And ? "aten::logical_and.out"
                                : Op == Binary::Or ? "aten::logical_or.out"
                                                   : "aten::logical_xor.out";
-  const c10::Device device = device_of({&self, &other, &out}, name);
+  const c10::Device device = device_of({&self, &other}, name, {&out});
   const SunriseGuard guard(device);
   const std::vector<int64_t> shape = at::infer_size(self.sizes(), other.sizes());
   // An output that is also an input (the in-place form) is never resized.

@@ -102,7 +102,7 @@ at::Tensor native_dropout_backward(const at::Tensor& grad_output, const at::Tens
 // The out= argument is sized on the host (resize_output, with its warning for
 // a non-empty out of another shape), then the CPU kernel fills its view.
 at::Tensor& abs_out(const at::Tensor& self, at::Tensor& out) {
-  const c10::Device device = device_of({&self, &out}, "aten::abs.out");
+  const c10::Device device = device_of({&self}, "aten::abs.out", {&out});
   const SunriseGuard guard(device);
   const c10::ScalarType expected = self.is_complex() ? c10::toRealValueType(self.scalar_type()) : self.scalar_type();
   TORCH_CHECK(at::canCast(expected, out.scalar_type()), "result type ", expected,
@@ -121,12 +121,22 @@ at::Tensor& abs_out(const at::Tensor& self, at::Tensor& out) {
 // checks) by the helper CPU's kernel uses. Not the meta kernel: torch registers
 // a Python one, which costs hundreds of microseconds per call.
 at::Tensor& arange_out(const c10::Scalar& start, const c10::Scalar& end, const c10::Scalar& step, at::Tensor& out) {
-  const c10::Device device = device_of({&out}, "aten::arange.start_out");
+  const c10::Device device = device_of({}, "aten::arange.start_out", {&out});
   const SunriseGuard guard(device);
   const int64_t size = AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "arange_out", [&] {
     return at::native::compute_arange_size<scalar_t>(start, end, step);
   });
-  at::native::resize_output(out, {size});
+  // CPU's and CUDA's rule, not resize_output's: an out= of the right number of
+  // elements keeps its shape; another is resized, with arange's own warning.
+  if (out.numel() != size) {
+    if (out.numel() > 0) {
+      TORCH_WARN("The number of elements in the out tensor of shape ", out.sizes(), " is ",
+                 out.numel(), " which does not match the computed number of elements ", size,
+                 ". Note that this may occur as a result of rounding error. "
+                 "The out tensor will be resized to a tensor of shape (", size, ",).");
+    }
+    out.resize_({size});
+  }
   const Capture c(device);
   c.launch([start, end, step, out = c(out)] {
     Views v;
@@ -138,11 +148,11 @@ at::Tensor& arange_out(const c10::Scalar& start, const c10::Scalar& end, const c
 
 // eye's shape depends only on n and m (checked as CPU's kernel does).
 at::Tensor& eye_m_out(int64_t n, int64_t m, at::Tensor& out) {
-  const c10::Device device = device_of({&out}, "aten::eye.m_out");
+  const c10::Device device = device_of({}, "aten::eye.m_out", {&out});
   const SunriseGuard guard(device);
   TORCH_CHECK(n >= 0, "n must be greater or equal to 0, got ", n);
   TORCH_CHECK(m >= 0, "m must be greater or equal to 0, got ", m);
-  at::native::resize_output(out, {n, m});
+  out.resize_({n, m});  // as CPU's and CUDA's kernels: without resize_output's warning
   const Capture c(device);
   c.launch([n, m, out = c(out)] {
     Views v;

@@ -32,6 +32,11 @@ at::Tensor adaptive_avg_pool2d(const at::Tensor& self, c10::IntArrayRef output_s
   TORCH_CHECK(output_size.size() == 2, "adaptive_avg_pool2d: output_size must be 2");
   TORCH_CHECK(self.dim() == 3 || self.dim() == 4,
               "adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got ", self.sizes());
+  for (const int64_t i : {self.dim() - 2, self.dim() - 1}) {
+    TORCH_CHECK(self.size(i) > 0,
+                "adaptive_avg_pool2d(): Expected input to have non-zero size for non-batch dimensions, but input has "
+                "sizes ", self.sizes(), " with dimension ", i, " being empty");
+  }
   std::vector<int64_t> sizes(self.sizes().begin(), self.sizes().end() - 2);
   sizes.insert(sizes.end(), output_size.begin(), output_size.end());
   at::Tensor out = empty_in_suggested_format(self, sizes);

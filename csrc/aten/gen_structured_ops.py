@@ -133,6 +133,13 @@ REDUCING_ITERATOR_OPS = {"mse_loss", "smooth_l1_loss"}
 ROW_WISE = {"_log_softmax", "_log_softmax_backward_data", "nll_loss_backward"}
 LAST_DIM_ROW_WISE = {"_softmax"}
 
+# Argument checks CPU's impl() makes before computing, where meta() does not:
+# made on the host after meta(), so that they raise at the call (out= variant
+# of the op -> statement, in StructuredOps.h).
+IMPL_CHECKS = {
+    "mean": "check_mean_out_dtype(out);",
+}
+
 # Non-tensor argument types a MetaMemo key can hold (spaces removed).
 MEMO_TYPES = (
     "int64_t", "double", "bool", "at::ScalarType", "constat::Scalar&", "const::std::optional<at::Scalar>&",
@@ -216,6 +223,8 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, elementwise: bool) 
         lines.append(memo % meta_exprs)
     else:
         lines.append(f"  {'(void)' if g.out.precomputed else ''}op.meta({meta_exprs});")
+    if k is SchemaKind.out and str(g.out.func.name.name.base) in IMPL_CHECKS:
+        lines.append("  " + IMPL_CHECKS[str(g.out.func.name.name.base)])
 
     # The device task: captures (storages and metadata, owned copies of the
     # other arguments), then the CPU kernel over views.

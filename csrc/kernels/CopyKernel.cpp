@@ -35,12 +35,27 @@ size_t dense_nbytes(const at::Tensor& t) { return static_cast<size_t>(t.numel())
 // but are non-negative, so data_ptr is the start of the span).
 void* dense_begin(const at::Tensor& t) { return t.data_ptr(); }
 
+class DropWarnings final : public c10::WarningHandler {
+ public:
+  void process(const c10::Warning& /*warning*/) override {}
+};
+
 // Runs dst.copy_(src) on CPU views as device work on `stream`. `src_host` /
 // `dst_host` are CPU tensors used directly; the task owns references to every
 // operand until it has run.
 void enqueue_strided_copy(const SunriseStream& stream, at::Tensor dst_cpu, at::Tensor src_cpu) {
-  launch_task(stream, [dst = std::move(dst_cpu), src = std::move(src_cpu)]() mutable {
-    dst.copy_(src);
+  // ATen's copy_ warns before it copies, on the calling thread (where Python
+  // sees it); the device's copy_ would warn again, on the device thread.
+  const bool drops_imaginary = src_cpu.is_complex() && !dst_cpu.is_complex();
+  if (drops_imaginary) TORCH_WARN_ONCE("Casting complex values to real discards the imaginary part");
+  launch_task(stream, [dst = std::move(dst_cpu), src = std::move(src_cpu), drops_imaginary]() mutable {
+    if (drops_imaginary) {
+      DropWarnings warned_on_the_host;
+      const c10::WarningUtils::WarningHandlerGuard quiet(&warned_on_the_host);
+      dst.copy_(src);
+    } else {
+      dst.copy_(src);
+    }
   });
 }
 

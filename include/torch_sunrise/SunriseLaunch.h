@@ -18,23 +18,42 @@
 #include <torch_sunrise/SunriseStream.h>
 
 #include <ATen/core/LegacyTypeDispatch.h>
+#include <c10/util/Exception.h>
 
 #include <exception>
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace torch_sunrise {
 
 namespace detail {
 
+// What the host learns of a task it waits for (to raise a dtype error at the
+// call): the task's exception, and the warnings it raised, for the host to
+// raise again on the calling thread, where Python sees them as on the CPU.
+struct CallResult {
+  std::exception_ptr error;
+  std::vector<c10::Warning> warnings;
+};
+
 struct HostTask {
   virtual ~HostTask() = default;
   virtual void run() = 0;
   HostTask* next_finished = nullptr;  // link in the list of finished tasks
-  // Where an exception of this task goes when the host waits for it (to raise
-  // a dtype error at the call); null: it is the device's sticky error.
-  std::shared_ptr<std::exception_ptr> call_error;
+  // Null: an exception of the task is the device's sticky error, and its
+  // warnings go to the device thread's handler (stderr).
+  std::shared_ptr<CallResult> call_result;
+};
+
+class CollectWarnings final : public c10::WarningHandler {
+ public:
+  explicit CollectWarnings(std::vector<c10::Warning>& into) : into_(into) {}
+  void process(const c10::Warning& warning) override { into_.push_back(warning); }
+
+ private:
+  std::vector<c10::Warning>& into_;
 };
 
 // Hands a task that ran to the host for destruction; called on the device thread.
@@ -69,14 +88,20 @@ inline void report_async_exception(const std::exception_ptr& error, const char* 
 
 inline void run_host_task(void* user_data) {
   auto* task = static_cast<HostTask*>(user_data);
-  try {
-    task->run();
-  } catch (...) {
-    // Anything: a task that escaped here would never be retired, and what it
-    // owns (device tensors) would leak.
-    if (task->call_error) {
-      *task->call_error = std::current_exception();
-    } else {
+  // Anything is caught: a task that escaped here would never be retired, and
+  // what it owns (device tensors) would leak.
+  if (CallResult* result = task->call_result.get()) {
+    CollectWarnings collect(result->warnings);
+    const c10::WarningUtils::WarningHandlerGuard guard(&collect);
+    try {
+      task->run();
+    } catch (...) {
+      result->error = std::current_exception();
+    }
+  } else {
+    try {
+      task->run();
+    } catch (...) {
       report_async_exception(std::current_exception(), "device task");
     }
   }
@@ -109,13 +134,13 @@ TORCH_SUNRISE_API void release_finished_tasks() noexcept;
 // synchronization or memory statistics.
 TORCH_SUNRISE_API void release_finished_tasks_now_and_then() noexcept;
 
-// `call_error`: see detail::HostTask.
+// `call_result`: see detail::HostTask.
 template <typename F>
-void launch_task(const SunriseStream& stream, F&& f, std::shared_ptr<std::exception_ptr> call_error = nullptr) {
+void launch_task(const SunriseStream& stream, F&& f, std::shared_ptr<detail::CallResult> call_result = nullptr) {
   release_finished_tasks_now_and_then();
   using Fn = std::decay_t<F>;
   auto task = std::make_unique<detail::HostTaskImpl<Fn>>(std::forward<F>(f));
-  task->call_error = std::move(call_error);
+  task->call_result = std::move(call_result);
   SUNRISE_CHECK(srLaunchHostFunc(stream.handle(), &detail::run_host_task, task.get()));
   task.release();  // now owned by the queued host function
 }

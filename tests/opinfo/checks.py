@@ -3,7 +3,7 @@
 The one implementation behind both users:
 
 * tests/test_opinfo_device.py (and full_run.py, which runs it in chunks): ``run_check`` runs one
-  of the five checks of one (OpInfo, dtype) as a test;
+  of the six checks of one (OpInfo, dtype) as a test;
 * the agreement sweep (sweep.py, tests/test_opinfo_sweep.py): ``agreement`` runs the forward check
   over an OpInfo's first samples and returns a record (agree / mismatch / error / skip) instead of
   failing.
@@ -20,14 +20,18 @@ whatever the device (e.g. the indices of ``tensor_split``) stay there, as on CUD
                  which results alias which inputs (views stay views), and the sample tensors
                  afterwards (ops that mutate their inputs)
   noncontiguous  the same on ``sample.noncontiguous()``
-  out            ``out=`` variants: with out tensors of the right size, empty out tensors (which
-                 the op must resize; strides compared too) and strided out tensors; the result
-                 must be the out tensors when it is on CPU
+  out            ``out=`` (TestCommon.test_out's cases): out tensors full of extremal values,
+                 strided, empty and of a wrong shape (resized, with CPU's warnings), on the CPU
+                 (RuntimeError at the call), of an unsafe dtype (CPU's error); strides, memory
+                 kept and identity of the returned tensors as on the CPU
   inplace        the in-place variant (``op.inplace_variant``): result, mutated input, identity
+  variants       the method, operator, alias and in-place variants against CPU's same variants,
+                 result and gradient (TestCommon.test_variant_consistency_eager's variants)
   grad           gradients of every output with respect to every sample tensor that requires
                  grad, with the same random output gradients on both sides
 
-A sample for which the CPU raises must raise on sunrise too. Results of random ops (``is_random``)
+A sample for which the CPU raises must raise on sunrise too, at the call (not when the device
+synchronizes), and an exception of the same class. Results of random ops (``is_random``)
 and of samples that run a seeded random ATen op (e.g. dropout with p > 0: sunrise has its own
 generator, as CUDA does) are compared on shape and dtype only. Tolerances: the OpInfo's
 toleranceOverride for the dtype where it has one, else assert_close's defaults (exact for integers
@@ -62,6 +66,7 @@ INJECT_ENV = common.INJECT_ENV
 QUICK_OPS = common.QUICK_OPS
 QUICK_DTYPES = tuple(getattr(torch, name) for name in common.QUICK_DTYPES)
 QUICK_GRAD_DTYPES = tuple(getattr(torch, name) for name in common.QUICK_GRAD_DTYPES)
+VARIANT_DTYPES = tuple(getattr(torch, name) for name in common.VARIANT_DTYPES)
 
 # Ops whose values are random (or uninitialized memory): compared on metadata only.
 # Explicit names first, then a token heuristic for OpInfos added in later PyTorch versions.
@@ -507,6 +512,7 @@ class Checker:
         self.desc = ""
         self.current = -1  # the sample being checked
         self.device_drew_random = False
+        self.raised_async = False  # the last device run raised at synchronization, not at the call
 
     # -- helpers
     def samples(self, requires_grad: bool = False) -> list:
@@ -536,9 +542,14 @@ class Checker:
         torch.manual_seed(self.seed)
         before = torch.sunrise.get_rng_state()
         self.device_drew_random = False
+        self.raised_async = False
         try:
             result = fn()
-            torch.sunrise.synchronize()
+            try:
+                torch.sunrise.synchronize()
+            except Exception:
+                self.raised_async = True  # the call returned; its device work failed
+                raise
             self.device_drew_random = not torch.equal(before, torch.sunrise.get_rng_state())
             return perturbed(result) if self.perturb else result
         finally:
@@ -614,6 +625,12 @@ class Checker:
             self.info["cpu_raised"] += 1
             if dev_exc is None:
                 self.fail(i, sample, f"CPU raised {exc_line(cpu_exc)} but {DEVICE_TYPE} did not")
+            if self.raised_async:
+                self.fail(i, sample, f"{DEVICE_TYPE} raised {exc_line(dev_exc)} only when synchronizing; "
+                                     f"CPU raises at the call: {exc_line(cpu_exc)}", "error", dev_exc)
+            if type(dev_exc) is not type(cpu_exc):
+                self.fail(i, sample, f"{DEVICE_TYPE} raised {exc_line(dev_exc)}, CPU {exc_line(cpu_exc)}",
+                          "error", dev_exc)
             return None
         if dev_exc is not None:
             self.fail(i, sample, f"{DEVICE_TYPE} raised {exc_line(dev_exc)} (CPU did not)", "error", dev_exc)
@@ -682,6 +699,11 @@ class Checker:
             self.check(i, sample, problems)
 
     def out(self) -> None:
+        """TestCommon.test_out's cases on every sample, CPU's behaviour the reference: out tensors
+        full of extremal values, strided, empty and of a wrong shape (resized, with CPU's resize
+        warnings); on the CPU (the call raises RuntimeError, as on CUDA); of dtype long for a
+        floating or complex result (raises what the CPU raises). Only resize warnings are
+        compared: a warning shown once per process shows on whichever device runs first."""
         fn = self.op
         for i, sample in enumerate(self.samples()):
             self.info["samples"] += 1
@@ -697,30 +719,82 @@ class Checker:
             results = list(functional) if isinstance(functional, (tuple, list)) else [functional]
             if not results or not all(isinstance(t, torch.Tensor) and t.layout == torch.strided for t in results):
                 continue
-            for variant in ("same size", "empty", "strided"):
-                outs_cpu = [make_out(t, variant) for t in results]
-                outs_dev = [ExactCopy(self.device).tensor(t) for t in outs_cpu]
-                if isinstance(functional, torch.Tensor):
-                    o_cpu, o_dev = outs_cpu[0], outs_dev[0]
-                else:
-                    o_cpu, o_dev = tuple(outs_cpu), tuple(outs_dev)
-                (c_in2, c_args2, c_kwargs2), (d_in, d_args, d_kwargs), _ = self.prepare(i, sample)
-                got = self.both(i, sample, lambda: fn(c_in2, *c_args2, out=o_cpu, **c_kwargs2),
-                                lambda: fn(d_in, *d_args, out=o_dev, **d_kwargs),
-                                self.probe_of(fn, (c_in2, c_args2, c_kwargs2)))
-                if got is None:
-                    continue
-                expected, actual, rnd = got
-                self.info["compared"] += 1
-                problems = device_problems(outs_dev, "out")
-                problems += differences(expected, actual, self.tol, metadata_only=rnd, path="returned")
-                problems += differences(outs_cpu, outs_dev, self.tol, metadata_only=rnd,
-                                        check_stride=variant == "empty", path="out")
-                ident_cpu = [r is o for r, o in zip(tensors_in(expected), outs_cpu)]
-                ident_dev = [r is o for r, o in zip(tensors_in(actual), outs_dev)]
-                if ident_cpu != ident_dev:
-                    problems.append(f"returned tensors are the out tensors: {ident_dev}, CPU {ident_cpu}")
-                self.check(i, sample, [f"{variant} out: {p}" for p in problems])
+            for variant in OUT_VARIANTS:
+                if variant == "unsafe dtype" and not any(t.dtype.is_floating_point or t.dtype.is_complex
+                                                          for t in results):
+                    continue  # bool and integer results cast safely to long
+                if variant == "wrong device" and (fn.is_factory_function and "device" not in sample.kwargs
+                                                  or self.key in OUT_COPIED_IN_PYTHON):
+                    continue  # a factory without device= makes its result where out= is
+                self.out_variant(i, sample, fn, functional, results, variant)
+
+    def out_variant(self, i: int, sample, fn, functional, results: list, variant: str) -> None:
+        outs_cpu = [make_out(t, variant) for t in results]
+        if variant == "wrong device":
+            outs_dev = [ExactCopy("cpu").tensor(t) for t in outs_cpu]
+        else:
+            outs_dev = [ExactCopy(self.device).tensor(t) for t in outs_cpu]
+
+        def packed(outs):
+            return outs[0] if isinstance(functional, torch.Tensor) else tuple(outs)
+
+        warned = {"cpu": [], "device": []}
+
+        def call(side, args, outs):
+            c_in, c_args, c_kwargs = args
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    return fn(c_in, *c_args, out=packed(outs), **c_kwargs)
+                finally:
+                    warned[side] = sorted({str(w.message).split(" (Triggered internally")[0] for w in caught
+                                           if "resized" in str(w.message)})
+
+        ptrs = {"cpu": [t.data_ptr() for t in outs_cpu], "device": [t.data_ptr() for t in outs_dev]}
+        cpu_args, dev_args, _ = self.prepare(i, sample)
+        if variant == "wrong device":
+            self.wrong_device_out(i, sample, lambda: call("cpu", cpu_args, outs_cpu),
+                                  lambda: call("device", dev_args, outs_dev))
+            return
+        got = self.both(i, sample, lambda: call("cpu", cpu_args, outs_cpu), lambda: call("device", dev_args, outs_dev),
+                        self.probe_of(fn, cpu_args))
+        if got is None:
+            return
+        expected, actual, rnd = got
+        self.info["compared"] += 1
+        problems = device_problems(outs_dev, "out")
+        problems += differences(expected, actual, self.tol, metadata_only=rnd, path="returned")
+        problems += differences(outs_cpu, outs_dev, self.tol, metadata_only=rnd, check_stride=True, path="out")
+        kept = {side: [t.data_ptr() == p for t, p in zip(outs, ptrs[side])]
+                for side, outs in (("cpu", outs_cpu), ("device", outs_dev))}
+        if kept["device"] != kept["cpu"]:
+            problems.append(f"out tensors keep their memory: {kept['device']}, CPU {kept['cpu']}")
+        if warned["device"] != warned["cpu"]:
+            problems.append(f"warnings {warned['device']}, CPU {warned['cpu']}")
+        ident_cpu = [r is o for r, o in zip(tensors_in(expected), outs_cpu)]
+        ident_dev = [r is o for r, o in zip(tensors_in(actual), outs_dev)]
+        if ident_cpu != ident_dev:
+            problems.append(f"returned tensors are the out tensors: {ident_dev}, CPU {ident_cpu}")
+        self.check(i, sample, [f"{variant} out: {p}" for p in problems])
+
+    def wrong_device_out(self, i: int, sample, cpu_call: Callable[[], Any], dev_call: Callable[[], Any]) -> None:
+        """out= tensors on the CPU for sunrise inputs: where the CPU accepts the call (with its
+        out tensors), sunrise raises RuntimeError at the call (CUDA's rule) and keeps working;
+        where the CPU refuses it, sunrise raises what the CPU raises."""
+        try:
+            self.run_cpu(cpu_call)
+        except Exception:  # noqa: BLE001
+            self.both(i, sample, cpu_call, dev_call)
+            return
+        try:
+            self.run_device(dev_call)
+        except RuntimeError as e:
+            if self.raised_async:
+                self.fail(i, sample, f"cpu out tensors: raised {exc_line(e)} only when synchronizing, not at the call")
+            return
+        except Exception as e:  # noqa: BLE001
+            self.fail(i, sample, f"cpu out tensors: raised {exc_line(e)}, expected RuntimeError", "error", e)
+        self.fail(i, sample, f"cpu out tensors for {DEVICE_TYPE} inputs were accepted (CPU and CUDA raise RuntimeError)")
 
     def inplace(self) -> None:
         for i, sample in enumerate(self.samples()):
@@ -733,6 +807,44 @@ class Checker:
             if (expected is c_in) != (actual is d_in):
                 problems.append(f"the result is the input: {actual is d_in}, CPU {expected is c_in}")
             self.check(i, sample, problems)
+
+    def variants(self) -> None:
+        """TestCommon.test_variant_consistency_eager's variants: method, operator, alias and
+        in-place (where the result keeps the input's dtype), each on sunrise against the same
+        variant on the CPU (whose variants agree with its function, or fail alike): the result
+        and, for a single tensor result of a differentiable dtype, the gradient with respect to
+        the sample's input."""
+        op = self.op
+        plain = [("method", op.method_variant), ("operator", op.operator_variant)]
+        inplace = [("inplace", op.inplace_variant), ("inplace operator", op.inplace_operator_variant)]
+        for alias in op.aliases:
+            plain += [(f"alias {alias.name}", alias.op), (f"alias {alias.name} method", alias.method_variant)]
+            inplace.append((f"alias {alias.name} inplace", alias.inplace_variant))
+        variants = [(name, fn, False) for name, fn in plain if fn is not None]
+        variants += [(name, fn, True) for name, fn in inplace if fn is not None]
+        differentiable = op.supports_autograd and self.dtype in op.supported_backward_dtypes("cpu")
+        for i, sample in enumerate(self.samples(requires_grad=differentiable)):
+            self.info["samples"] += 1
+            for name, fn, in_place in variants:
+                if name.endswith("operator") and sample.kwargs:
+                    continue  # Python's operators take no keyword arguments
+                cpu_args, dev_args, _ = self.prepare(i, sample)
+                cpu_input, dev_input = cpu_args[0], dev_args[0]  # the gradients' inputs
+                if in_place:  # on clones: autograd's leaves stay unmodified
+                    cpu_args, dev_args = (_cloned(cpu_input),) + cpu_args[1:], (_cloned(dev_input),) + dev_args[1:]
+                got = self.both(i, sample, lambda: _call(fn, cpu_args), lambda: _call(fn, dev_args),
+                                self.probe_of(fn, cpu_args))
+                if got is None:
+                    continue
+                expected, actual, rnd = got
+                self.info["compared"] += 1
+                problems = differences(expected, actual, self.tol, metadata_only=rnd, path=name)
+                if differentiable and isinstance(expected, torch.Tensor) and not rnd:
+                    grads = self.both(i, sample, lambda: _input_grad(sample, expected, cpu_input),
+                                      lambda: _input_grad(sample, actual, dev_input))
+                    if grads is not None:
+                        problems += differences(grads[0], grads[1], self.tol, path=f"{name} grad")
+                self.check(i, sample, problems)
 
     def grad(self) -> None:
         fn = self.op
@@ -789,18 +901,60 @@ class Checker:
             f.write(json.dumps(rec) + "\n")
 
 
+# OpInfos whose out= is Python code copying the results into the out tensors, which takes them on
+# any device, on CUDA too (torch.lu: torch.functional._lu_with_infos).
+OUT_COPIED_IN_PYTHON = {"lu"}
+
+# out= tensors of test_out's cases (checks.Checker.out), made on the CPU.
+OUT_VARIANTS = ("extremal", "strided", "empty", "wrong shape", "wrong device", "unsafe dtype")
+
+
 def make_out(t: torch.Tensor, variant: str) -> torch.Tensor:
-    """An out tensor for a result like t, filled with 3 (a value results rarely take)."""
+    """An out tensor for a result like t: full of the dtype's maximum (NaN for floating and
+    complex dtypes, True for bool), values results rarely take."""
     if variant == "empty":
         return torch.empty(0, dtype=t.dtype)
+    if variant == "unsafe dtype":
+        return torch.zeros(t.shape, dtype=torch.long)
+    shape = list(t.shape)
+    if variant == "wrong shape":
+        shape = shape[:-1] + [shape[-1] + 1] if shape else [2]
     if variant == "strided" and t.dim() > 0 and t.numel() > 1:
-        wide = torch.empty(*t.shape[:-1], t.shape[-1] * 2, dtype=t.dtype)
-        o = wide[..., ::2]
+        o = torch.empty(*shape[:-1], shape[-1] * 2, dtype=t.dtype)[..., ::2]
     else:
-        o = torch.empty_like(t, memory_format=torch.contiguous_format)
+        o = torch.empty(shape, dtype=t.dtype)
+    if t.dtype == torch.bool:
+        fill = True
+    elif t.dtype.is_floating_point or t.dtype.is_complex:
+        fill = float("nan")
+    else:
+        fill = torch.iinfo(t.dtype).max
     with torch.no_grad():
-        o.fill_(3)
+        o.fill_(fill)
     return o
+
+
+def _call(fn: Callable, args: tuple) -> Any:
+    inp, a, kw = args
+    return fn(inp, *a, **kw)
+
+
+def _cloned(x: Any) -> Any:
+    """The sample input an in-place variant may modify: clones (views of the leaves, for autograd)."""
+    if isinstance(x, torch.Tensor):
+        return x.clone()
+    return type(x)(_cloned(t) for t in x) if isinstance(x, (list, tuple)) else x
+
+
+def _input_grad(sample, result: torch.Tensor, inp: Any) -> torch.Tensor | None:
+    """The gradient of result (processed as the OpInfo says) with respect to the sample's input
+    tensor (the first of a list), for an output gradient of ones; None where it takes no part."""
+    tensor = inp if isinstance(inp, torch.Tensor) else inp[0]
+    out = sample.output_process_fn_grad(result)
+    if not (isinstance(out, torch.Tensor) and out.requires_grad and tensor.requires_grad):
+        return None
+    (grad,) = torch.autograd.grad(out, tensor, torch.ones_like(out), allow_unused=True)
+    return grad
 
 
 def random_like(t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -832,6 +986,8 @@ def _run(checker: Checker) -> None:
             checker.out()
         elif checker.kind == "inplace":
             checker.inplace()
+        elif checker.kind == "variants":
+            checker.variants()
         elif checker.kind == "grad":
             checker.grad()
         else:
@@ -916,29 +1072,38 @@ ALL_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, tor
               torch.complex32, torch.complex64, torch.complex128)
 
 
-def _runs(op, sample, backward: bool, device: str) -> bool:
+def _outcome(op, call: tuple, output_process_fn_grad, backward: bool, device: str) -> str | None:
+    """None when op(input, *args, **kwargs) (``call``) runs (and differentiates when
+    ``backward``), else the class of its exception, with " (raised when synchronizing)" when the
+    call returned and the device's work failed."""
+    inp, args, kwargs = call
     try:
-        result = op(sample.input, *sample.args, **sample.kwargs)
+        result = op(inp, *args, **kwargs)
         if backward:
-            outs = [t for t in tensors_in(result) if t.requires_grad]
+            outs = [t for t in tensors_in(output_process_fn_grad(result)) if t.requires_grad]
             if outs:
                 (outs[0].abs() if outs[0].is_complex() else outs[0]).sum().backward()
-        if device != "cpu":
-            torch.sunrise.synchronize()
-        return True
-    except Exception:  # noqa: BLE001 - any error means "not supported", as in test_dtypes
+    except Exception as e:  # noqa: BLE001 - any error means "not supported", as in test_dtypes
         if device != "cpu":
             try:
-                torch.sunrise.synchronize()  # an asynchronous error must not land on the next dtype
+                torch.sunrise.synchronize()  # an asynchronous error must not land on the next sample
             except Exception:  # noqa: BLE001
                 pass
-        return False
+        return type(e).__name__
+    if device != "cpu":
+        try:
+            torch.sunrise.synchronize()
+        except Exception as e:  # noqa: BLE001
+            return type(e).__name__ + " (raised when synchronizing)"
+    return None
 
 
-def supported_dtypes(op, backward: bool) -> tuple[list[str], list[str]]:
-    """(CPU's, sunrise's) supported dtypes of ``op``: samples generated on sunrise, each run there
-    and, as an exact copy, on the CPU (the same values, so data-dependent errors agree)."""
-    cpu, dev = [], []
+def supported_dtypes(op, backward: bool) -> tuple[list[str], list[str], list[str]]:
+    """(CPU's, sunrise's) supported dtypes of ``op`` and the samples on which both raise but not
+    alike (another exception class, or sunrise's only when synchronizing): samples generated on
+    sunrise, each run there and, as an exact copy, on the CPU (the same values, so data-dependent
+    errors agree)."""
+    cpu, dev, unlike = [], [], []
     for dtype in ALL_DTYPES:
         if backward and not (dtype.is_floating_point or dtype.is_complex):
             continue
@@ -957,12 +1122,17 @@ def supported_dtypes(op, backward: bool) -> tuple[list[str], list[str]]:
         if not samples:
             continue
         cpu_ok = dev_ok = True
-        for sample in samples:
-            cpu_copy = ExactCopy("cpu")(sample)
-            cpu_ok = cpu_ok and _runs(op, cpu_copy, backward, "cpu")
-            dev_ok = dev_ok and _runs(op, sample, backward, DEVICE_TYPE)
+        for i, sample in enumerate(samples):
+            call = (sample.input, sample.args, sample.kwargs)
+            cpu_copy = ExactCopy("cpu")(call)
+            assert not any(t.device.type == DEVICE_TYPE for t in tensors_in(cpu_copy))
+            on_cpu = _outcome(op, cpu_copy, sample.output_process_fn_grad, backward, "cpu")
+            on_dev = _outcome(op, call, sample.output_process_fn_grad, backward, DEVICE_TYPE)
+            cpu_ok, dev_ok = cpu_ok and on_cpu is None, dev_ok and on_dev is None
+            if on_cpu is not None and on_dev is not None and on_cpu != on_dev:
+                unlike.append(f"{dtype_name(dtype)} sample {i}: {DEVICE_TYPE} raised {on_dev}, CPU {on_cpu}")
         if cpu_ok:
             cpu.append(dtype_name(dtype))
         if dev_ok:
             dev.append(dtype_name(dtype))
-    return cpu, dev
+    return cpu, dev, unlike

@@ -15,8 +15,8 @@ import subprocess
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEVICE_TYPE = "sunrise"
 
-# The five checks of tests/test_opinfo_device.py (checks.Checker), in this order everywhere.
-KINDS = ("forward", "noncontiguous", "out", "inplace", "grad")
+# The checks of tests/test_opinfo_device.py (checks.Checker), in this order everywhere.
+KINDS = ("forward", "noncontiguous", "out", "inplace", "variants", "grad")
 
 # ------------------------------------------------------------------ tests/test_opinfo_device.py
 # The fast representative subset run by default (OpInfo full names). It covers every family
@@ -39,6 +39,8 @@ QUICK_OPS = (
 # dtypes of the default subset (SUNRISE_OPINFO_OPS and the full run use every dtype the op supports on CPU).
 QUICK_DTYPES = ("float32", "bfloat16", "int64", "bool", "complex64")
 QUICK_GRAD_DTYPES = ("float32", "complex64")
+# dtypes of the variants check, always (TestCommon.test_variant_consistency_eager's).
+VARIANT_DTYPES = ("float32", "complex64")
 
 # ------------------------------------------------------------------ the sweep (sweep.py)
 # dtypes of the sweep (each only where the OpInfo supports it on CPU).

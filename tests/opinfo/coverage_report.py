@@ -86,11 +86,13 @@ def build_report(result: dict) -> tuple[str, dict]:
              "do not edit by hand. Regenerate with:\n")
     L.append("```\npython -m tests.opinfo.full_run && python -m tests.opinfo.coverage_report\n```\n")
     L.append(
-        "Every OpInfo in PyTorch's `op_db`, for every dtype it supports on CPU (complex included), runs five "
+        "Every OpInfo in PyTorch's `op_db`, for every dtype it supports on CPU (complex included), runs six "
         "checks against the CPU on **every** sample (generated on sunrise, copied to the CPU with the same "
         "strides, offsets and memory sharing): `forward` (results, their device, their aliasing of the inputs, "
-        "mutated inputs), `noncontiguous` (the same on `sample.noncontiguous()`), `out` (out= tensors of the "
-        "right size, empty and strided), `inplace` (the in-place variant) and `grad` (gradients of all outputs "
+        "mutated inputs), `noncontiguous` (the same on `sample.noncontiguous()`), `out` (TestCommon.test_out's "
+        "cases: out= tensors of the right size, strided, empty, of a wrong shape, on the CPU, of an unsafe dtype), "
+        "`inplace` (the in-place variant), `variants` (method, operator, alias and in-place variants against the "
+        "function, float32 and complex64) and `grad` (gradients of all outputs "
         "w.r.t. all inputs that require grad, for the op's backward dtypes). A sample for which the CPU raises "
         "must raise on sunrise too. Random results are compared on shape and dtype. The run is chunked into "
         "pytest subprocesses so that a crash or a hang costs one test, not the run.\n")

@@ -1,7 +1,7 @@
 """THE list of expected failures of tests/test_opinfo_device.py (PyTorch's OpInfos on sunrise).
 
 Every entry is one root cause: the OpInfos it affects (full names: ``name`` or ``name.variant``),
-the checks (``forward``, ``noncontiguous``, ``out``, ``inplace``, ``grad``, or ``ALL``), the dtypes
+the checks (``forward``, ``noncontiguous``, ``out``, ``inplace``, ``variants``, ``grad``, or ``ALL``), the dtypes
 (names, or ``ALL``) and the reason, with its category:
 
   bug        a sunrise product bug (a fix makes the test pass: then delete the entry)
@@ -27,7 +27,7 @@ from tests.opinfo.common import KINDS
 
 ALL = "*"
 CATEGORIES = ("bug", "tolerance", "by-design")
-FORWARD = ("forward", "noncontiguous", "out", "inplace")  # every check that is not grad
+FORWARD = ("forward", "noncontiguous", "out", "inplace", "variants")  # every check but grad
 
 
 @dataclass(frozen=True)

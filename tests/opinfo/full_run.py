@@ -1,5 +1,5 @@
 """The full OpInfo suite of tests/test_opinfo_device.py, crash-safe: every OpInfo in op_db, every
-dtype it supports on CPU, all five checks, run in chunks of ops, each chunk a pytest subprocess.
+dtype it supports on CPU, all six checks, run in chunks of ops, each chunk a pytest subprocess.
 
 A progress plugin (tests/opinfo/progress_plugin.py) reports every test as it starts and ends. When
 a chunk's process dies (segfault, abort) the test that was running is recorded as ``crash``; when
@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 
-from tests.opinfo.common import KINDS, ROOT, crash_summary, git_revision, signal_name, tail
+from tests.opinfo.common import KINDS, ROOT, VARIANT_DTYPES, crash_summary, git_revision, signal_name, tail
 
 TEST_FILE = "tests/test_opinfo_device.py"
 TEST_CLASS = "TestSunriseOpInfoPRIVATEUSE1"
@@ -55,6 +55,7 @@ for op in op_db:
     out.append({"op": key, "formatted": op.formatted_name, "dtypes": name(op.supported_dtypes("cpu")),
                 "backward_dtypes": name(op.supported_backward_dtypes("cpu")) if op.supports_autograd else [],
                 "supports_out": bool(op.supports_out), "inplace": op.inplace_variant is not None,
+                "variants": bool(op.method_variant or op.operator_variant or op.inplace_variant or op.aliases),
                 "autograd": bool(op.supports_autograd)})
 import torch_sunrise
 json.dump({"torch": torch.__version__, "torch_sunrise": torch_sunrise.__file__, "ops": out}, sys.stdout)
@@ -106,6 +107,7 @@ def list_ops(env: dict) -> dict:
 
 def tests_of(op: dict) -> int:
     n = len(op["dtypes"]) * (2 + op["supports_out"] + op["inplace"])
+    n += len(set(op["dtypes"]) & set(VARIANT_DTYPES)) if op.get("variants") else 0
     return n + len(op["backward_dtypes"])
 
 
@@ -125,7 +127,7 @@ def make_chunks(ops: list[dict], target: int) -> list[list[str]]:
 def parse_nodeid(nodeid: str, by_formatted: dict) -> tuple[str, str, str] | None:
     """(kind, op, dtype) of a test node id, or None."""
     name = nodeid.rsplit("::", 1)[-1]
-    m = re.match(r"test_(forward|noncontiguous|out|inplace|grad)_(.+)_sunrise_(\w+)$", name)
+    m = re.match(r"test_(" + "|".join(KINDS) + r")_(.+)_sunrise_(\w+)$", name)
     if not m:
         return None
     kind, formatted, dtype = m.groups()
