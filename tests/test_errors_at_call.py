@@ -1,9 +1,10 @@
 """Errors CPU and CUDA raise at the call, raised by the call on sunrise.
 
-A sunrise kernel is ATen's CPU kernel run by the device, so its dtype dispatch runs on the device
-thread; the first launch of an op with new operand dtypes waits for it and raises its dtype error at
-the call (``csrc/aten/DtypeCheckedLaunch.h``). Every test compares with what the CPU raises for the
-same call, and checks the device keeps working afterwards.
+A sunrise kernel is ATen's CPU kernel run by the device, so its dtype dispatch and the argument
+checks it makes as it starts run on the device thread; the first launch of an op with new operand
+dtypes (and arguments that pick the kernel) waits for it and raises its error at the call
+(``csrc/aten/DtypeCheckedLaunch.h``), with its warnings. Every test compares with what the CPU
+raises for the same call, and checks the device keeps working afterwards.
 """
 
 from __future__ import annotations
@@ -229,3 +230,41 @@ def test_a_kernels_warning_reaches_python_at_the_call(call: str) -> None:
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "['Casting complex values to real discards the imaginary part']"
     assert "Casting complex" not in run.stderr
+
+
+# Argument checks CPU kernels make as they start, which CUDA makes on the host: raised by the call.
+# (call, a call with the same operand dtypes that runs, made first where there is one)
+ARGUMENT_ERRORS: dict[str, tuple[Call, Call | None]] = {
+    "bmm float, bool": (lambda d: torch.bmm(torch.ones(1, 2, 2, device=d), torch.ones(1, 2, 2, dtype=torch.bool, device=d)),
+                        None),
+    "mm bool, float": (lambda d: torch.mm(torch.ones(2, 2, dtype=torch.bool, device=d), torch.ones(2, 2, device=d)),
+                       None),
+    "mean out= int64": (lambda d: torch.mean(torch.ones(2, 3, device=d), 1,
+                                             out=torch.empty(2, dtype=torch.long, device=d)), None),
+    "renorm bool": (lambda d: torch.renorm(torch.ones(3, 3, dtype=torch.bool, device=d), 2, 0, 0.5), None),
+    # an empty input skips CPU's dtype dispatch: autograd's refusal of a complex result is the error
+    "bernoulli empty complex requiring grad": (
+        lambda d: torch.bernoulli(torch.empty(0, 3, dtype=torch.complex64, device=d, requires_grad=True)), None),
+    # include_self picks a kernel with fewer dtypes: it keys the check with the dtypes
+    "scatter_reduce amax complex, include_self=False": (
+        lambda d: torch.zeros(3, dtype=torch.complex64, device=d).scatter_reduce(
+            0, torch.tensor([0, 1], device=d), torch.ones(2, dtype=torch.complex64, device=d), "amax",
+            include_self=False),
+        lambda d: torch.zeros(3, dtype=torch.complex64, device=d).scatter_reduce(
+            0, torch.tensor([0, 1], device=d), torch.ones(2, dtype=torch.complex64, device=d), "sum",
+            include_self=True)),
+}
+
+
+@pytest.mark.parametrize("name", ARGUMENT_ERRORS)
+def test_an_argument_error_is_raised_by_the_call(name: str) -> None:
+    call, runs = ARGUMENT_ERRORS[name]
+    if runs is not None:
+        assert_same_as_cpu(runs("sunrise"), runs("cpu"))
+    expected = cpu_error(call)
+    for _ in range(2):
+        with pytest.raises(type(expected)) as got:
+            call("sunrise")
+        assert type(got.value) is type(expected)
+        assert str(got.value).splitlines()[0] == str(expected).splitlines()[0]
+    assert_device_works()

@@ -7,16 +7,18 @@
 // CUDA raise NotImplementedError from the call itself.
 //
 // So the first launch from a call site with a given combination of operand
-// dtypes waits for the kernel and raises its dtype error at the call (the
-// device keeps working), and its warnings too: the ones a kernel raises once
-// per process are raised by its first launch. A combination that ran is
+// dtypes waits for the kernel and raises its error at the call (the device
+// keeps working), and its warnings too: the ones a kernel raises once per
+// process are raised by its first launch. A combination that ran is
 // remembered per site, and later launches with it are asynchronous: a
-// kernel's dtype dispatch depends on the dtypes (and on whether an operand is
-// empty: many kernels return before dispatching; a hand-written op adds what
-// else picks its CPU kernel, Capture::key_on). The dtypes CPU kernels support
-// on some paths only (uint16-64, complex32, float8) are never remembered:
-// their launches always wait. Faults that depend on the data (an index out of
-// range) stay asynchronous, on the first launch too, as on CUDA.
+// kernel's dtype dispatch and argument checks depend on the dtypes (and on
+// whether an operand is empty: many kernels return before dispatching; a
+// hand-written op adds what else picks its CPU kernel, Capture::key_on). A
+// combination that failed is not remembered, so it fails at the call every
+// time. The dtypes CPU kernels support on some paths only (uint16-64,
+// complex32, float8) are never remembered: their launches always wait. An
+// index out of range in the data (c10::IndexError) stays asynchronous, on the
+// first launch too, as on CUDA.
 #pragma once
 
 #include <torch_sunrise/SunriseLaunch.h>
@@ -60,7 +62,19 @@ class DtypeKey {
     mix((uint64_t{1} << 32) | list.size());
     for (const at::Tensor& t : list) add(t);
   }
+  // Arguments that pick a kernel's path.
   void add_value(uint64_t value) { mix(value | (uint64_t{1} << 40)); }
+  void add(bool v) { add_value(v ? 2 : 1); }
+  void add(int64_t v) { add_value(static_cast<uint64_t>(v)); }
+  void add(c10::ScalarType v) { add_value(static_cast<uint64_t>(v) + 0x100); }
+  void add(c10::string_view v) {
+    for (const char ch : v) mix(static_cast<unsigned char>(ch));
+    add_value(v.size());
+  }
+  template <typename T>
+  void add(const std::optional<T>& v) {
+    v ? add(*v) : mix(0);
+  }
   template <size_t N>
   void add(const std::array<at::Tensor, N>& tensors) {
     for (const at::Tensor& t : tensors) add(t);
@@ -122,8 +136,8 @@ CheckedDtypes& checked_dtypes_of() {
   return checked;
 }
 
-// launch_task, with a dtype error of the kernel raised here the first time
-// the site launches these operand dtypes (`dtypes`: dtype_key of the operands).
+// launch_task, with an error of the kernel raised here the first time the
+// site launches these operand dtypes (`dtypes`: dtype_key of the operands).
 template <typename F>
 void launch_checked(const SunriseStream& stream, uint64_t dtypes, F&& f) {
   CheckedDtypes& checked = checked_dtypes_of<std::decay_t<F>>();
@@ -141,13 +155,14 @@ void launch_checked(const SunriseStream& stream, uint64_t dtypes, F&& f) {
   }
   try {
     std::rethrow_exception(result->error);
-  } catch (const c10::NotImplementedError&) {
-    throw;  // the dtype error, at the call
-  } catch (...) {
-    // Anything else stays what it would have been: the device's asynchronous
-    // error, raised by the next synchronizing call.
+  } catch (const c10::IndexError&) {
+    // An index out of range, found by the kernel in the data: CUDA's
+    // device-side assert, the device's asynchronous error.
     launch_task(stream, [error = result->error] { std::rethrow_exception(error); });
   }
+  // Anything else is raised here, at the call: a dtype error, or one of the
+  // argument checks CPU kernels make as they start (mixed dtypes in a matrix
+  // product, an integral out= of a mean), which CUDA makes on the host.
 }
 
 }  // namespace torch_sunrise::aten

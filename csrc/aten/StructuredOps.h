@@ -211,15 +211,6 @@ struct Inplace final : Meta {
   at::Tensor& self_;
 };
 
-// The checks of gen_structured_ops.py's IMPL_CHECKS.
-
-// mean's CPU impl() sums into out= and divides it in place, which an out= of
-// an integral dtype cannot hold.
-inline void check_mean_out_dtype(const at::Tensor& out) {
-  TORCH_CHECK(at::isFloatingType(out.scalar_type()) || at::isComplexType(out.scalar_type()),
-              "result type Float can't be cast to the desired output type ", out.scalar_type());
-}
-
 // Views of deferred outputs, on the device thread.
 template <size_t N>
 std::array<at::Tensor, N> views_of(const std::array<kernels::DeferredTensor, N>& outputs, kernels::CpuViewSet& views) {

@@ -86,8 +86,10 @@ at::Tensor& bernoulli_float(at::Tensor& self, double p, Gen gen) {
   return self;
 }
 
-// The dtypes CPU's kernel takes, refused with its words (a NotImplementedError).
+// The dtypes CPU's kernel takes, refused with its words (a NotImplementedError);
+// like its dispatch, not for an empty self.
 void check_bernoulli_dtypes(const at::Tensor& self, const at::Tensor& p) {
+  if (self.numel() == 0) return;
   AT_DISPATCH_ALL_TYPES_AND3(at::kBool, at::kBFloat16, at::kHalf, self.scalar_type(), "bernoulli_tensor_cpu_self_", [] {});
   if (p.scalar_type() != at::kDouble) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, p.scalar_type(), "bernoulli_tensor_cpu_p_", [] {});

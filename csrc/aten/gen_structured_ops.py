@@ -133,12 +133,11 @@ REDUCING_ITERATOR_OPS = {"mse_loss", "smooth_l1_loss"}
 ROW_WISE = {"_log_softmax", "_log_softmax_backward_data", "nll_loss_backward"}
 LAST_DIM_ROW_WISE = {"_softmax"}
 
-# Argument checks CPU's impl() makes before computing, where meta() does not:
-# made on the host after meta(), so that they raise at the call (out= variant
-# of the op -> statement, in StructuredOps.h).
-IMPL_CHECKS = {
-    "mean": "check_mean_out_dtype(out);",
-}
+# Non-tensor argument types that key the dtype check (DtypeKey::add, spaces removed).
+KEY_ARGUMENT_TYPES = (
+    "bool", "int64_t", "::std::optional<int64_t>", "::std::optional<bool>", "at::ScalarType",
+    "::std::optional<at::ScalarType>", "c10::string_view", "::std::optional<c10::string_view>",
+)
 
 # Non-tensor argument types a MetaMemo key can hold (spaces removed).
 MEMO_TYPES = (
@@ -223,8 +222,6 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, elementwise: bool) 
         lines.append(memo % meta_exprs)
     else:
         lines.append(f"  {'(void)' if g.out.precomputed else ''}op.meta({meta_exprs});")
-    if k is SchemaKind.out and str(g.out.func.name.name.base) in IMPL_CHECKS:
-        lines.append("  " + IMPL_CHECKS[str(g.out.func.name.name.base)])
 
     # The device task: captures (storages and metadata, owned copies of the
     # other arguments), then the CPU kernel over views.
@@ -289,6 +286,9 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, elementwise: bool) 
     operands = [b.name for b in args if tensor_kind(b.nctype.cpp_type()) in ("tensor", "optional")
                 and b.name not in out_names]
     operands += [f"list_{i}" for i in range(len(lists))]
+    # Arguments that pick a kernel's path, and with it the dtypes it has
+    # (index_reduce's include_self); not values that change call to call.
+    operands += [b.name for b in args if b.nctype.cpp_type().replace(" ", "") in KEY_ARGUMENT_TYPES]
     if k is SchemaKind.inplace:
         pass  # self is the output
     elif k is SchemaKind.functional:
