@@ -17,6 +17,7 @@
 #include <ATen/ops/where.h>
 
 #include <array>
+#include <ATen/ops/_index_put_impl.h>
 #include <torch/library.h>
 
 namespace torch_sunrise::aten {
@@ -232,9 +233,37 @@ at::Tensor& index_out(const at::Tensor& self, const c10::List<std::optional<at::
   return out;
 }
 
+// x[idx] = v and index_put_ (accumulate too): in place, so nothing to size;
+// CPU's kernel (boolean masks through its own nonzero) runs over views. An
+// index out of range is the device's asynchronous error, as on CUDA.
+at::Tensor& index_put_impl(at::Tensor& self, const c10::List<std::optional<at::Tensor>>& indices,
+                           const at::Tensor& values, bool accumulate, bool unsafe) {
+  const c10::Device device = device_of({&self, &values}, "aten::_index_put_impl_");
+  const SunriseGuard guard(device);
+  TORCH_CHECK_INDEX(indices.size() <= static_cast<size_t>(self.dim()), "too many indices for tensor of dimension ",
+                    self.dim(), " (got ", indices.size(), ")");
+  for (const std::optional<at::Tensor>& index : indices) {
+    if (index && index->defined()) {
+      TORCH_CHECK(index->device() == device || index->device().is_cpu(),
+                  "indices should be either on cpu or on the same device as the indexed tensor (", device, ")");
+    }
+  }
+  const Capture c(device);
+  c.key_on(accumulate);
+  c.launch([self = c(self), held = c(indices), values = c(values), accumulate, unsafe] {
+    Views v;
+    c10::List<std::optional<at::Tensor>> cpu_indices;
+    for (const std::optional<kernels::DeferredTensor>& index : held) cpu_indices.push_back(v(index));
+    at::Tensor s = v(self);
+    at::_index_put_impl_(s, cpu_indices, v(values), accumulate, unsafe);
+  });
+  return self;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
+  m.impl("_index_put_impl_", index_put_impl);
   m.impl("masked_fill_.Scalar", masked_fill_scalar);
   m.impl("masked_fill_.Tensor", masked_fill_tensor);
   m.impl("where.self", where_self);

@@ -1,9 +1,10 @@
 // Reductions without a structured kernel, as device work: var / std with a
-// correction, dot / vdot, and max / min over all elements. The result's shape
-// and dtype are known on the host.
+// correction, dot / vdot, max / min over all elements, and torch.equal. The
+// result's shape and dtype are known on the host.
 #include "SunriseAsyncSupport.h"
 
 #include <ATen/OpMathType.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/dot.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/max.h>
@@ -83,9 +84,26 @@ at::Tensor full_reduction(const at::Tensor& self) {
   return out;
 }
 
+// torch.equal answers on the host, so it waits for the device, as on CUDA.
+bool equal(const at::Tensor& self, const at::Tensor& other) {
+  TORCH_CHECK(self.device() == other.device(), "Cannot compare two tensors on different devices. Got: ",
+              self.device(), " and ", other.device());
+  const c10::Device device = device_of({&self, &other}, "aten::equal");
+  const SunriseGuard guard(device);
+  auto result = std::make_shared<bool>(false);
+  const Capture c(device);
+  c.launch([self = c(self), other = c(other), result] {
+    Views v;
+    *result = at::equal(v(self), v(other));
+  });
+  c.stream.synchronize();
+  return *result;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
+  m.impl("equal", equal);
   m.impl("dot", dot_product<false>);
   m.impl("vdot", dot_product<true>);
   m.impl("var.correction", var_or_std<false>);

@@ -1,6 +1,7 @@
 // Small everyday ops without a structured kernel, as device work: relu and
 // isnan, the out= forms of abs, arange and eye (sized on the host), flip and
-// roll, and the backward of embedding and dropout. Output shapes are simple to
+// roll, floor_divide, logsigmoid and its backward, the backward of embedding,
+// dropout and mse_loss. Output shapes are simple to
 // compute on the host, so outputs are allocated and checked at the call and
 // ATen's CPU kernel runs over views of device memory on the device thread.
 #include "SunriseAsyncSupport.h"
@@ -11,12 +12,16 @@
 #include <ATen/native/RangeUtils.h>
 #include <ATen/ops/abs.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/div.h>
 #include <ATen/ops/embedding_dense_backward.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/eye.h>
 #include <ATen/ops/flip.h>
 #include <ATen/ops/isnan.h>
+#include <ATen/ops/log_sigmoid_backward.h>
+#include <ATen/ops/log_sigmoid_forward.h>
+#include <ATen/ops/mse_loss_backward.h>
 #include <ATen/ops/native_dropout_backward.h>
 #include <ATen/ops/relu.h>
 #include <ATen/ops/roll.h>
@@ -197,6 +202,59 @@ at::Tensor roll(const at::Tensor& self, c10::IntArrayRef shifts, c10::IntArrayRe
   return out;
 }
 
+// floor_divide is CPU's div with rounding_mode="floor" (the same iterator and
+// kernel), which runs natively.
+at::Tensor floor_divide(const at::Tensor& self, const at::Tensor& other) { return at::div(self, other, "floor"); }
+at::Tensor& floor_divide_(at::Tensor& self, const at::Tensor& other) { return self.div_(other, "floor"); }
+at::Tensor& floor_divide_out(const at::Tensor& self, const at::Tensor& other, at::Tensor& out) {
+  return at::div_out(out, self, other, "floor");
+}
+
+// logsigmoid: output and buffer contiguous, as CPU's kernel allocates them.
+std::tuple<at::Tensor, at::Tensor> log_sigmoid_forward(const at::Tensor& self) {
+  const c10::Device device = device_of({&self}, "aten::log_sigmoid_forward");
+  const SunriseGuard guard(device);
+  at::Tensor output = at::empty_like(self, at::MemoryFormat::Contiguous);
+  at::Tensor buffer = at::empty_like(self, at::MemoryFormat::Contiguous);
+  const Capture c(device);
+  c.launch([self = c(self), output = c(output), buffer = c(buffer)] {
+    Views v;
+    at::Tensor o = v(output);
+    at::Tensor b = v(buffer);
+    at::log_sigmoid_forward_out(o, b, v(self));
+  });
+  return {output, buffer};
+}
+
+at::Tensor log_sigmoid_backward(const at::Tensor& grad_output, const at::Tensor& self, const at::Tensor& buffer) {
+  const c10::Device device = device_of({&grad_output, &self, &buffer}, "aten::log_sigmoid_backward");
+  const SunriseGuard guard(device);
+  at::Tensor grad_input = at::empty_like(grad_output);
+  const Capture c(device);
+  c.launch([grad_output = c(grad_output), self = c(self), buffer = c(buffer), grad_input = c(grad_input)] {
+    Views v;
+    at::Tensor g = v(grad_input);
+    at::log_sigmoid_backward_out(g, v(grad_output), v(self), v(buffer));
+  });
+  return grad_input;
+}
+
+// CPU's mse_loss_backward writes every element of a contiguous grad_input.
+at::Tensor mse_loss_backward(const at::Tensor& grad_output, const at::Tensor& self, const at::Tensor& target,
+                             int64_t reduction) {
+  const c10::Device device = device_of({&grad_output, &self, &target}, "aten::mse_loss_backward");
+  const SunriseGuard guard(device);
+  at::Tensor grad_input = at::empty_like(self, at::MemoryFormat::Contiguous);
+  const Capture c(device);
+  c.key_on(static_cast<uint64_t>(reduction));
+  c.launch([grad_output = c(grad_output), self = c(self), target = c(target), reduction, grad_input = c(grad_input)] {
+    Views v;
+    at::Tensor g = v(grad_input);
+    at::mse_loss_backward_out(g, v(grad_output), v(self), v(target), reduction);
+  });
+  return grad_input;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
@@ -209,6 +267,12 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("arange.start_out", arange_out);
   m.impl("flip", flip);
   m.impl("roll", roll);
+  m.impl("floor_divide", floor_divide);
+  m.impl("floor_divide_.Tensor", floor_divide_);
+  m.impl("floor_divide.out", floor_divide_out);
+  m.impl("log_sigmoid_forward", log_sigmoid_forward);
+  m.impl("log_sigmoid_backward", log_sigmoid_backward);
+  m.impl("mse_loss_backward", mse_loss_backward);
   m.impl("eye.m_out", eye_m_out);
   m.impl("eye.out", eye_out);
 }
