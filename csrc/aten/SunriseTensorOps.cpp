@@ -221,7 +221,9 @@ std::tuple<at::Tensor, at::Tensor> log_sigmoid_forward(const at::Tensor& self) {
     Views v;
     at::Tensor o = v(output);
     at::Tensor b = v(buffer);
-    at::log_sigmoid_forward_out(o, b, v(self));
+    const at::Tensor x = v(self);
+    const SerialMathScope serial(serial_elementwise({&x, &o, &b}));  // its kernel splits at any element
+    at::log_sigmoid_forward_out(o, b, x);
   });
   return {output, buffer};
 }
@@ -234,7 +236,11 @@ at::Tensor log_sigmoid_backward(const at::Tensor& grad_output, const at::Tensor&
   c.launch([grad_output = c(grad_output), self = c(self), buffer = c(buffer), grad_input = c(grad_input)] {
     Views v;
     at::Tensor g = v(grad_input);
-    at::log_sigmoid_backward_out(g, v(grad_output), v(self), v(buffer));
+    const at::Tensor go = v(grad_output);
+    const at::Tensor x = v(self);
+    const at::Tensor b = v(buffer);
+    const SerialMathScope serial(serial_elementwise({&go, &x, &b, &g}));
+    at::log_sigmoid_backward_out(g, go, x, b);
   });
   return grad_input;
 }
@@ -250,7 +256,11 @@ at::Tensor mse_loss_backward(const at::Tensor& grad_output, const at::Tensor& se
   c.launch([grad_output = c(grad_output), self = c(self), target = c(target), reduction, grad_input = c(grad_input)] {
     Views v;
     at::Tensor g = v(grad_input);
-    at::mse_loss_backward_out(g, v(grad_output), v(self), v(target), reduction);
+    const at::Tensor go = v(grad_output);
+    const at::Tensor x = v(self);
+    const at::Tensor y = v(target);
+    const SerialMathScope serial(serial_elementwise({&go, &x, &y, &g}));
+    at::mse_loss_backward_out(g, go, x, y, reduction);
   });
   return grad_input;
 }

@@ -725,7 +725,7 @@ class Checker:
                     continue  # bool and integer results cast safely to long
                 if variant == "wrong device" and (fn.is_factory_function and "device" not in sample.kwargs
                                                   or self.key in OUT_COPIED_IN_PYTHON):
-                    continue  # a factory without device= makes its result where out= is
+                    continue  # a factory without device= makes its result where out= is; see OUT_COPIED_IN_PYTHON
                 self.out_variant(i, sample, fn, functional, results, variant)
 
     def out_variant(self, i: int, sample, fn, functional, results: list, variant: str) -> None:

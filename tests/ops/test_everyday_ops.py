@@ -75,3 +75,11 @@ def test_equal_answers_after_queued_work() -> None:
     assert not torch.equal(a, a[:, :32])  # other sizes
     with pytest.raises(RuntimeError, match="Cannot compare two tensors on different devices"):
         torch.equal(a, x)
+
+
+@pytest.mark.no_fallback
+@pytest.mark.parametrize("numel", [256, 4096, 100_003])  # serial, split at multiples of 128, split anywhere
+def test_logsigmoid_and_mse_backward_keep_cpus_bits_at_any_size(numel: int) -> None:
+    x = torch.randn(numel, generator=torch.Generator().manual_seed(1)) * 4
+    for fn in (_logsigmoid_grad, _mse_grad, F.logsigmoid):
+        assert_same_as_cpu(fn(x.to("sunrise")), fn(x))
