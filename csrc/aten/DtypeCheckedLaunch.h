@@ -37,6 +37,18 @@
 
 namespace torch_sunrise::aten {
 
+// The dtypes CPU kernels support on some paths only (flip's memcpy along the
+// first dimension, not along the last): uint16-64 (and the sub-byte ones),
+// float8, complex32. A bit per ScalarType, for the launch path.
+inline const uint64_t kPartlySupportedDtypes = [] {
+  uint64_t mask = 0;
+  for (int i = 0; i < static_cast<int>(c10::ScalarType::NumOptions) && i < 64; ++i) {
+    const auto t = static_cast<c10::ScalarType>(i);
+    if (c10::isBarebonesUnsignedType(t) || c10::isFloat8Type(t) || t == c10::kComplexHalf) mask |= uint64_t{1} << i;
+  }
+  return mask;
+}();
+
 // The dtypes of a kernel's tensor operands, in order, as one number.
 class DtypeKey {
  public:
@@ -49,13 +61,9 @@ class DtypeKey {
       return;
     }
     const c10::TensorImpl* impl = t.unsafeGetTensorImpl();
-    const c10::ScalarType dtype = t.scalar_type();
-    mix((static_cast<uint64_t>(dtype) + 1) | (impl->is_wrapped_number() ? 0x100 : 0) |
-        (impl->numel() == 0 ? 0x400 : 0));
-    // CPU kernels support these dtypes only on some of their paths (flip's
-    // memcpy along the first dimension, not along the last): whether one runs
-    // depends on more than dtypes.
-    partial_ |= c10::isBarebonesUnsignedType(dtype) || c10::isFloat8Type(dtype) || dtype == c10::kComplexHalf;
+    const auto dtype = static_cast<uint64_t>(c10::typeMetaToScalarType(impl->dtype()));
+    mix((dtype + 1) | (impl->is_wrapped_number() ? 0x100 : 0) | (impl->numel() == 0 ? 0x400 : 0));
+    partial_ |= (kPartlySupportedDtypes >> (dtype & 63)) & 1;
   }
   void add(const std::optional<at::Tensor>& t) { t ? add(*t) : mix(0); }
   void add(const at::ITensorListRef& list) {
@@ -87,7 +95,7 @@ class DtypeKey {
  private:
   void mix(uint64_t v) { hash_ = (hash_ ^ v) * 0x100000001b3ULL; }  // FNV-1a
   uint64_t hash_ = 0xcbf29ce484222325ULL;
-  bool partial_ = false;
+  uint64_t partial_ = 0;
 };
 
 template <typename... Operands>
