@@ -105,7 +105,7 @@ uint64_t dtype_key(const Operands&... operands) {
   return key.value();
 }
 
-// The dtype keys a call site launched without a dtype error. Read on every
+// The dtype keys a call site launched without an error. Read on every
 // launch without a lock; a full set forgets its oldest keys (which then cost
 // one wait again).
 class CheckedDtypes {

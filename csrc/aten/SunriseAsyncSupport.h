@@ -56,7 +56,11 @@ class Capture {
     out.reserve(list.size());
     for (const std::optional<at::Tensor>& t : list) {
       const bool present = t && t->defined();
-      dtypes_.add(present ? t : std::nullopt);
+      if (present) {
+        dtypes_.add(*t);
+      } else {
+        dtypes_.add(at::Tensor());  // keys as an absent tensor
+      }
       out.push_back(present ? kernels::defer(t, handle_) : std::nullopt);
     }
     return out;

@@ -189,6 +189,16 @@ at::Tensor masked_select(const at::Tensor& self, const at::Tensor& mask) {
   return masked_select_out(self, mask, out);
 }
 
+// Index tensors on the CPU or on the indexed tensor's device, as CUDA accepts them.
+void check_index_devices(const c10::List<std::optional<at::Tensor>>& indices, c10::Device device) {
+  for (const std::optional<at::Tensor>& index : indices) {
+    if (index && index->defined()) {
+      TORCH_CHECK(index->device() == device || index->device().is_cpu(),
+                  "indices should be either on cpu or on the same device as the indexed tensor (", device, ")");
+    }
+  }
+}
+
 // Advanced indexing with integer index tensors: the result's shape follows
 // from the shapes alone (the meta kernel computes it). Boolean masks become
 // integer indices through nonzero, which waits for the device.
@@ -207,15 +217,11 @@ at::Tensor& index_out(const at::Tensor& self, const c10::List<std::optional<at::
     }
     return index_out(self, integer_indices, out);
   }
+  check_index_devices(indices, device);
   c10::List<std::optional<at::Tensor>> meta_indices;
   for (const std::optional<at::Tensor>& index : indices) {
-    if (index && index->defined()) {
-      TORCH_CHECK(index->device() == device || index->device().is_cpu(),
-                  "indices should be either on cpu or on the same device as the indexed tensor (", device, ")");
-      meta_indices.push_back(std::optional<at::Tensor>(meta_like(*index)));
-    } else {
-      meta_indices.push_back(std::nullopt);
-    }
+    const bool present = index && index->defined();
+    meta_indices.push_back(present ? std::optional<at::Tensor>(meta_like(*index)) : std::nullopt);
   }
   at::Tensor meta_out = at::empty({0}, out.options().device(c10::kMeta));
   at::index_out(meta_out, meta_like(self), meta_indices);
@@ -242,12 +248,7 @@ at::Tensor& index_put_impl(at::Tensor& self, const c10::List<std::optional<at::T
   const SunriseGuard guard(device);
   TORCH_CHECK_INDEX(indices.size() <= static_cast<size_t>(self.dim()), "too many indices for tensor of dimension ",
                     self.dim(), " (got ", indices.size(), ")");
-  for (const std::optional<at::Tensor>& index : indices) {
-    if (index && index->defined()) {
-      TORCH_CHECK(index->device() == device || index->device().is_cpu(),
-                  "indices should be either on cpu or on the same device as the indexed tensor (", device, ")");
-    }
-  }
+  check_index_devices(indices, device);
   const Capture c(device);
   c.key_on(accumulate);
   c.launch([self = c(self), held = c(indices), values = c(values), accumulate, unsafe] {
