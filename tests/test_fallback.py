@@ -1,5 +1,7 @@
-"""The boxed CPU fallback: ops without sunrise kernels run on the CPU, correctly and in stream
-order; its counters and modes (warn / silent / error, SUNRISE_FALLBACK).
+"""The boxed CPU fallback: ops without sunrise kernels run ATen's CPU kernel, correctly and in
+stream order: queued as device work when their Meta kernel sizes the outputs, otherwise
+synchronously on the host; its counters, reasons and modes (warn / silent / error,
+SUNRISE_FALLBACK).
 
 Which ops fall back changes as kernels are added: the op tests (tests/ops/) compare results
 whichever way an op runs; here are the fallback's own guarantees.
@@ -17,6 +19,16 @@ import torch_sunrise
 from conftest import describe
 
 X = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
+# Ops that take the synchronous path: no Meta kernel can size their outputs.
+COUNTS = torch.tensor([0, 3, 1, 3, 7, 2])
+
+
+def sync_op(t: torch.Tensor) -> torch.Tensor:
+    return torch.bincount(t)
+
+
+def other_sync_op(t: torch.Tensor) -> torch.Tensor:
+    return torch.unique_consecutive(t)
 
 
 # ------------------------------------------------------- stream ordering
@@ -84,14 +96,15 @@ def test_fallback_on_a_side_stream_sees_that_streams_work() -> None:
 
 def test_fallback_stats_count_calls(fallback_mode) -> None:
     fallback_mode("silent")
-    d = X.to("sunrise")
+    d = COUNTS.to("sunrise")
     assert torch_sunrise.fallback_stats() == {}
     for _ in range(3):
-        torch.histc(d, bins=4)
-    torch.kthvalue(d, 1, 0)
+        sync_op(d)
+    other_sync_op(d)
     stats = torch_sunrise.fallback_stats()
-    assert sum(v for k, v in stats.items() if k.startswith("aten::histc")) == 3, stats
-    assert sum(v for k, v in stats.items() if k.startswith("aten::kthvalue")) == 1, stats
+    assert stats == {"aten::bincount": 3, "aten::unique_consecutive": 1}, stats
+    reasons = torch_sunrise.fallback_reasons()
+    assert set(reasons) == set(stats) and all("Meta kernel" in r for r in reasons.values()), reasons
     times = torch_sunrise.fallback_times()
     assert set(times) == set(stats)
     for name, (calls, seconds) in times.items():
@@ -109,54 +122,58 @@ def test_fallback_stats_count_calls(fallback_mode) -> None:
 def test_error_mode_raises_naming_the_op(fallback_mode) -> None:
     fallback_mode("error")
     assert torch_sunrise.get_fallback_mode() == "error"
-    d = X.to("sunrise")  # copies have kernels: allowed
-    with pytest.raises(NotImplementedError, match=r"aten::histc") as info:
-        torch.histc(d, bins=4)
-    assert "SUNRISE_FALLBACK" in str(info.value)
-    with pytest.raises(NotImplementedError, match=r"aten::kthvalue"):
-        torch.kthvalue(d, 1, 0)
+    d = COUNTS.to("sunrise")  # copies have kernels: allowed
+    with pytest.raises(NotImplementedError, match=r"aten::bincount") as info:
+        sync_op(d)
+    assert "SUNRISE_FALLBACK" in str(info.value) and "no Meta kernel" in str(info.value)
+    with pytest.raises(NotImplementedError, match=r"aten::unique_consecutive"):
+        other_sync_op(d)
     assert torch_sunrise.fallback_stats() == {}
+    # Queued ops are device work: allowed.
+    assert_close(torch.histc(X.to("sunrise"), bins=4).cpu(), torch.histc(X, bins=4))
     # Core ops with kernels keep working.
-    e = torch.empty(4, 5, device="sunrise")
+    e = torch.empty(6, dtype=torch.long, device="sunrise")
     e.copy_(d)
-    e.fill_(2.0)
-    assert_close(e.cpu(), torch.full((4, 5), 2.0))
-    assert_close(d.cpu(), X)
+    e.fill_(2)
+    assert_close(e.cpu(), torch.full((6,), 2))
+    assert_close(d.cpu(), COUNTS)
     fallback_mode("silent")
-    assert_close(torch.histc(d, bins=4).cpu(), torch.histc(X, bins=4))
+    assert_close(sync_op(d).cpu(), sync_op(COUNTS))
 
 
 def test_warn_mode_warns_once_per_op(fallback_mode) -> None:
     fallback_mode("warn")
-    d = X.to("sunrise")
+    d = COUNTS.to("sunrise")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        a = torch.histc(d, bins=4)
-        b = torch.histc(d, bins=4)
-        c = torch.kthvalue(d, 1, 0).values
+        a = sync_op(d)
+        b = sync_op(d)
+        c = other_sync_op(d)
+        torch.histc(X.to("sunrise"), bins=4)  # queued: no warning
     messages = [str(w.message) for w in caught if "no sunrise kernel" in str(w.message)]
-    assert len([m for m in messages if "aten::histc" in m]) == 1, messages
-    assert len([m for m in messages if "aten::kthvalue" in m]) == 1, messages
-    assert_close(a.cpu(), torch.histc(X, bins=4))
-    assert_close(b.cpu(), torch.histc(X, bins=4))
-    assert_close(c.cpu(), torch.kthvalue(X, 1, 0).values)
+    assert len([m for m in messages if "aten::bincount" in m]) == 1, messages
+    assert len([m for m in messages if "aten::unique_consecutive" in m]) == 1, messages
+    assert len(messages) == 2, messages
+    assert_close(a.cpu(), sync_op(COUNTS))
+    assert_close(b.cpu(), sync_op(COUNTS))
+    assert_close(c.cpu(), other_sync_op(COUNTS))
     # reset_fallback_stats re-arms the warnings.
     torch_sunrise.reset_fallback_stats()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        torch.histc(d, bins=4)
-    assert any("aten::histc" in str(w.message) for w in caught)
+        sync_op(d)
+    assert any("aten::bincount" in str(w.message) for w in caught)
 
 
 def test_silent_mode_does_not_warn(fallback_mode) -> None:
     fallback_mode("silent")
-    d = X.to("sunrise")
+    d = COUNTS.to("sunrise")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        r = torch.histc(d, bins=4)
+        r = sync_op(d)
     assert not [w for w in caught if "no sunrise kernel" in str(w.message)]
-    assert_close(r.cpu(), torch.histc(X, bins=4))
-    assert sum(v for k, v in torch_sunrise.fallback_stats().items() if k.startswith("aten::histc")) == 1
+    assert_close(r.cpu(), sync_op(COUNTS))
+    assert torch_sunrise.fallback_stats() == {"aten::bincount": 1}
 
 
 def test_invalid_mode_is_rejected() -> None:
@@ -171,32 +188,32 @@ def test_env_var_error_mode_in_subprocess(run_python) -> None:
         """
         import torch, torch_sunrise
         assert torch_sunrise.get_fallback_mode() == "error", torch_sunrise.get_fallback_mode()
-        d = torch.arange(4.0).to("sunrise")
+        d = torch.tensor([0, 1, 1, 3]).to("sunrise")
         try:
-            torch.histc(d, bins=4)
+            torch.bincount(d)
         except NotImplementedError as e:
             print("raised:", str(e).splitlines()[0])
         else:
             raise SystemExit("no error")
         torch_sunrise.set_fallback_mode("silent")  # the API overrides the variable
-        print("after:", torch.histc(d, bins=4).cpu().tolist())
+        print("after:", torch.bincount(d).cpu().tolist())
         """,
         env={"SUNRISE_FALLBACK": "error"},
     )
     assert proc.returncode == 0, describe(proc)
     lines = proc.stdout.strip().splitlines()
-    assert lines[0].startswith("raised:") and "aten::histc" in lines[0], describe(proc)
-    values = [float(v) for v in lines[1].split(":", 1)[1].strip(" []").split(",")]
-    assert_close(torch.tensor(values), torch.histc(torch.arange(4.0), bins=4))
+    assert lines[0].startswith("raised:") and "aten::bincount" in lines[0], describe(proc)
+    values = [int(v) for v in lines[1].split(":", 1)[1].strip(" []").split(",")]
+    assert values == torch.bincount(torch.tensor([0, 1, 1, 3])).tolist()
 
 
 def test_env_var_silent_and_default_warn_in_subprocess(run_python) -> None:
     code = """
         import warnings, torch, torch_sunrise
-        d = torch.arange(4.0).to("sunrise")
+        d = torch.tensor([0, 1, 1, 3]).to("sunrise")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            torch.histc(d, bins=4); torch.histc(d, bins=4)
+            torch.bincount(d); torch.bincount(d)
         print(torch_sunrise.get_fallback_mode(), sum("no sunrise kernel" in str(w.message) for w in caught))
     """
     silent = run_python(code, env={"SUNRISE_FALLBACK": "silent"})

@@ -53,9 +53,11 @@ if _C is not None:
     from . import sunrise as _sunrise_module
 
 __all__ = [
+    "fallback_reasons",
     "fallback_stats",
     "fallback_times",
     "get_fallback_mode",
+    "queued_fallback_stats",
     "reset_fallback_stats",
     "set_fallback_mode",
 ]
@@ -76,14 +78,32 @@ def _register() -> None:
 
 
 def fallback_stats() -> dict[str, int]:
-    """Return ``{operator name: calls}`` for every operator that ran on the CPU
-    fallback because it has no sunrise kernel."""
-    return {name: calls for name, (calls, _ns) in _C._fallback_stats().items()}
+    """Return ``{operator name: calls}`` for every operator that ran on the synchronous CPU
+    fallback: it has no sunrise kernel, and could not run as device work (see
+    :func:`fallback_reasons`), so each call waited for the device and ran on the host."""
+    return {name: s[0] for name, s in _C._fallback_stats().items() if s[0]}
 
 
 def fallback_times() -> dict[str, tuple[int, float]]:
-    """Return ``{operator name: (calls, seconds)}`` for the CPU fallback."""
-    return {name: (calls, ns / 1e9) for name, (calls, ns) in _C._fallback_stats().items()}
+    """Return ``{operator name: (calls, seconds)}`` for the synchronous CPU fallback (host time,
+    the wait for the device included)."""
+    return {name: (s[0], s[1] / 1e9) for name, s in _C._fallback_stats().items() if s[0]}
+
+
+def fallback_reasons() -> dict[str, str]:
+    """Return ``{operator name: reason}`` for the operators in :func:`fallback_stats`: why their
+    last call could not be queued as device work (no Meta kernel, an output shape that depends
+    on the data, a view returned, ...)."""
+    return {name: s[4] for name, s in _C._fallback_stats().items() if s[0]}
+
+
+def queued_fallback_stats() -> dict[str, int]:
+    """Return ``{operator name: calls}`` for every operator without a sunrise kernel whose calls
+    ran as device work: ATen's CPU kernel queued on the current stream over device memory, its
+    outputs sized by the operator's Meta kernel. The host did not wait for these calls (except
+    the first with each combination of dtypes, which checks for errors, and calls returning a
+    host value)."""
+    return {name: s[2] for name, s in _C._fallback_stats().items() if s[2]}
 
 
 def reset_fallback_stats() -> None:

@@ -144,33 +144,45 @@ CheckedDtypes& checked_dtypes_of() {
   return checked;
 }
 
-// launch_task, with an error of the kernel raised here the first time the
-// site launches these operand dtypes (`dtypes`: dtype_key of the operands).
+// Waits for a task launched with `result` and raises its warnings and error
+// here, at the call. True if it ran without error; an index out of range found
+// in the data (c10::IndexError) is queued again as the device's asynchronous
+// error instead, as on CUDA, and gives false (if `index_errors_async`).
+inline bool wait_for_checked_launch(const SunriseStream& stream, const detail::CallResult& result,
+                                    bool index_errors_async = true) {
+  stream.synchronize();
+  for (const c10::Warning& warning : result.warnings) c10::warn(warning);
+  if (!result.error) return true;
+  if (!index_errors_async) std::rethrow_exception(result.error);
+  try {
+    std::rethrow_exception(result.error);
+  } catch (const c10::IndexError&) {
+    // CUDA's device-side assert, the device's asynchronous error.
+    launch_task(stream, [error = result.error] { std::rethrow_exception(error); });
+  }
+  // Anything else was raised above, at the call: a dtype error, or one of the
+  // argument checks CPU kernels make as they start (mixed dtypes in a matrix
+  // product, an integral out= of a mean), which CUDA makes on the host.
+  return false;
+}
+
+// launch_task, with an error of the kernel raised here the first time
+// `checked` sees these operand dtypes (`dtypes`: dtype_key of the operands).
 template <typename F>
-void launch_checked(const SunriseStream& stream, uint64_t dtypes, F&& f) {
-  CheckedDtypes& checked = checked_dtypes_of<std::decay_t<F>>();
+void launch_checked(CheckedDtypes& checked, const SunriseStream& stream, uint64_t dtypes, F&& f) {
   if (checked.contains(dtypes)) {
     launch_task(stream, std::forward<F>(f));
     return;
   }
   auto result = std::make_shared<detail::CallResult>();
   launch_task(stream, std::forward<F>(f), result);
-  stream.synchronize();
-  for (const c10::Warning& warning : result->warnings) c10::warn(warning);
-  if (!result->error) {
-    if (dtypes != DtypeKey::kAlwaysWait) checked.insert(dtypes);
-    return;
-  }
-  try {
-    std::rethrow_exception(result->error);
-  } catch (const c10::IndexError&) {
-    // An index out of range, found by the kernel in the data: CUDA's
-    // device-side assert, the device's asynchronous error.
-    launch_task(stream, [error = result->error] { std::rethrow_exception(error); });
-  }
-  // Anything else is raised here, at the call: a dtype error, or one of the
-  // argument checks CPU kernels make as they start (mixed dtypes in a matrix
-  // product, an integral out= of a mean), which CUDA makes on the host.
+  if (wait_for_checked_launch(stream, *result) && dtypes != DtypeKey::kAlwaysWait) checked.insert(dtypes);
+}
+
+// The same, with the dtypes checked per call site.
+template <typename F>
+void launch_checked(const SunriseStream& stream, uint64_t dtypes, F&& f) {
+  launch_checked(checked_dtypes_of<std::decay_t<F>>(), stream, dtypes, std::forward<F>(f));
 }
 
 }  // namespace torch_sunrise::aten

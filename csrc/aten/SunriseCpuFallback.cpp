@@ -1,23 +1,28 @@
 // The boxed CPU fallback.
 //
-// Any operator without a sunrise kernel lands here. It runs the CPU kernel on
-// the host, correctly and in stream order:
-//   1. Devices are checked as on CUDA: all device tensors on one sunrise
-//      device; CPU tensors only as 0-dim scalars (and index lists, which CUDA
-//      accepts on the CPU too).
-//   2. The current stream of that device is synchronized, so pending device
-//      work on the arguments has finished.
-//   3. Device tensors are passed as CPU views of the same bytes (no copies);
-//      tensors sharing device storage share CPU storage, so in-place ops,
-//      out= arguments and aliasing checks behave as on CPU.
-//   4. Afterwards, a mutated argument whose CPU storage the kernel replaced
-//      (an out= argument grown by resize) is written back to device storage;
-//      returned tensors that alias an argument become device views of it;
-//      fresh results are copied into new device tensors.
+// Any operator without a sunrise kernel lands here, and runs ATen's CPU
+// kernel over device memory. Devices are checked first, as on CUDA: all
+// device tensors on one sunrise device; CPU tensors only as 0-dim scalars
+// (and index lists, which CUDA accepts on the CPU too). Then:
+//   - the queued path (SunriseQueuedFallback.h): the CPU kernel runs as
+//     device work on the current stream, its outputs sized by the operator's
+//     Meta kernel; the host does not wait;
+//   - where that cannot be (no Meta kernel, outputs that depend on the data,
+//     view returns), the synchronous path runs the CPU kernel on the host:
+//     1. The current stream of the device is synchronized, so pending device
+//        work on the arguments has finished.
+//     2. Device tensors are passed as CPU views of the same bytes (no copies);
+//        tensors sharing device storage share CPU storage, so in-place ops,
+//        out= arguments and aliasing checks behave as on CPU.
+//     3. Afterwards, a mutated argument whose CPU storage the kernel replaced
+//        (an out= argument grown by resize) is written back to device storage;
+//        returned tensors that alias an argument become device views of it;
+//        fresh results are copied into new device tensors.
 // Random ops draw from the sunrise generator (explicit or the device default),
 // through a CPU generator derived from its (seed, offset).
 #include "SunriseCpuFallback.h"
 #include "SunriseHostCompute.h"
+#include "SunriseQueuedFallback.h"
 
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseFunctions.h>
@@ -29,7 +34,9 @@
 #include <c10/util/env.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <chrono>
+#include <memory>
 #include <mutex>
 #include <unordered_set>
 
@@ -38,9 +45,47 @@ namespace {
 
 // ---------------------------------------------------------------- accounting
 
-std::mutex g_stats_mutex;  // guards g_stats and g_warned
-std::unordered_map<std::string, FallbackStat> g_stats;
-std::unordered_set<std::string> g_warned;
+// What the fallback knows and counts of one operator.
+struct FallbackOperator {
+  explicit FallbackOperator(const c10::OperatorHandle& op)
+      : name(op.schema().overload_name().empty() ? op.schema().name()
+                                                 : op.schema().name() + "." + op.schema().overload_name()),
+        queued(op) {}
+
+  const std::string name;
+  QueuedOperator queued;
+  std::atomic<uint64_t> sync_calls{0};
+  std::atomic<uint64_t> sync_nanoseconds{0};
+  std::atomic<uint64_t> queued_calls{0};
+  std::atomic<uint64_t> queued_nanoseconds{0};
+  std::atomic<bool> warned{false};
+  std::mutex mutex;  // guards sync_reason
+  std::string sync_reason;  // of its last synchronous call
+};
+
+struct FallbackOperators {
+  std::mutex mutex;
+  // Keyed by schema address, which is stable while the operator is registered.
+  std::unordered_map<const c10::FunctionSchema*, std::unique_ptr<FallbackOperator>> by_schema;
+};
+
+FallbackOperators& fallback_operators() {
+  static FallbackOperators* ops = new FallbackOperators();  // leaked: ops may run during static destruction
+  return *ops;
+}
+
+FallbackOperator& fallback_operator(const c10::OperatorHandle& op) {
+  FallbackOperators& ops = fallback_operators();
+  const std::lock_guard<std::mutex> lock(ops.mutex);
+  std::unique_ptr<FallbackOperator>& entry = ops.by_schema[&op.schema()];
+  if (!entry) entry = std::make_unique<FallbackOperator>(op);
+  return *entry;
+}
+
+uint64_t nanoseconds_since(std::chrono::steady_clock::time_point start) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+}
 
 FallbackMode mode_from_env() {
   const auto value = c10::utils::get_env("SUNRISE_FALLBACK");
@@ -100,51 +145,23 @@ struct DeviceCheck {
   }
 };
 
-bool is_optional_generator(const c10::Argument& arg) {
-  const auto opt = arg.type()->cast<c10::OptionalType>();
-  return opt && opt->getElementType()->kind() == c10::TypeKind::GeneratorType;
-}
-
-at::Generator derive_generator(const std::optional<at::Generator>& gen, c10::DeviceIndex device,
-                               const std::string& op_name) {
-  at::Generator source = gen && gen->defined() ? *gen : getDefaultSunriseGenerator(device);
-  TORCH_CHECK(source.device().is_privateuseone(), "Expected a 'sunrise' device type for generator but found '",
-              source.device().type(), "' (in ", op_name, ")");
-  auto* impl = source.get<SunriseGeneratorImpl>();
-  std::lock_guard<std::mutex> lock(impl->mutex_);
-  return impl->derive_cpu_generator();
-}
-
-void record_call(const std::string& name, uint64_t ns) {
-  std::lock_guard<std::mutex> lock(g_stats_mutex);
-  FallbackStat& s = g_stats[name];
-  s.calls += 1;
-  s.nanoseconds += ns;
-}
-
-void announce(const std::string& name) {
+void announce(FallbackOperator& op) {
   const FallbackMode mode = fallback_mode();
-  TORCH_CHECK_NOT_IMPLEMENTED(mode != FallbackMode::Error, "The operator '", name,
-                              "' has no sunrise kernel, and SUNRISE_FALLBACK=error forbids running it on the CPU. "
+  TORCH_CHECK_NOT_IMPLEMENTED(mode != FallbackMode::Error, "The operator '", op.name,
+                              "' has no sunrise kernel and cannot run as device work (", op.sync_reason,
+                              "); SUNRISE_FALLBACK=error forbids running it on the CPU synchronously. "
                               "Unset SUNRISE_FALLBACK (or set it to warn) to allow the CPU fallback.");
-  if (mode == FallbackMode::Silent) return;
-  {
-    std::lock_guard<std::mutex> lock(g_stats_mutex);
-    if (!g_warned.insert(name).second) return;
-  }
-  TORCH_WARN("The operator '", name,
-             "' has no sunrise kernel and ran on the CPU (results are correct; it synchronizes the device). "
-             "SUNRISE_FALLBACK=silent hides these warnings, =error forbids the fallback; "
-             "torch_sunrise.fallback_stats() counts the calls.");
+  if (mode == FallbackMode::Silent || op.warned.exchange(true)) return;
+  TORCH_WARN("The operator '", op.name, "' has no sunrise kernel and ran on the CPU, synchronizing the device (",
+             op.sync_reason, "); results are correct. SUNRISE_FALLBACK=silent hides these warnings, =error "
+             "forbids the fallback; torch_sunrise.fallback_stats() counts the calls.");
 }
 
 void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const auto start = std::chrono::steady_clock::now();
   const c10::FunctionSchema& schema = op.schema();
-  const std::string name = schema.overload_name().empty()
-                               ? schema.name()
-                               : schema.name() + "." + schema.overload_name();
-  announce(name);
+  FallbackOperator& record = fallback_operator(op);
+  const std::string& name = record.name;
 
   const auto& arguments = schema.arguments();
   const size_t num_args = arguments.size();
@@ -169,7 +186,24 @@ void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stac
   c10::Device device = check.device.value_or(c10::Device(c10::DeviceType::PrivateUse1, current_device()));
   if (!device.has_index()) device = c10::Device(c10::DeviceType::PrivateUse1, current_device());
   check_device_index(device.index());
-  // 2. Stream order: constructing it synchronizes the device's current stream.
+
+  // 2. As device work, if it can be.
+  std::string reason;
+  if (check.allow_cpu) {
+    reason = "it takes or returns CPU tensors";
+  } else if (queue_cpu_kernel(op, stack, device, record.queued, reason)) {
+    record.queued_calls.fetch_add(1, std::memory_order_relaxed);
+    record.queued_nanoseconds.fetch_add(nanoseconds_since(start), std::memory_order_relaxed);
+    return;
+  }
+  {
+    const std::lock_guard<std::mutex> lock(record.mutex);
+    record.sync_reason = std::move(reason);
+  }
+  announce(record);
+
+  // 3. Synchronously: stream order, as constructing it synchronizes the
+  // device's current stream.
   HostCompute host(device);
 
   // 3. CPU arguments over device memory.
@@ -191,10 +225,8 @@ void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stac
       cpu_args.emplace_back(std::move(list));
     } else if (v.isDevice() && v.toDevice().is_privateuseone()) {
       cpu_args.emplace_back(c10::Device(c10::DeviceType::CPU));
-    } else if (v.isGenerator() || (v.isNone() && is_optional_generator(arguments[i]))) {
-      std::optional<at::Generator> gen;
-      if (v.isGenerator()) gen = v.toGenerator();
-      cpu_args.emplace_back(derive_generator(gen, device.index(), name));
+    } else if (is_generator_argument(arguments[i])) {
+      cpu_args.emplace_back(cpu_generator_for(v, device.index(), name));
     } else {
       cpu_args.emplace_back(v);
     }
@@ -238,25 +270,60 @@ void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stac
       stack->push_back(std::move(r));
     }
   }
-  record_call(name, static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                              std::chrono::steady_clock::now() - start)
-                                              .count()));
+  record.sync_calls.fetch_add(1, std::memory_order_relaxed);
+  record.sync_nanoseconds.fetch_add(nanoseconds_since(start), std::memory_order_relaxed);
 }
 
 }  // namespace
+
+bool is_generator_argument(const c10::Argument& arg) {
+  if (arg.type()->kind() == c10::TypeKind::GeneratorType) return true;
+  const auto opt = arg.type()->cast<c10::OptionalType>();
+  return opt && opt->getElementType()->kind() == c10::TypeKind::GeneratorType;
+}
+
+at::Generator cpu_generator_for(const c10::IValue& gen, c10::DeviceIndex device, const std::string& op_name) {
+  at::Generator source = gen.isGenerator() && gen.toGenerator().defined() ? gen.toGenerator()
+                                                                          : getDefaultSunriseGenerator(device);
+  TORCH_CHECK(source.device().is_privateuseone(), "Expected a 'sunrise' device type for generator but found '",
+              source.device().type(), "' (in ", op_name, ")");
+  auto* impl = source.get<SunriseGeneratorImpl>();
+  const std::lock_guard<std::mutex> lock(impl->mutex_);
+  return impl->derive_cpu_generator();
+}
 
 FallbackMode fallback_mode() { return mode_ref().load(std::memory_order_relaxed); }
 void set_fallback_mode(FallbackMode mode) { mode_ref().store(mode, std::memory_order_relaxed); }
 
 std::unordered_map<std::string, FallbackStat> fallback_stats() {
-  std::lock_guard<std::mutex> lock(g_stats_mutex);
-  return g_stats;
+  FallbackOperators& ops = fallback_operators();
+  const std::lock_guard<std::mutex> lock(ops.mutex);
+  std::unordered_map<std::string, FallbackStat> stats;
+  for (const auto& [schema, op] : ops.by_schema) {
+    FallbackStat s;
+    s.calls = op->sync_calls.load(std::memory_order_relaxed);
+    s.nanoseconds = op->sync_nanoseconds.load(std::memory_order_relaxed);
+    s.queued_calls = op->queued_calls.load(std::memory_order_relaxed);
+    s.queued_nanoseconds = op->queued_nanoseconds.load(std::memory_order_relaxed);
+    if (s.calls == 0 && s.queued_calls == 0) continue;
+    {
+      const std::lock_guard<std::mutex> op_lock(op->mutex);
+      s.sync_reason = op->sync_reason;
+    }
+    stats.emplace(op->name, std::move(s));
+  }
+  return stats;
 }
 
 void reset_fallback_stats() {
-  std::lock_guard<std::mutex> lock(g_stats_mutex);
-  g_stats.clear();
-  g_warned.clear();
+  FallbackOperators& ops = fallback_operators();
+  const std::lock_guard<std::mutex> lock(ops.mutex);
+  for (const auto& [schema, op] : ops.by_schema) {
+    for (auto* counter : {&op->sync_calls, &op->sync_nanoseconds, &op->queued_calls, &op->queued_nanoseconds}) {
+      counter->store(0, std::memory_order_relaxed);
+    }
+    op->warned.store(false, std::memory_order_relaxed);
+  }
 }
 
 TORCH_LIBRARY_IMPL(_, PrivateUse1, m) {

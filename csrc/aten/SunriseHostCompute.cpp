@@ -8,10 +8,8 @@
 #include <ATen/ops/empty_strided.h>
 
 namespace torch_sunrise::aten {
-namespace {
 
-// A new sunrise tensor holding a copy of a CPU result.
-at::Tensor copy_to_device(const at::Tensor& cpu, c10::Device device) {
+at::Tensor copy_result_to_device(const at::Tensor& cpu, c10::Device device) {
   at::Tensor src = cpu;
   if (!src.is_non_overlapping_and_dense()) src = src.contiguous();
   at::Tensor out = at::empty_strided(src.sizes(), src.strides(), src.options().device(device));
@@ -20,6 +18,8 @@ at::Tensor copy_to_device(const at::Tensor& cpu, c10::Device device) {
   kernels::copy_from(src, out, /*non_blocking=*/false);
   return out;
 }
+
+namespace {
 
 // A sunrise tensor with the CPU tensor's view metadata on device storage.
 at::Tensor device_alias(const at::Tensor& cpu, c10::StorageImpl* device_storage) {
@@ -62,7 +62,7 @@ at::Tensor HostCompute::out(const at::Tensor& cpu) {
   if (c10::StorageImpl* dstore = views_.device_storage_of(cpu.storage().unsafeGetStorageImpl())) {
     return device_alias(cpu, dstore);
   }
-  return copy_to_device(cpu, device_);
+  return copy_result_to_device(cpu, device_);
 }
 
 void HostCompute::write_back(const at::Tensor& dev, const at::Tensor& cpu) {

@@ -40,4 +40,8 @@ class HostCompute {
   std::vector<std::pair<at::Tensor, at::Tensor>> passed_;
 };
 
+// A new sunrise tensor holding a copy of a CPU result, with its strides
+// (dense ones; others are made contiguous). Synchronous.
+at::Tensor copy_result_to_device(const at::Tensor& cpu, c10::Device device);
+
 }  // namespace torch_sunrise::aten

@@ -258,7 +258,10 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("_fallback_stats", [] {
     py::dict d;
-    for (const auto& [name, stat] : aten::fallback_stats()) d[py::str(name)] = py::make_tuple(stat.calls, stat.nanoseconds);
+    for (const auto& [name, stat] : aten::fallback_stats()) {
+      d[py::str(name)] = py::make_tuple(stat.calls, stat.nanoseconds, stat.queued_calls, stat.queued_nanoseconds,
+                                        stat.sync_reason);
+    }
     return d;
   });
   m.def("_reset_fallback_stats", &aten::reset_fallback_stats);

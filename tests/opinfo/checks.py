@@ -505,7 +505,9 @@ class Checker:
         self.tol = tolerances(op, dtype)
         self.random_op = is_random(self.key)
         self.seed = stable_seed(self.key, self.dtype_name)
-        self.fallback: dict[str, int] = {}
+        self.fallback: dict[str, int] = {}  # synchronous fallback calls per ATen op
+        self.queued: dict[str, int] = {}  # fallback calls queued as device work
+        self.sync_reasons: dict[str, str] = {}  # why the synchronous ones could not be queued
         self.info: dict[str, Any] = {"kind": kind, "op": self.key, "dtype": self.dtype_name, "samples": 0,
                                      "cpu_raised": 0, "random_samples": 0, "compared": 0}
         self.perturb = injected(self.key, kind, self.dtype_name) == "wrong"
@@ -555,6 +557,9 @@ class Checker:
         finally:
             for name, calls in torch_sunrise.fallback_stats().items():
                 self.fallback[name] = self.fallback.get(name, 0) + calls
+            for name, calls in torch_sunrise.queued_fallback_stats().items():
+                self.queued[name] = self.queued.get(name, 0) + calls
+            self.sync_reasons.update(torch_sunrise.fallback_reasons())
 
     def run_cpu(self, fn: Callable[[], Any], probe: Callable[[], Any] | None = None) -> tuple[Any, bool]:
         """(result, random). random: the run drew from the CPU generator, or ``probe`` (the same
@@ -896,7 +901,8 @@ class Checker:
         path = os.environ.get(RECORD_ENV)
         if not path:
             return
-        rec = dict(self.info, seconds=round(seconds, 3), status=status, fallback=self.fallback)
+        rec = dict(self.info, seconds=round(seconds, 3), status=status, fallback=self.fallback, queued=self.queued,
+                   sync_reasons=self.sync_reasons)
         with open(path, "a") as f:
             f.write(json.dumps(rec) + "\n")
 
@@ -1050,7 +1056,8 @@ def agreement(op, dtype: str, limit: int | None = 4, *, perturb: bool = False,
         rec.update(outcome="error", reason=_at(checker) + exc_line(e), sample=checker.desc,
                    traceback=traceback.format_exc(limit=-6))
     info = checker.info
-    rec.update(samples=info["samples"], cpu_raised=info["cpu_raised"], fallback_ops=sorted(checker.fallback))
+    rec.update(samples=info["samples"], cpu_raised=info["cpu_raised"], fallback_ops=sorted(checker.fallback),
+               queued_ops=sorted(checker.queued), sync_reasons=checker.sync_reasons)
     if info["random_samples"] and not checker.random_op:
         rec["random_samples"] = info["random_samples"]
     if "random_op" in info:

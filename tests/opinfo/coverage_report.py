@@ -124,13 +124,25 @@ def build_report(result: dict) -> tuple[str, dict]:
     L.append(f"| gradients agree, float32 | **{s['grad_float32_agreement_pct']:.2f}%** of {s['grad_float32_ops']} "
              "differentiable ops |")
     L.append(f"| gradients agree, every backward dtype | {s['grad_all_dtypes_agreement_pct']:.2f}% |")
-    L.append(f"| ops running natively (no CPU fallback in any forward sample) | **{s['native_ops']} of "
-             f"{s['ops_exercised']} ({s['native_pct']:.1f}%)** |\n")
+    L.append(f"| ops running natively (no CPU fallback in any forward sample) | {s['native_ops']} of "
+             f"{s['ops_exercised']} ({s['native_pct']:.1f}%) |")
+    L.append(f"| ops running without the synchronous fallback (native, or the CPU kernel queued as device "
+             f"work) | **{s['no_sync_ops']} of {s['ops_exercised']} ({s['no_sync_pct']:.1f}%)** |\n")
     L.append("Agreement counts a (op, dtype) pair when its test passed; expected failures count as disagreement. "
              f"{s['op_db'] - s['ops_exercised']} OpInfos are not counted for native/fallback because every "
              "sample raised on the CPU as well (CUDA-only ops, unsupported dtypes).\n")
-    L.append("\"Native\" means no call reached the boxed CPU fallback (`torch_sunrise.fallback_stats()`); it "
-             "includes views and other ops that decompose into native ops (the fused LSTM/GRU cells, for one).\n")
+    L.append("\"Native\" means no call reached the boxed CPU fallback; it includes views and other ops that "
+             "decompose into native ops (the fused LSTM/GRU cells, for one). \"Queued\": calls reached the "
+             "fallback and all ran as device work (`torch_sunrise.queued_fallback_stats()`); \"fallback\": some "
+             "call took the synchronous path (`torch_sunrise.fallback_stats()`), for the reason below.\n")
+    if s["sync_ops"]:
+        L.append("### What still synchronizes\n")
+        L.append("| OpInfo | synchronous ATen op: reason |")
+        L.append("|---|---|")
+        for op, why in sorted(s["sync_ops"].items()):
+            text = "; ".join(f"`{k.removeprefix('aten::')}`: {md(v)}" for k, v in sorted(why.items()))
+            L.append(f"| `{op}` | {text} |")
+        L.append("")
 
     L.append("## Outcomes per check\n")
     L.append("| check | " + " | ".join(full_run.OUTCOMES) + " |")
@@ -181,12 +193,13 @@ def build_report(result: dict) -> tuple[str, dict]:
         L.append("")
 
     L.append("## Per op\n")
-    L.append("`kernel`: native / fallback / partial (native for some dtypes) / - (not exercised). "
+    L.append("`kernel`: native / queued / fallback (synchronous) / partial (synchronous for some dtypes) / - "
+             "(not exercised). "
              "`forward`: dtypes whose forward, non-contiguous, out= and in-place checks all pass, out of the "
              "dtypes the op supports on CPU. `backward`: dtypes whose gradient check passes, out of the op's "
              "backward dtypes. Dtypes: f32 f64 f16 bf16 c32 c64 c128 i8 i16 i32 i64 u8 u16 u32 u64 b (bool), "
              "f8* (float8).\n")
-    L.append("| op | kernel | forward agrees | backward agrees | CPU fallback ops (calls) |")
+    L.append("| op | kernel | forward agrees | backward agrees | synchronous CPU fallback ops (calls) |")
     L.append("|---|---|---|---|---|")
     for key in sorted(by_op, key=lambda k: (k.lower(), k)):
         xs = by_op[key]
@@ -200,10 +213,12 @@ def build_report(result: dict) -> tuple[str, dict]:
         bwd_bad = [d for d in meta["backward_dtypes"] if d not in bwd_ok]
         fb_by_dtype = {x["dtype"]: x["record"].get("fallback", {}) for x in xs
                        if x["kind"] == "forward" and x.get("record") and x["record"].get("compared", 0) > 0}
+        queued_any = any(x["record"].get("queued") for x in xs
+                         if x["kind"] == "forward" and x.get("record") and x["record"].get("compared", 0) > 0)
         if not fb_by_dtype:
             kernel = "-"
         elif all(not f for f in fb_by_dtype.values()):
-            kernel = "native"
+            kernel = "queued" if queued_any else "native"
         elif all(f for f in fb_by_dtype.values()):
             kernel = "fallback"
         else:

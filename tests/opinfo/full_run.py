@@ -301,13 +301,21 @@ def summarize(result: dict) -> dict:
     grad32 = [t for t in tests if t["kind"] == "grad" and t["dtype"] == "float32"]
     grad32_ok = [t for t in grad32 if t["outcome"] == "passed"]
     grad_all = [t for t in tests if t["kind"] == "grad"]
-    # Native: no fallback call in any forward sample of any dtype (ops that ran a sample).
+    # Per op, over the forward samples of every dtype (ops that ran a sample): native (no fallback
+    # call), queued (fallback calls, all run as device work), or synchronizing (some call took the
+    # synchronous fallback).
     fb = collections.defaultdict(dict)
+    queued_calls = collections.defaultdict(dict)
+    reasons = collections.defaultdict(dict)
     for t in tests:
         rec = t.get("record")
         if t["kind"] == "forward" and rec and rec.get("compared", 0) > 0:
             fb[t["op"]][t["dtype"]] = rec.get("fallback", {})
-    native = sorted(op for op, d in fb.items() if all(not f for f in d.values()))
+            queued_calls[t["op"]][t["dtype"]] = rec.get("queued", {})
+            reasons[t["op"]].update(rec.get("sync_reasons", {}))
+    no_sync = sorted(op for op, d in fb.items() if all(not f for f in d.values()))
+    native = [op for op in no_sync if all(not q for q in queued_calls[op].values())]
+    syncing = {op: reasons[op] for op in fb if op not in no_sync}
     return {
         "totals": {o: totals.get(o, 0) for o in OUTCOMES},
         "tests": len(tests),
@@ -329,6 +337,9 @@ def summarize(result: dict) -> dict:
         "native_op_names": native,
         "process_crashes": sum(1 for i in result.get("incidents", []) if i["outcome"] in ("crash", "timeout")),
         "native_pct": pct(len(native), len(fb)),
+        "no_sync_ops": len(no_sync),
+        "no_sync_pct": pct(len(no_sync), len(fb)),
+        "sync_ops": syncing,
     }
 
 
@@ -347,6 +358,10 @@ def summary_text(result: dict, s: dict | None = None) -> str:
         f"gradients agree (float32): {s['grad_float32_agreement_pct']:.2f}% of {s['grad_float32_ops']} differentiable "
         f"ops; all backward dtypes: {s['grad_all_dtypes_agreement_pct']:.2f}%",
         f"native (no CPU fallback in forward): {s['native_ops']} of {s['ops_exercised']} ops ({s['native_pct']:.2f}%)",
+        f"without the synchronous fallback (native or queued): {s['no_sync_ops']} of {s['ops_exercised']} ops "
+        f"({s['no_sync_pct']:.2f}%)",
+        "synchronizing: " + "; ".join(f"{op} ({', '.join(f'{k}: {v}' for k, v in r.items()) or '?'})"
+                                      for op, r in sorted(s["sync_ops"].items())),
         f"process crashes / hangs: {s['process_crashes']}",
     ]
     bad = [x for x in result["tests"] if x["outcome"] in ("failed", "xpass", "crash", "timeout", "error")]

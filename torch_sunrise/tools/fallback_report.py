@@ -1,7 +1,11 @@
-"""Run a Python script and report which operators fell back to the CPU.
+"""Run a Python script and report the operators that had no sunrise kernel, by how they ran.
 
 Usage: ``sunrise-fallback-report script.py [args...]`` or
 ``python -m torch_sunrise.tools.fallback_report script.py [args...]``.
+
+Operators with a sunrise kernel (native) are not listed. The others ran ATen's CPU kernel either
+queued as device work (the host did not wait) or synchronously (each call waited for the device),
+listed with the reason they could not be queued.
 """
 
 from __future__ import annotations
@@ -9,6 +13,28 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+
+
+def _print_report(out) -> None:
+    import torch_sunrise
+
+    queued = torch_sunrise.queued_fallback_stats()
+    sync = torch_sunrise.fallback_times()
+    reasons = torch_sunrise.fallback_reasons()
+    print("\n== sunrise CPU fallback report ==", file=out)
+    if not queued and not sync:
+        print("every operator ran a sunrise kernel", file=out)
+        return
+    if queued:
+        print("queued as device work (CPU kernel on the stream; no wait):", file=out)
+        print(f"  {'operator':<50} {'calls':>8}", file=out)
+        for name, calls in sorted(queued.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:<50} {calls:>8}", file=out)
+    if sync:
+        print("synchronous (each call waited for the device; reason):", file=out)
+        print(f"  {'operator':<50} {'calls':>8} {'seconds':>10}  reason", file=out)
+        for name, (calls, seconds) in sorted(sync.items(), key=lambda kv: -kv[1][1]):
+            print(f"  {name:<50} {calls:>8} {seconds:>10.4f}  {reasons.get(name, '')}", file=out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,14 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runpy.run_path(args[0], run_name="__main__")
     finally:
-        stats = torch_sunrise.fallback_times()
-        print("\n== sunrise CPU fallback report ==", file=sys.stderr)
-        if not stats:
-            print("no operator fell back to the CPU", file=sys.stderr)
-        else:
-            print(f"{'operator':<50} {'calls':>8} {'seconds':>10}", file=sys.stderr)
-            for name, (calls, seconds) in sorted(stats.items(), key=lambda kv: -kv[1][1]):
-                print(f"{name:<50} {calls:>8} {seconds:>10.4f}", file=sys.stderr)
+        _print_report(sys.stderr)
     return 0
 
 

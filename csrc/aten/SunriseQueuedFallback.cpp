@@ -1,0 +1,563 @@
+#include "SunriseQueuedFallback.h"
+#include "SunriseCpuFallback.h"
+#include "SunriseHostCompute.h"
+
+#include "kernels/CpuViews.h"
+
+#include <torch_sunrise/SunriseGuard.h>
+#include <torch_sunrise/SunriseStorage.h>
+
+#include <ATen/EmptyTensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_strided.h>
+#include <c10/util/SmallVector.h>
+
+#include <sstream>
+
+namespace torch_sunrise::aten {
+namespace {
+
+using kernels::DeferredTensor;
+
+std::string first_line(const std::exception& e) {
+  const auto* error = dynamic_cast<const c10::Error*>(&e);
+  std::string what = error != nullptr ? error->what_without_backtrace() : e.what();
+  const size_t end = what.find('\n');
+  return end == std::string::npos ? what : what.substr(0, end);
+}
+
+bool is_tensor_type(const c10::TypePtr& type) {
+  if (type->kind() == c10::TypeKind::TensorType) return true;
+  if (const auto opt = type->cast<c10::OptionalType>()) return is_tensor_type(opt->getElementType());
+  if (const auto list = type->cast<c10::ListType>()) return list->getElementType()->kind() == c10::TypeKind::TensorType;
+  return false;
+}
+
+// A Scalar argument (its value, unlike an int's, picks no kernel path).
+bool is_scalar_type(const c10::TypePtr& type) {
+  if (const auto opt = type->cast<c10::OptionalType>()) return is_scalar_type(opt->getElementType());
+  return type->kind() == c10::TypeKind::NumberType;
+}
+
+std::string geometry_of(const at::Tensor& t) {
+  std::ostringstream out;
+  out << t.scalar_type() << t.sizes() << " strides " << t.strides() << (t.is_conj() ? " conj" : "");
+  return out.str();
+}
+
+bool same_geometry(const at::Tensor& a, const at::Tensor& b) {
+  return a.sizes().equals(b.sizes()) && a.strides().equals(b.strides()) && a.dtype() == b.dtype() &&
+         a.is_conj() == b.is_conj() && a.is_neg() == b.is_neg();
+}
+
+// Meta copies of the arguments: one per tensor (a tensor passed twice is one
+// meta tensor, as kernels tell in-place from out= by identity).
+class MetaCopies {
+ public:
+  bool made(const at::Tensor& t) const {
+    for (const auto& entry : made_) {
+      if (entry.first == t.unsafeGetTensorImpl()) return true;
+    }
+    return false;
+  }
+  at::Tensor operator()(const at::Tensor& t) {
+    if (!t.defined()) return t;
+    for (const auto& [impl, copy] : made_) {
+      if (impl == t.unsafeGetTensorImpl()) return copy;
+    }
+    at::Tensor copy = at::empty_strided(t.sizes(), t.strides(), t.options().device(c10::kMeta));
+    if (t.is_conj()) copy._set_conj(true);
+    if (t.is_neg()) copy._set_neg(true);
+    // A Python number takes part in type promotion as a scalar.
+    if (t.unsafeGetTensorImpl()->is_wrapped_number()) copy.unsafeGetTensorImpl()->set_wrapped_number(true);
+    made_.emplace_back(t.unsafeGetTensorImpl(), copy);
+    return copy;
+  }
+  c10::IValue operator()(const c10::IValue& v) {
+    if (v.isTensor()) return (*this)(v.toTensor());
+    if (v.isTensorList()) {
+      c10::List<at::Tensor> list;
+      for (const at::Tensor& t : v.toTensorList()) list.push_back((*this)(t));
+      return list;
+    }
+    if (v.isOptionalTensorList()) {
+      c10::List<std::optional<at::Tensor>> list;
+      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) {
+        list.push_back(t ? std::optional<at::Tensor>((*this)(*t)) : std::nullopt);
+      }
+      return list;
+    }
+    if (v.isDevice() && v.toDevice().is_privateuseone()) return c10::Device(c10::kMeta);
+    return v;
+  }
+
+ private:
+  c10::SmallVector<std::pair<const c10::TensorImpl*, at::Tensor>, 8> made_;
+};
+
+// Gives a written device argument the geometry the Meta kernel gave its copy
+// (an out= tensor resized), as the CPU kernel would have.
+void take_geometry(const at::Tensor& dev, const at::Tensor& meta) {
+  if (!dev.defined() || (dev.sizes().equals(meta.sizes()) && dev.strides().equals(meta.strides()))) return;
+  const size_t needed = at::detail::computeStorageNbytes(meta.sizes(), meta.strides(), dev.itemsize(),
+                                                         static_cast<size_t>(dev.storage_offset()));
+  c10::StorageImpl* storage = dev.storage().unsafeGetStorageImpl();
+  if (storage->nbytes() < needed) resize_storage_bytes(storage, needed);
+  dev.unsafeGetTensorImpl()->set_sizes_and_strides(meta.sizes(), meta.strides(), dev.storage_offset());
+}
+
+// The results of a waited call, for the host to check against the outputs it
+// allocated and to read host values from.
+using CallReturns = torch::jit::Stack;
+
+// The queued CPU call: its arguments as deferred tensors and values.
+struct QueuedCall {
+  struct Argument {
+    enum class Kind : uint8_t { Value, Tensor, TensorList, OptionalTensorList } kind = Kind::Value;
+    uint32_t begin = 0, end = 0;  // tensor kinds: their entries in `refs`
+    c10::IValue value;            // Value
+  };
+  // A fresh return and the outputs allocated for it (entries of `refs`).
+  struct Fresh {
+    size_t index = 0;
+    bool list = false;
+    uint32_t begin = 0, end = 0;
+  };
+
+  c10::OperatorHandle op;
+  std::vector<Argument> args;
+  std::vector<Fresh> fresh;
+  std::vector<int32_t> refs;  // indices into `tensors`; -1: none
+  std::vector<DeferredTensor> tensors;
+  std::shared_ptr<CallReturns> returns;  // waited calls only
+
+  void operator()() const {
+    kernels::CpuViewSet set;
+    std::vector<at::Tensor> cpu;
+    cpu.reserve(tensors.size());
+    for (const DeferredTensor& t : tensors) cpu.push_back(t.view(set));
+    auto cpu_of = [&](uint32_t entry) { return refs[entry] < 0 ? at::Tensor() : cpu[refs[entry]]; };
+
+    torch::jit::Stack stack;
+    stack.reserve(args.size());
+    for (const Argument& a : args) {
+      switch (a.kind) {
+        case Argument::Kind::Value:
+          stack.push_back(a.value);
+          break;
+        case Argument::Kind::Tensor:
+          stack.emplace_back(cpu_of(a.begin));
+          break;
+        case Argument::Kind::TensorList: {
+          c10::List<at::Tensor> list;
+          list.reserve(a.end - a.begin);
+          for (uint32_t i = a.begin; i < a.end; ++i) list.push_back(cpu_of(i));
+          stack.emplace_back(std::move(list));
+          break;
+        }
+        case Argument::Kind::OptionalTensorList: {
+          c10::List<std::optional<at::Tensor>> list;
+          list.reserve(a.end - a.begin);
+          for (uint32_t i = a.begin; i < a.end; ++i) {
+            list.push_back(refs[i] < 0 ? std::nullopt : std::optional<at::Tensor>(cpu[refs[i]]));
+          }
+          stack.emplace_back(std::move(list));
+          break;
+        }
+      }
+    }
+    op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), &stack);
+    set.check_unmoved();
+
+    for (const Fresh& f : fresh) {
+      const c10::IValue& result = stack[f.index];
+      if (f.list) {
+        const auto results = result.toTensorVector();
+        if (results.size() != f.end - f.begin) {
+          TORCH_CHECK(returns, op.schema().name(), ": the CPU kernel returned ", results.size(),
+                      " tensors, its Meta kernel ", f.end - f.begin);
+          continue;  // the waiting host takes the CPU kernel's results
+        }
+        for (uint32_t i = f.begin; i < f.end; ++i) put(results[i - f.begin], cpu_of(i));
+      } else if (result.isTensor()) {
+        put(result.toTensor(), cpu_of(f.begin));
+      }
+    }
+    if (returns) *returns = std::move(stack);
+  }
+
+  void put(const at::Tensor& result, const at::Tensor& out) const {
+    if (!result.defined() || !out.defined()) return;
+    if (!same_geometry(result, out)) {
+      if (returns) return;  // the waiting host takes the CPU kernel's result
+      TORCH_CHECK(result.sizes().equals(out.sizes()) && result.dtype() == out.dtype(), op.schema().name(),
+                  ": the CPU kernel's result (", geometry_of(result), ") is not what its Meta kernel gave (",
+                  geometry_of(out), ")");
+    }
+    out.copy_(result);
+  }
+};
+
+// Builds a QueuedCall's arguments, and the key of its dtype check.
+class CallBuilder {
+ public:
+  CallBuilder(QueuedCall& call, srStream_t stream) : call_(call), stream_(stream) {}
+
+  void tensor(const at::Tensor& t) {
+    key_.add(t);
+    key_.add_value(t.is_contiguous() ? 1 : 2);  // the CPU kernel's result strides may follow its inputs'
+    call_.refs.push_back(index_of(t));
+  }
+  void optional(const std::optional<at::Tensor>& t) {
+    if (t && t->defined()) {
+      tensor(*t);
+    } else {
+      key_.add(at::Tensor());
+      call_.refs.push_back(-1);
+    }
+  }
+  // An output allocated on the host.
+  void output(const at::Tensor& t) { call_.refs.push_back(t.defined() ? index_of(t) : -1); }
+  uint32_t mark() const { return static_cast<uint32_t>(call_.refs.size()); }
+
+  // A value argument that may pick the CPU kernel's path.
+  void value(const c10::Argument& arg, const c10::IValue& v) {
+    if (v.isNone()) {
+      key_.add_value(0x300);
+    } else if (v.isBool()) {
+      key_.add(v.toBool());
+    } else if (v.isString()) {
+      key_.add(v.toStringView());
+    } else if (v.isInt()) {
+      is_scalar_type(arg.type()) ? key_.add_value(0x301) : key_.add(v.toInt());
+    } else if (v.isDouble()) {
+      key_.add_value(0x302);
+    } else if (v.isComplexDouble()) {
+      key_.add_value(0x303);
+    }
+  }
+  DtypeKey& key() { return key_; }
+
+ private:
+  int32_t index_of(const at::Tensor& t) {
+    for (size_t i = 0; i < impls_.size(); ++i) {
+      if (impls_[i] == t.unsafeGetTensorImpl()) return static_cast<int32_t>(i);
+    }
+    impls_.push_back(t.unsafeGetTensorImpl());
+    if (t.device().is_privateuseone()) {
+      call_.tensors.emplace_back(t, stream_);
+    } else {
+      // A CPU operand (a scalar, an index) is read when the work runs: copy
+      // it now, as CUDA copies it to the device, so the caller may reuse it.
+      at::Tensor copy = t.clone();
+      if (t.unsafeGetTensorImpl()->is_wrapped_number()) copy.unsafeGetTensorImpl()->set_wrapped_number(true);
+      call_.tensors.emplace_back(copy, stream_);
+    }
+    return static_cast<int32_t>(impls_.size() - 1);
+  }
+
+  QueuedCall& call_;
+  srStream_t stream_;
+  DtypeKey key_;
+  c10::SmallVector<const c10::TensorImpl*, 8> impls_;
+};
+
+bool writes_cpu_tensor(const c10::IValue& v) {
+  auto on_cpu = [](const at::Tensor& t) { return t.defined() && !t.device().is_privateuseone(); };
+  if (v.isTensor()) return on_cpu(v.toTensor());
+  if (v.isTensorList()) {
+    for (const at::Tensor& t : v.toTensorList()) {
+      if (on_cpu(t)) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+QueuedOperator::QueuedOperator(const c10::OperatorHandle& op) {
+  const c10::FunctionSchema& schema = op.schema();
+  const auto& arguments = schema.arguments();
+  if (schema.name().rfind("aten::", 0) != 0) {
+    // Another library's CPU kernel may be Python, which would need the GIL
+    // on the device thread while the host holds it.
+    take_sync_path("it is not an ATen operator");
+  }
+  if (!op.hasKernelForDispatchKey(c10::DispatchKey::Meta) &&
+      !op.hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd) &&
+      !op.hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutogradNonFunctional)) {
+    take_sync_path("it has no Meta kernel to size its outputs");
+  }
+  for (size_t i = 0; i < arguments.size(); ++i) {
+    const c10::AliasInfo* alias = arguments[i].alias_info();
+    if (alias != nullptr && alias->isWrite()) written_.push_back(i);
+    if (arguments[i].type()->kind() == c10::TypeKind::StorageType) take_sync_path("it takes a Storage");
+  }
+  for (const c10::Argument& r : schema.returns()) {
+    Return ret{Return::Kind::Fresh};
+    if (const c10::AliasInfo* alias = r.alias_info()) {
+      if (!alias->isWrite()) {
+        take_sync_path("it returns a view of an argument");
+      } else {
+        ret.kind = Return::Kind::Argument;
+        ret.argument = arguments.size();
+        for (size_t i : written_) {
+          if (arguments[i].alias_info()->beforeSets() == alias->beforeSets()) ret.argument = i;
+        }
+        if (ret.argument == arguments.size()) take_sync_path("it returns a written tensor that is not an argument");
+      }
+    } else if (!is_tensor_type(r.type())) {
+      ret.kind = Return::Kind::HostValue;
+      returns_host_value_ = true;
+    }
+    returns_.push_back(ret);
+  }
+}
+
+std::string QueuedOperator::sync_reason() const {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  return sync_reason_;
+}
+
+void QueuedOperator::take_sync_path(std::string reason) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  if (sync_only_.load(std::memory_order_relaxed)) return;
+  sync_reason_ = std::move(reason);
+  sync_only_.store(true, std::memory_order_release);
+}
+
+bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::Device device,
+                      QueuedOperator& queued, std::string& reason) {
+  if (queued.sync_only_.load(std::memory_order_acquire)) {
+    reason = queued.sync_reason();
+    return false;
+  }
+  const c10::FunctionSchema& schema = op.schema();
+  const auto& arguments = schema.arguments();
+  const size_t num_args = arguments.size();
+  const size_t first = stack->size() - num_args;
+  auto arg = [&](size_t i) -> const c10::IValue& { return (*stack)[first + i]; };
+
+  for (size_t i = 0; i < num_args; ++i) {
+    const c10::IValue& v = arg(i);
+    if (v.isStorage() || v.isObject() || v.isCapsule() || v.isFuture() || v.isStream() || v.isQuantizer() ||
+        v.isSymInt() || v.isSymFloat() || v.isSymBool() || v.isPyObject()) {
+      reason = "it takes a " + v.tagKind() + " argument";
+      return false;
+    }
+  }
+  for (size_t i : queued.written_) {
+    if (writes_cpu_tensor(arg(i))) {
+      reason = "it writes a CPU tensor";
+      return false;
+    }
+  }
+
+  // 1. The Meta kernel sizes the outputs, and checks the arguments, here.
+  // An out= tensor is given to it empty (unless it is an input too), so that
+  // it resizes it without warning: one with elements and another shape takes
+  // the synchronous path, where the CPU kernel warns in its own words.
+  MetaCopies meta;
+  for (size_t i = 0; i < num_args; ++i) {
+    if (!arguments[i].is_out()) meta(arg(i));
+  }
+  torch::jit::Stack meta_stack;
+  meta_stack.reserve(num_args);
+  for (size_t i = 0; i < num_args; ++i) {
+    const c10::IValue& v = arg(i);
+    if (is_generator_argument(arguments[i])) {
+      meta_stack.emplace_back();
+    } else if (arguments[i].is_out() && v.isTensor() && v.toTensor().defined() && !meta.made(v.toTensor())) {
+      meta_stack.emplace_back(at::empty({0}, v.toTensor().options().device(c10::kMeta)));
+    } else {
+      meta_stack.push_back(meta(v));
+    }
+  }
+  std::vector<c10::IValue> meta_written;
+  for (size_t i : queued.written_) meta_written.push_back(meta_stack[i]);
+  // Its warnings are the CPU kernel's too: raised again below if the CPU
+  // kernel's (relayed when the call waits for it) are not.
+  std::vector<c10::Warning> meta_warnings;
+  try {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    detail::CollectWarnings collect(meta_warnings);
+    const c10::WarningUtils::WarningHandlerGuard warnings_guard(&collect);
+    op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::Meta), &meta_stack);
+  } catch (const std::exception& e) {
+    // Outputs that depend on the data (nonzero, unique), or arguments the
+    // CPU kernel will refuse with its own message.
+    reason = "its Meta kernel raised: " + first_line(e);
+    return false;
+  }
+  TORCH_INTERNAL_ASSERT(meta_stack.size() == queued.returns_.size(), schema.name(), ": expected ",
+                        queued.returns_.size(), " returns from the Meta kernel, got ", meta_stack.size());
+  for (const c10::IValue& v : meta_stack) {
+    const bool ok = !v.isTensor() || !v.toTensor().defined() ||
+                    (v.toTensor().is_meta() && v.toTensor().layout() == c10::Layout::Strided);
+    if (!ok) {
+      reason = "its Meta kernel returned a " + v.toTensor().toString() + " tensor";
+      return false;
+    }
+  }
+
+  for (size_t k = 0; k < queued.written_.size(); ++k) {
+    const c10::IValue& dev = arg(queued.written_[k]);
+    if (!dev.isTensor() || !dev.toTensor().defined() ||
+        dev.toTensor().sizes().equals(meta_written[k].toTensor().sizes())) {
+      continue;
+    }
+    if (!arguments[queued.written_[k]].is_out()) {
+      // An in-place argument keeps its shape (CPU kernels raise otherwise; a
+      // Meta kernel that resized it went through a generic out= kernel, as
+      // addr_'s does).
+      reason = "its Meta kernel resized an in-place argument";
+      return false;
+    }
+    if (dev.toTensor().numel() != 0) {
+      // Deprecated, and warned about in words of each CPU kernel's own.
+      reason = "an out= tensor with elements is resized";
+      return false;
+    }
+  }
+
+  // 2. Outputs: written arguments take the Meta kernel's geometry; fresh
+  // results are allocated on the device.
+  const SunriseGuard guard(device);
+  for (size_t k = 0; k < queued.written_.size(); ++k) {
+    const c10::IValue& dev = arg(queued.written_[k]);
+    if (dev.isTensor()) {
+      // An out= tensor of the right shape keeps its strides, as on the CPU.
+      const at::Tensor& t = dev.toTensor();
+      if (!arguments[queued.written_[k]].is_out() || !t.sizes().equals(meta_written[k].toTensor().sizes())) {
+        take_geometry(t, meta_written[k].toTensor());
+      }
+    } else if (dev.isTensorList()) {
+      const auto devs = dev.toTensorVector();
+      const auto metas = meta_written[k].toTensorVector();
+      for (size_t j = 0; j < devs.size(); ++j) take_geometry(devs[j], metas[j]);
+    }
+  }
+  auto allocate = [&](const at::Tensor& m) {
+    return m.defined() ? at::empty_strided(m.sizes(), m.strides(), m.options().device(device)) : at::Tensor();
+  };
+  std::vector<c10::IValue> returns(queued.returns_.size());
+  for (size_t j = 0; j < returns.size(); ++j) {
+    const QueuedOperator::Return& r = queued.returns_[j];
+    const c10::IValue& m = meta_stack[j];
+    if (r.kind == QueuedOperator::Return::Kind::Argument) {
+      returns[j] = arg(r.argument);
+    } else if (r.kind == QueuedOperator::Return::Kind::Fresh) {
+      if (m.isTensor()) {
+        returns[j] = allocate(m.toTensor());
+      } else if (m.isTensorList()) {
+        c10::List<at::Tensor> list;
+        for (const at::Tensor& t : m.toTensorList()) list.push_back(allocate(t));
+        returns[j] = std::move(list);
+      }
+    }
+  }
+
+  // 3. The CPU kernel, queued.
+  const SunriseStream stream = getCurrentSunriseStream(device.index());
+  QueuedCall call{op};
+  CallBuilder build(call, stream.handle());
+  call.args.resize(num_args);
+  for (size_t i = 0; i < num_args; ++i) {
+    const c10::IValue& v = arg(i);
+    QueuedCall::Argument& a = call.args[i];
+    a.begin = build.mark();
+    if (v.isTensor() && v.toTensor().defined()) {
+      a.kind = QueuedCall::Argument::Kind::Tensor;
+      build.tensor(v.toTensor());
+    } else if (v.isTensorList()) {
+      a.kind = QueuedCall::Argument::Kind::TensorList;
+      build.key().add_value(v.toTensorList().size());
+      for (const at::Tensor& t : v.toTensorList()) build.optional(t);
+    } else if (v.isOptionalTensorList()) {
+      a.kind = QueuedCall::Argument::Kind::OptionalTensorList;
+      build.key().add_value(v.toOptionalTensorList().size());
+      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) build.optional(t);
+    } else if (is_generator_argument(arguments[i])) {
+      a.value = cpu_generator_for(v, device.index(), schema.name());
+    } else if (v.isDevice() && v.toDevice().is_privateuseone()) {
+      a.value = c10::Device(c10::kCPU);
+    } else {
+      a.value = v;
+      if (v.isTensor()) build.key().add(at::Tensor());  // undefined
+      build.value(arguments[i], v);
+    }
+    a.end = build.mark();
+  }
+  for (size_t j = 0; j < returns.size(); ++j) {
+    if (queued.returns_[j].kind != QueuedOperator::Return::Kind::Fresh) continue;
+    QueuedCall::Fresh f{j, returns[j].isTensorList(), build.mark(), 0};
+    if (f.list) {
+      for (const at::Tensor& t : returns[j].toTensorList()) build.output(t);
+    } else if (returns[j].isTensor()) {
+      build.output(returns[j].toTensor());
+    }
+    f.end = build.mark();
+    call.fresh.push_back(f);
+  }
+  const uint64_t dtypes = build.key().value();
+
+  // The first call with these dtypes (and every call returning a host value)
+  // waits: the CPU kernel's errors arrive here, and its results show whether
+  // the Meta kernel gave them the right geometry.
+  if (!queued.returns_host_value_ && queued.checked_.contains(dtypes)) {
+    for (const c10::Warning& warning : meta_warnings) c10::warn(warning);
+    launch_task(stream, std::move(call));
+  } else {
+    auto cpu_returns = std::make_shared<CallReturns>();
+    call.returns = cpu_returns;
+    auto result = std::make_shared<detail::CallResult>();
+    launch_task(stream, std::move(call), result);
+    // A call that returns a host value has none to return after an error.
+    if (wait_for_checked_launch(stream, *result, /*index_errors_async=*/!queued.returns_host_value_)) {
+      std::string differs;
+      auto check = [&](const at::Tensor& cpu, at::Tensor& out) {
+        if (cpu.defined() == out.defined() && (!cpu.defined() || same_geometry(cpu, out))) return;
+        differs = (cpu.defined() ? geometry_of(cpu) : "none") + " on the CPU, " +
+                  (out.defined() ? geometry_of(out) : "none") + " from the Meta kernel";
+        out = cpu.defined() ? copy_result_to_device(cpu, device) : at::Tensor();
+      };
+      for (size_t j = 0; j < returns.size(); ++j) {
+        const c10::IValue& cpu = (*cpu_returns)[j];
+        switch (queued.returns_[j].kind) {
+          case QueuedOperator::Return::Kind::HostValue:
+            returns[j] = cpu;
+            break;
+          case QueuedOperator::Return::Kind::Argument:
+            break;
+          case QueuedOperator::Return::Kind::Fresh:
+            if (returns[j].isTensor()) {
+              at::Tensor out = returns[j].toTensor();
+              check(cpu.toTensor(), out);
+              returns[j] = out;
+            } else if (returns[j].isTensorList()) {
+              std::vector<at::Tensor> outs = returns[j].toTensorVector();
+              const std::vector<at::Tensor> cpus = cpu.toTensorVector();
+              if (cpus.size() != outs.size()) {
+                differs = std::to_string(cpus.size()) + " results on the CPU, " + std::to_string(outs.size()) +
+                          " from the Meta kernel";
+                outs.assign(cpus.size(), at::Tensor());
+              }
+              for (size_t k = 0; k < outs.size(); ++k) check(cpus[k], outs[k]);
+              returns[j] = c10::List<at::Tensor>(outs);
+            }
+            break;
+        }
+      }
+      if (!differs.empty()) {
+        queued.take_sync_path("its Meta kernel's outputs differ from the CPU kernel's: " + differs);
+      } else if (!queued.returns_host_value_ && dtypes != DtypeKey::kAlwaysWait) {
+        queued.checked_.insert(dtypes);
+      }
+    }
+  }
+  torch::jit::drop(*stack, num_args);
+  for (c10::IValue& r : returns) stack->push_back(std::move(r));
+  return true;
+}
+
+}  // namespace torch_sunrise::aten

@@ -1,0 +1,75 @@
+// The CPU fallback's asynchronous path: an operator without a sunrise kernel
+// runs as device work on the current stream, like the hand-written ops.
+//
+// PyTorch knows an operator's outputs without running it: its Meta kernel
+// (what fake tensors and torch.compile use) gives their sizes, strides and
+// dtypes on the host. So a call without a sunrise kernel:
+//   1. runs the Meta kernel over meta copies of its arguments, on the host
+//      (argument checks and resize warnings happen here, at the call);
+//   2. gives out= and in-place arguments the geometry the Meta kernel gave
+//      them, and allocates fresh outputs from the caching allocator;
+//   3. queues one task on the current stream that runs the CPU kernel over
+//      CPU views of device memory and copies fresh results into the outputs.
+// The host returns at once. Like the hand-written ops, the first call with a
+// combination of operand dtypes waits, so that the CPU kernel's dtype errors
+// arrive at the call (DtypeCheckedLaunch.h); that first call also checks the
+// Meta kernel's geometry against the CPU kernel's results, and an operator
+// whose Meta kernel disagrees takes the synchronous path from then on.
+//
+// Calls that cannot be queued take the synchronous path (SunriseCpuFallback.cpp),
+// with the reason: an operator outside ATen (its CPU kernel may be Python),
+// one without a Meta kernel or whose outputs depend
+// on the data (the Meta kernel raises: nonzero, unique, ...), one returning a
+// view of an argument, writing a CPU tensor, or taking a Storage. An operator
+// returning a host value (a bool, a number) is queued and waited for, as on
+// CUDA.
+#pragma once
+
+#include "DtypeCheckedLaunch.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace torch_sunrise::aten {
+
+// What the queued path knows of one operator, from its schema and its calls.
+class QueuedOperator {
+ public:
+  explicit QueuedOperator(const c10::OperatorHandle& op);
+
+  // Why every call of the operator takes the synchronous path; empty if its
+  // calls may be queued.
+  std::string sync_reason() const;
+
+  // How each return reaches the caller.
+  struct Return {
+    enum class Kind { Fresh, Argument, HostValue } kind;
+    size_t argument = 0;  // Argument: the index of the (written) argument it is
+  };
+
+ private:
+  friend bool queue_cpu_kernel(const c10::OperatorHandle&, torch::jit::Stack*, c10::Device, QueuedOperator&,
+                               std::string&);
+  void take_sync_path(std::string reason);
+
+  std::vector<Return> returns_;
+  std::vector<size_t> written_;  // the arguments it writes (out=, in-place)
+  bool returns_host_value_ = false;
+  std::atomic<bool> sync_only_{false};
+  mutable std::mutex mutex_;  // guards sync_reason_
+  std::string sync_reason_;
+  CheckedDtypes checked_;
+};
+
+// Queues the call on `stack` (the operator's arguments, on `device`) as device
+// work and leaves its returns on the stack. False, with `reason`, when this
+// call must take the synchronous path instead; the stack is then untouched.
+bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::Device device,
+                      QueuedOperator& queued, std::string& reason);
+
+}  // namespace torch_sunrise::aten
