@@ -63,6 +63,9 @@ def test_queued_results_match_cpu_bitwise_with_strides() -> None:
         "searchsorted": lambda t: torch.searchsorted(t.sort(1).values, t),
         "rfft2": lambda t: torch.fft.rfft2(t),
         "linalg.eig": lambda t: torch.linalg.eig(t[:5, :5]),
+        # No Meta kernels: their CPU kernels' shapes are known on the host.
+        "cummax": lambda t: torch.cummax(t, 1),
+        "logcumsumexp": lambda t: torch.logcumsumexp(t.t(), 1),
     }
     for name, fn in cases.items():
         torch_sunrise.reset_fallback_stats()
@@ -75,6 +78,21 @@ def test_queued_results_match_cpu_bitwise_with_strides() -> None:
             assert g.device.type == D
             assert torch.equal(g.cpu(), w), name
             assert g.stride() == w.stride() and g.dtype == w.dtype, name
+
+
+def test_output_shapes_follow_each_calls_arguments() -> None:
+    # The Meta kernel's outcomes are remembered per operand geometry and argument values.
+    x = torch.randn(40, generator=_gen())
+    d = x.to(D)
+    for bins in (5, 7, 5, 7):
+        assert torch.equal(torch.histc(d, bins=bins).cpu(), torch.histc(x, bins=bins))
+    for rows in (8, 4, 8):
+        m = x[: rows * 5].view(rows, 5)
+        got = torch.kthvalue(m.to(D), 2, 0)
+        assert torch.equal(got.values.cpu(), torch.kthvalue(m, 2, 0).values)
+        got = torch.kthvalue(m.to(D).t(), 2, 1)  # transposed operand: another geometry
+        assert torch.equal(got.indices.cpu(), torch.kthvalue(m.t(), 2, 1).indices)
+    assert torch_sunrise.fallback_stats() == {}
 
 
 def test_in_place_on_a_view_writes_the_base() -> None:

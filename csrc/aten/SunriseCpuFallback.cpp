@@ -101,6 +101,16 @@ std::atomic<FallbackMode>& mode_ref() {
   return mode;
 }
 
+// SUNRISE_QUEUED_FALLBACK=0 sends every call to the synchronous path (to
+// compare, or to rule the queued path out while debugging).
+bool queued_path_enabled() {
+  static const bool enabled = [] {
+    const auto value = c10::utils::get_env("SUNRISE_QUEUED_FALLBACK");
+    return !value || *value != "0";
+  }();
+  return enabled;
+}
+
 // ------------------------------------------------------------------- devices
 
 // Ops whose CPU tensor arguments are part of their contract on CUDA too.
@@ -191,6 +201,8 @@ void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stac
   std::string reason;
   if (check.allow_cpu) {
     reason = "it takes or returns CPU tensors";
+  } else if (!queued_path_enabled()) {
+    reason = "SUNRISE_QUEUED_FALLBACK=0";
   } else if (queue_cpu_kernel(op, stack, device, record.queued, reason)) {
     record.queued_calls.fetch_add(1, std::memory_order_relaxed);
     record.queued_nanoseconds.fetch_add(nanoseconds_since(start), std::memory_order_relaxed);

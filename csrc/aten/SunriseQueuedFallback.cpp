@@ -2,6 +2,7 @@
 #include "SunriseCpuFallback.h"
 #include "SunriseHostCompute.h"
 
+#include "MetaMemo.h"
 #include "kernels/CpuViews.h"
 
 #include <torch_sunrise/SunriseGuard.h>
@@ -11,10 +12,63 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
 #include <c10/util/SmallVector.h>
+#include <c10/util/strides.h>
 
+#include <array>
+#include <cstring>
+#include <memory>
 #include <sstream>
 
 namespace torch_sunrise::aten {
+
+// A tensor as the Meta kernel left it.
+struct MetaTensor {
+  bool defined = false;
+  c10::SmallVector<int64_t, 6> sizes, strides;
+  c10::ScalarType dtype = c10::ScalarType::Undefined;
+
+  static MetaTensor of(const at::Tensor& t) {
+    MetaTensor m;
+    if (!t.defined()) return m;
+    m.defined = true;
+    m.sizes.assign(t.sizes().begin(), t.sizes().end());
+    m.strides.assign(t.strides().begin(), t.strides().end());
+    m.dtype = t.scalar_type();
+    return m;
+  }
+  at::Tensor allocate(c10::Device device) const {
+    return defined ? at::empty_strided(sizes, strides, at::TensorOptions().dtype(dtype).device(device)) : at::Tensor();
+  }
+};
+
+// A return or a written argument: none, a tensor, or a list of tensors.
+struct MetaValue {
+  bool is_list = false;
+  bool is_none = false;
+  std::vector<MetaTensor> tensors;
+
+  static MetaValue of(const c10::IValue& v) {
+    MetaValue m;
+    if (v.isTensorList()) {
+      m.is_list = true;
+      for (const at::Tensor& t : v.toTensorList()) m.tensors.push_back(MetaTensor::of(t));
+    } else if (v.isTensor()) {
+      m.tensors.push_back(MetaTensor::of(v.toTensor()));
+    } else {
+      m.is_none = true;  // or a host value, which the CPU kernel gives
+    }
+    return m;
+  }
+};
+
+// What a Meta kernel run gave: the written arguments (in QueuedOperator's
+// order) and the returns, and its warnings.
+struct MetaOutcome {
+  std::vector<MetaValue> written;
+  std::vector<MetaValue> returns;
+  std::vector<c10::Warning> warnings;
+};
+
 namespace {
 
 using kernels::DeferredTensor;
@@ -97,13 +151,84 @@ class MetaCopies {
 
 // Gives a written device argument the geometry the Meta kernel gave its copy
 // (an out= tensor resized), as the CPU kernel would have.
-void take_geometry(const at::Tensor& dev, const at::Tensor& meta) {
-  if (!dev.defined() || (dev.sizes().equals(meta.sizes()) && dev.strides().equals(meta.strides()))) return;
-  const size_t needed = at::detail::computeStorageNbytes(meta.sizes(), meta.strides(), dev.itemsize(),
+void take_geometry(const at::Tensor& dev, const MetaTensor& meta) {
+  if (!dev.defined() || (dev.sizes().equals(meta.sizes) && dev.strides().equals(meta.strides))) return;
+  const size_t needed = at::detail::computeStorageNbytes(meta.sizes, meta.strides, dev.itemsize(),
                                                          static_cast<size_t>(dev.storage_offset()));
   c10::StorageImpl* storage = dev.storage().unsafeGetStorageImpl();
   if (storage->nbytes() < needed) resize_storage_bytes(storage, needed);
-  dev.unsafeGetTensorImpl()->set_sizes_and_strides(meta.sizes(), meta.strides(), dev.storage_offset());
+  dev.unsafeGetTensorImpl()->set_sizes_and_strides(meta.sizes, meta.strides, dev.storage_offset());
+}
+
+// Describes a call for the memo of its Meta kernel: everything a Meta kernel
+// reads (operands' metadata and identity, the other arguments, the default
+// dtype). False when an argument cannot be described.
+bool describe_call(const c10::FunctionSchema& schema, const c10::IValue* args, structured::MemoKey& key) {
+  key.push_back(static_cast<int64_t>(c10::typeMetaToScalarType(c10::get_default_dtype())));
+  c10::SmallVector<const c10::TensorImpl*, 8> seen;
+  auto tensor = [&](const at::Tensor& t) {
+    if (!t.defined()) {
+      key.push_back(-1);
+      return;
+    }
+    size_t index = 0;
+    while (index < seen.size() && seen[index] != t.unsafeGetTensorImpl()) ++index;
+    if (index == seen.size()) seen.push_back(t.unsafeGetTensorImpl());
+    key.push_back(static_cast<int64_t>(index));
+    structured::memo_describe(t, key);
+  };
+  auto bits = [](double d) {
+    int64_t b = 0;
+    std::memcpy(&b, &d, sizeof b);
+    return b;
+  };
+  for (size_t i = 0; i < schema.arguments().size(); ++i) {
+    const c10::IValue& v = args[i];
+    if (is_generator_argument(schema.arguments()[i])) {
+      key.push_back(1);
+    } else if (v.isTensor()) {
+      key.push_back(2);
+      tensor(v.toTensor());
+    } else if (v.isTensorList()) {
+      key.append({3, static_cast<int64_t>(v.toTensorList().size())});
+      for (const at::Tensor& t : v.toTensorList()) tensor(t);
+    } else if (v.isOptionalTensorList()) {
+      key.append({4, static_cast<int64_t>(v.toOptionalTensorList().size())});
+      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) tensor(t ? *t : at::Tensor());
+    } else if (v.isNone()) {
+      key.push_back(5);
+    } else if (v.isBool()) {
+      key.append({6, v.toBool() ? 1 : 0});
+    } else if (v.isInt()) {
+      key.append({7, v.toInt()});
+    } else if (v.isDouble()) {
+      key.append({8, bits(v.toDouble())});
+    } else if (v.isComplexDouble()) {
+      const c10::complex<double> c = v.toComplexDouble();
+      key.append({9, bits(c.real()), bits(c.imag())});
+    } else if (v.isString()) {
+      const std::string_view text = v.toStringView();
+      key.append({10, static_cast<int64_t>(text.size())});
+      for (const char ch : text) key.push_back(ch);
+    } else if (v.isIntList()) {
+      const auto list = v.toIntList();
+      key.append({11, static_cast<int64_t>(list.size())});
+      for (const int64_t x : list) key.push_back(x);
+    } else if (v.isDoubleList()) {
+      const auto list = v.toDoubleList();
+      key.append({12, static_cast<int64_t>(list.size())});
+      for (const double x : list) key.push_back(bits(x));
+    } else if (v.isBoolList()) {
+      const auto list = v.toBoolList();
+      key.append({13, static_cast<int64_t>(list.size())});
+      for (const bool x : list) key.push_back(x ? 1 : 0);
+    } else if (v.isDevice()) {
+      key.append({14, static_cast<int64_t>(v.toDevice().type()), v.toDevice().index()});
+    } else {
+      return false;
+    }
+  }
+  return true;
 }
 
 // The results of a waited call, for the host to check against the outputs it
@@ -275,7 +400,67 @@ bool writes_cpu_tensor(const c10::IValue& v) {
 
 }  // namespace
 
-QueuedOperator::QueuedOperator(const c10::OperatorHandle& op) {
+// The last outcomes of an operator's Meta kernel. A Meta kernel is a pure
+// function of what describe_call() keys; some are Python decompositions that
+// cost a millisecond a call (huber_loss), which a loop would pay every step.
+class QueuedOperator::MetaMemo {
+ public:
+  std::shared_ptr<const MetaOutcome> find(const structured::MemoKey& key) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [k, outcome] : entries_) {
+      if (outcome && k == key) return outcome;
+    }
+    return nullptr;
+  }
+  void insert(structured::MemoKey key, std::shared_ptr<const MetaOutcome> outcome) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    entries_[next_++ % entries_.size()] = {std::move(key), std::move(outcome)};
+  }
+
+ private:
+  std::mutex mutex_;
+  std::array<std::pair<structured::MemoKey, std::shared_ptr<const MetaOutcome>>, 8> entries_;
+  size_t next_ = 0;
+};
+
+QueuedOperator::~QueuedOperator() = default;
+
+namespace {
+
+// Outputs of ATen ops that have no Meta kernel, as their CPU kernels shape them.
+// Helpers whose outputs are written arguments their caller sized
+// (cummax/cummin resize values and indices to self's shape first).
+std::shared_ptr<const MetaOutcome> written_as_given(const c10::IValue* args, const QueuedOperator& queued) {
+  auto outcome = std::make_shared<MetaOutcome>();
+  for (size_t i : queued.written()) outcome->written.push_back(MetaValue::of(args[i]));
+  return outcome;
+}
+
+// A fresh result of self's shape and dtype, contiguous (_logcumsumexp's
+// empty_like(self, MemoryFormat::Contiguous)).
+std::shared_ptr<const MetaOutcome> contiguous_like_self(const c10::IValue* args, const QueuedOperator&) {
+  auto outcome = std::make_shared<MetaOutcome>();
+  const at::Tensor& self = args[0].toTensor();
+  MetaTensor result;
+  result.defined = true;
+  result.sizes.assign(self.sizes().begin(), self.sizes().end());
+  const c10::DimVector strides = c10::contiguous_strides(self.sizes());
+  result.strides.assign(strides.begin(), strides.end());
+  result.dtype = self.scalar_type();
+  outcome->returns.push_back(MetaValue{false, false, {result}});
+  return outcome;
+}
+
+QueuedOperator::ShapeRule shape_rule_of(const std::string& name) {
+  if (name == "aten::_cummax_helper" || name == "aten::_cummin_helper") return &written_as_given;
+  if (name == "aten::_logcumsumexp") return &contiguous_like_self;
+  return nullptr;
+}
+
+}  // namespace
+
+QueuedOperator::QueuedOperator(const c10::OperatorHandle& op)
+    : shape_rule_(shape_rule_of(op.schema().name())), memo_(std::make_unique<MetaMemo>()) {
   const c10::FunctionSchema& schema = op.schema();
   const auto& arguments = schema.arguments();
   if (schema.name().rfind("aten::", 0) != 0) {
@@ -283,7 +468,7 @@ QueuedOperator::QueuedOperator(const c10::OperatorHandle& op) {
     // on the device thread while the host holds it.
     take_sync_path("it is not an ATen operator");
   }
-  if (!op.hasKernelForDispatchKey(c10::DispatchKey::Meta) &&
+  if (shape_rule_ == nullptr && !op.hasKernelForDispatchKey(c10::DispatchKey::Meta) &&
       !op.hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd) &&
       !op.hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutogradNonFunctional)) {
     take_sync_path("it has no Meta kernel to size its outputs");
@@ -326,6 +511,66 @@ void QueuedOperator::take_sync_path(std::string reason) {
   sync_only_.store(true, std::memory_order_release);
 }
 
+namespace {
+
+// Runs the operator's Meta kernel over meta copies of `args`; null, with
+// `reason`, if it raised or gave what the device cannot hold.
+std::shared_ptr<const MetaOutcome> run_meta_kernel(const c10::OperatorHandle& op, const c10::IValue* args,
+                                                   const QueuedOperator& queued, std::string& reason) {
+  const auto& arguments = op.schema().arguments();
+  const size_t num_args = arguments.size();
+  // An out= tensor is given to it empty (unless it is an input too), so that
+  // it resizes it without warning: one with elements and another shape takes
+  // the synchronous path, where the CPU kernel warns in its own words.
+  MetaCopies meta;
+  for (size_t i = 0; i < num_args; ++i) {
+    if (!arguments[i].is_out()) meta(args[i]);
+  }
+  torch::jit::Stack meta_stack;
+  meta_stack.reserve(num_args);
+  for (size_t i = 0; i < num_args; ++i) {
+    const c10::IValue& v = args[i];
+    if (is_generator_argument(arguments[i])) {
+      meta_stack.emplace_back();
+    } else if (arguments[i].is_out() && v.isTensor() && v.toTensor().defined() && !meta.made(v.toTensor())) {
+      meta_stack.emplace_back(at::empty({0}, v.toTensor().options().device(c10::kMeta)));
+    } else {
+      meta_stack.push_back(meta(v));
+    }
+  }
+  auto outcome = std::make_shared<MetaOutcome>();
+  std::vector<c10::IValue> written;
+  for (size_t i : queued.written()) written.push_back(meta_stack[i]);
+  try {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    // Its warnings are the CPU kernel's too: raised again if the CPU
+    // kernel's (relayed when the call waits for it) are not.
+    detail::CollectWarnings collect(outcome->warnings);
+    const c10::WarningUtils::WarningHandlerGuard warnings_guard(&collect);
+    op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::Meta), &meta_stack);
+  } catch (const std::exception& e) {
+    // Outputs that depend on the data (nonzero, unique), or arguments the
+    // CPU kernel will refuse with its own message.
+    reason = "its Meta kernel raised: " + first_line(e);
+    return nullptr;
+  }
+  TORCH_INTERNAL_ASSERT(meta_stack.size() == op.schema().returns().size(), op.schema().name(), ": expected ",
+                        op.schema().returns().size(), " returns from the Meta kernel, got ", meta_stack.size());
+  for (const c10::IValue& v : meta_stack) {
+    const bool ok = !v.isTensor() || !v.toTensor().defined() ||
+                    (v.toTensor().is_meta() && v.toTensor().layout() == c10::Layout::Strided);
+    if (!ok) {
+      reason = "its Meta kernel returned a " + v.toTensor().toString() + " tensor";
+      return nullptr;
+    }
+    outcome->returns.push_back(MetaValue::of(v));
+  }
+  for (const c10::IValue& v : written) outcome->written.push_back(MetaValue::of(v));
+  return outcome;
+}
+
+}  // namespace
+
 bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::Device device,
                       QueuedOperator& queued, std::string& reason) {
   if (queued.sync_only_.load(std::memory_order_acquire)) {
@@ -353,57 +598,23 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
     }
   }
 
-  // 1. The Meta kernel sizes the outputs, and checks the arguments, here.
-  // An out= tensor is given to it empty (unless it is an input too), so that
-  // it resizes it without warning: one with elements and another shape takes
-  // the synchronous path, where the CPU kernel warns in its own words.
-  MetaCopies meta;
-  for (size_t i = 0; i < num_args; ++i) {
-    if (!arguments[i].is_out()) meta(arg(i));
-  }
-  torch::jit::Stack meta_stack;
-  meta_stack.reserve(num_args);
-  for (size_t i = 0; i < num_args; ++i) {
-    const c10::IValue& v = arg(i);
-    if (is_generator_argument(arguments[i])) {
-      meta_stack.emplace_back();
-    } else if (arguments[i].is_out() && v.isTensor() && v.toTensor().defined() && !meta.made(v.toTensor())) {
-      meta_stack.emplace_back(at::empty({0}, v.toTensor().options().device(c10::kMeta)));
-    } else {
-      meta_stack.push_back(meta(v));
-    }
-  }
-  std::vector<c10::IValue> meta_written;
-  for (size_t i : queued.written_) meta_written.push_back(meta_stack[i]);
-  // Its warnings are the CPU kernel's too: raised again below if the CPU
-  // kernel's (relayed when the call waits for it) are not.
-  std::vector<c10::Warning> meta_warnings;
-  try {
-    const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    detail::CollectWarnings collect(meta_warnings);
-    const c10::WarningUtils::WarningHandlerGuard warnings_guard(&collect);
-    op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::Meta), &meta_stack);
-  } catch (const std::exception& e) {
-    // Outputs that depend on the data (nonzero, unique), or arguments the
-    // CPU kernel will refuse with its own message.
-    reason = "its Meta kernel raised: " + first_line(e);
-    return false;
-  }
-  TORCH_INTERNAL_ASSERT(meta_stack.size() == queued.returns_.size(), schema.name(), ": expected ",
-                        queued.returns_.size(), " returns from the Meta kernel, got ", meta_stack.size());
-  for (const c10::IValue& v : meta_stack) {
-    const bool ok = !v.isTensor() || !v.toTensor().defined() ||
-                    (v.toTensor().is_meta() && v.toTensor().layout() == c10::Layout::Strided);
-    if (!ok) {
-      reason = "its Meta kernel returned a " + v.toTensor().toString() + " tensor";
-      return false;
-    }
+  // 1. The Meta kernel sizes the outputs, and checks the arguments, here
+  // (or the memo of a run with the same arguments' metadata and values).
+  structured::MemoKey key;
+  const bool memoisable = queued.shape_rule_ == nullptr && describe_call(schema, &arg(0), key);
+  std::shared_ptr<const MetaOutcome> outcome = memoisable ? queued.memo_->find(key) : nullptr;
+  if (queued.shape_rule_ != nullptr) {
+    outcome = queued.shape_rule_(&arg(0), queued);
+  } else if (!outcome) {
+    outcome = run_meta_kernel(op, &arg(0), queued, reason);
+    if (!outcome) return false;
+    if (memoisable) queued.memo_->insert(std::move(key), outcome);
   }
 
   for (size_t k = 0; k < queued.written_.size(); ++k) {
     const c10::IValue& dev = arg(queued.written_[k]);
     if (!dev.isTensor() || !dev.toTensor().defined() ||
-        dev.toTensor().sizes().equals(meta_written[k].toTensor().sizes())) {
+        dev.toTensor().sizes().equals(outcome->written[k].tensors.at(0).sizes)) {
       continue;
     }
     if (!arguments[queued.written_[k]].is_out()) {
@@ -425,34 +636,31 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
   const SunriseGuard guard(device);
   for (size_t k = 0; k < queued.written_.size(); ++k) {
     const c10::IValue& dev = arg(queued.written_[k]);
+    const std::vector<MetaTensor>& metas = outcome->written[k].tensors;
     if (dev.isTensor()) {
       // An out= tensor of the right shape keeps its strides, as on the CPU.
       const at::Tensor& t = dev.toTensor();
-      if (!arguments[queued.written_[k]].is_out() || !t.sizes().equals(meta_written[k].toTensor().sizes())) {
-        take_geometry(t, meta_written[k].toTensor());
+      if (!arguments[queued.written_[k]].is_out() || !t.sizes().equals(metas.at(0).sizes)) {
+        take_geometry(t, metas.at(0));
       }
     } else if (dev.isTensorList()) {
       const auto devs = dev.toTensorVector();
-      const auto metas = meta_written[k].toTensorVector();
-      for (size_t j = 0; j < devs.size(); ++j) take_geometry(devs[j], metas[j]);
+      for (size_t j = 0; j < devs.size() && j < metas.size(); ++j) take_geometry(devs[j], metas[j]);
     }
   }
-  auto allocate = [&](const at::Tensor& m) {
-    return m.defined() ? at::empty_strided(m.sizes(), m.strides(), m.options().device(device)) : at::Tensor();
-  };
   std::vector<c10::IValue> returns(queued.returns_.size());
   for (size_t j = 0; j < returns.size(); ++j) {
     const QueuedOperator::Return& r = queued.returns_[j];
-    const c10::IValue& m = meta_stack[j];
+    const MetaValue& m = outcome->returns[j];
     if (r.kind == QueuedOperator::Return::Kind::Argument) {
       returns[j] = arg(r.argument);
-    } else if (r.kind == QueuedOperator::Return::Kind::Fresh) {
-      if (m.isTensor()) {
-        returns[j] = allocate(m.toTensor());
-      } else if (m.isTensorList()) {
+    } else if (r.kind == QueuedOperator::Return::Kind::Fresh && !m.is_none) {
+      if (m.is_list) {
         c10::List<at::Tensor> list;
-        for (const at::Tensor& t : m.toTensorList()) list.push_back(allocate(t));
+        for (const MetaTensor& t : m.tensors) list.push_back(t.allocate(device));
         returns[j] = std::move(list);
+      } else {
+        returns[j] = m.tensors.at(0).allocate(device);
       }
     }
   }
@@ -505,7 +713,7 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
   // waits: the CPU kernel's errors arrive here, and its results show whether
   // the Meta kernel gave them the right geometry.
   if (!queued.returns_host_value_ && queued.checked_.contains(dtypes)) {
-    for (const c10::Warning& warning : meta_warnings) c10::warn(warning);
+    for (const c10::Warning& warning : outcome->warnings) c10::warn(warning);
     launch_task(stream, std::move(call));
   } else {
     auto cpu_returns = std::make_shared<CallReturns>();

@@ -31,20 +31,30 @@
 #include <ATen/core/stack.h>
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 namespace torch_sunrise::aten {
 
+struct MetaOutcome;  // what a Meta kernel gave a call's outputs
+
 // What the queued path knows of one operator, from its schema and its calls.
 class QueuedOperator {
  public:
+  // Outputs of an op without a Meta kernel, from its arguments.
+  using ShapeRule = std::shared_ptr<const MetaOutcome> (*)(const c10::IValue* args, const QueuedOperator& queued);
+
   explicit QueuedOperator(const c10::OperatorHandle& op);
+  ~QueuedOperator();
 
   // Why every call of the operator takes the synchronous path; empty if its
   // calls may be queued.
   std::string sync_reason() const;
+
+  // The arguments it writes (out=, in-place), by index.
+  const std::vector<size_t>& written() const { return written_; }
 
   // How each return reaches the caller.
   struct Return {
@@ -56,14 +66,17 @@ class QueuedOperator {
   friend bool queue_cpu_kernel(const c10::OperatorHandle&, torch::jit::Stack*, c10::Device, QueuedOperator&,
                                std::string&);
   void take_sync_path(std::string reason);
+  class MetaMemo;
 
+  ShapeRule shape_rule_;  // instead of the Meta kernel, for the few ops without one
   std::vector<Return> returns_;
-  std::vector<size_t> written_;  // the arguments it writes (out=, in-place)
+  std::vector<size_t> written_;
   bool returns_host_value_ = false;
   std::atomic<bool> sync_only_{false};
   mutable std::mutex mutex_;  // guards sync_reason_
   std::string sync_reason_;
   CheckedDtypes checked_;
+  std::unique_ptr<MetaMemo> memo_;
 };
 
 // Queues the call on `stack` (the operator's arguments, on `device`) as device
