@@ -37,8 +37,9 @@ def _silent(fallback_mode) -> None:
 
 
 def test_tail_op_after_a_long_matmul_is_queued_and_sees_its_result() -> None:
-    probe = torch.randn(8, 8, generator=_gen()).to(D)
-    torch.fft.fft(probe)  # the first call with these dtypes waits (errors at the call)
+    # The first call with these arguments' dtypes and shapes waits (errors at the call, and the
+    # CPU kernel's output geometry checked).
+    torch.fft.fft(_queue_long_work(steps=1))
     torch.sunrise.synchronize()
     torch_sunrise.reset_fallback_stats()
 
@@ -142,11 +143,13 @@ def test_out_arguments_are_resized_and_returned_as_on_cpu() -> None:
 def test_cpu_operands_are_copied_at_the_call() -> None:
     x = torch.randn(64, generator=_gen())
     scalar = torch.tensor(0.25)  # a 0-dim CPU tensor: CUDA takes it too
-    torch.xlogy(x.to(D).abs(), scalar)  # first call: waits
+    torch.polar(x.to(D).abs(), scalar)  # the first call waits
     long_work = _queue_long_work()
-    got = torch.special.xlog1py(x.to(D).abs(), scalar)
+    got = torch.polar(x.to(D).abs(), scalar)
     scalar.fill_(100.0)  # reused by the caller while the queued call is pending
-    want = torch.special.xlog1py(x.abs(), torch.tensor(0.25))
+    assert not torch.sunrise.current_stream().query()
+    assert torch_sunrise.queued_fallback_stats() == {"aten::polar.out": 2}
+    want = torch.polar(x.abs(), torch.tensor(0.25))
     assert torch.equal(got.cpu(), want)
     del long_work
 

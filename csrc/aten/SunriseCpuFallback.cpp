@@ -70,7 +70,8 @@ struct FallbackOperators {
 };
 
 FallbackOperators& fallback_operators() {
-  static FallbackOperators* ops = new FallbackOperators();  // leaked: ops may run during static destruction
+  // Leaked on purpose: ops may run during static destruction.
+  static FallbackOperators* ops = std::make_unique<FallbackOperators>().release();
   return *ops;
 }
 

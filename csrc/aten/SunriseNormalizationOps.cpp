@@ -188,6 +188,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> native_group_norm(const at::Tenso
                                                                  int64_t c, int64_t hxw, int64_t group, double eps) {
   const c10::Device device = common_device({&input}, {&weight, &bias}, {}, "aten::native_group_norm");
   const SunriseGuard guard(device);
+  {
+    // CPU's own check (its words too), made before its kernel starts.
+    const at::Tensor& X = input;
+    const auto memory_format = X.suggest_memory_format();
+    TORCH_CHECK(X.is_contiguous(memory_format));
+  }
   const c10::ScalarType stat_dtype = channel_dtype(input, or_undefined(weight), or_undefined(bias));
   at::Tensor y = empty_in_suggested_format(input, input.sizes());
   at::Tensor mean = at::empty({n, group}, input.options().dtype(stat_dtype));

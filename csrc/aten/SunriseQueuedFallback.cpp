@@ -26,6 +26,7 @@ struct MetaTensor {
   bool defined = false;
   c10::SmallVector<int64_t, 6> sizes, strides;
   c10::ScalarType dtype = c10::ScalarType::Undefined;
+  bool conj = false, neg = false;
 
   static MetaTensor of(const at::Tensor& t) {
     MetaTensor m;
@@ -34,10 +35,22 @@ struct MetaTensor {
     m.sizes.assign(t.sizes().begin(), t.sizes().end());
     m.strides.assign(t.strides().begin(), t.strides().end());
     m.dtype = t.scalar_type();
+    m.conj = t.is_conj();
+    m.neg = t.is_neg();
     return m;
   }
   at::Tensor allocate(c10::Device device) const {
-    return defined ? at::empty_strided(sizes, strides, at::TensorOptions().dtype(dtype).device(device)) : at::Tensor();
+    if (!defined) return at::Tensor();
+    at::Tensor t = at::empty_strided(sizes, strides, at::TensorOptions().dtype(dtype).device(device));
+    if (conj) t._set_conj(true);
+    if (neg) t._set_neg(true);
+    return t;
+  }
+  bool same_sizes(const at::Tensor& t) const {
+    return defined == t.defined() && (!defined || (t.sizes().equals(sizes) && t.scalar_type() == dtype));
+  }
+  size_t nbytes(size_t storage_offset) const {
+    return at::detail::computeStorageNbytes(sizes, strides, c10::elementSize(dtype), storage_offset);
   }
 };
 
@@ -62,11 +75,14 @@ struct MetaValue {
 };
 
 // What a Meta kernel run gave: the written arguments (in QueuedOperator's
-// order) and the returns, and its warnings.
+// order) and the returns, and its warnings. Verified: a call with these
+// arguments ran the CPU kernel, which gave its outputs this geometry (where
+// the Meta kernel's strides were not the CPU kernel's, the CPU kernel's).
 struct MetaOutcome {
   std::vector<MetaValue> written;
   std::vector<MetaValue> returns;
   std::vector<c10::Warning> warnings;
+  bool verified = false;
 };
 
 namespace {
@@ -149,14 +165,18 @@ class MetaCopies {
   c10::SmallVector<std::pair<const c10::TensorImpl*, at::Tensor>, 8> made_;
 };
 
+// Grows a written argument's storage to hold `meta` (its data kept).
+void reserve_for(const at::Tensor& dev, const MetaTensor& meta) {
+  const size_t needed = meta.nbytes(static_cast<size_t>(dev.storage_offset()));
+  c10::StorageImpl* storage = dev.storage().unsafeGetStorageImpl();
+  if (storage->nbytes() < needed) resize_storage_bytes(storage, needed);
+}
+
 // Gives a written device argument the geometry the Meta kernel gave its copy
 // (an out= tensor resized), as the CPU kernel would have.
 void take_geometry(const at::Tensor& dev, const MetaTensor& meta) {
   if (!dev.defined() || (dev.sizes().equals(meta.sizes) && dev.strides().equals(meta.strides))) return;
-  const size_t needed = at::detail::computeStorageNbytes(meta.sizes, meta.strides, dev.itemsize(),
-                                                         static_cast<size_t>(dev.storage_offset()));
-  c10::StorageImpl* storage = dev.storage().unsafeGetStorageImpl();
-  if (storage->nbytes() < needed) resize_storage_bytes(storage, needed);
+  reserve_for(dev, meta);
   dev.unsafeGetTensorImpl()->set_sizes_and_strides(meta.sizes, meta.strides, dev.storage_offset());
 }
 
@@ -233,7 +253,10 @@ bool describe_call(const c10::FunctionSchema& schema, const c10::IValue* args, s
 
 // The results of a waited call, for the host to check against the outputs it
 // allocated and to read host values from.
-using CallReturns = torch::jit::Stack;
+struct CallReturns {
+  torch::jit::Stack returns;
+  std::vector<MetaValue> written;  // the written arguments as the CPU kernel left them
+};
 
 // The queued CPU call: its arguments as deferred tensors and values.
 struct QueuedCall {
@@ -254,6 +277,7 @@ struct QueuedCall {
   std::vector<Fresh> fresh;
   std::vector<int32_t> refs;  // indices into `tensors`; -1: none
   std::vector<DeferredTensor> tensors;
+  std::vector<uint32_t> written;  // indices of the written arguments in `args`
   std::shared_ptr<CallReturns> returns;  // waited calls only
 
   void operator()() const {
@@ -308,7 +332,14 @@ struct QueuedCall {
         put(result.toTensor(), cpu_of(f.begin));
       }
     }
-    if (returns) *returns = std::move(stack);
+    if (returns) {
+      for (const uint32_t w : written) {
+        const Argument& a = args[w];
+        returns->written.push_back(a.kind == Argument::Kind::Tensor ? MetaValue::of(cpu_of(a.begin))
+                                                                    : MetaValue{});
+      }
+      returns->returns = std::move(stack);
+    }
   }
 
   void put(const at::Tensor& result, const at::Tensor& out) const {
@@ -412,14 +443,21 @@ class QueuedOperator::MetaMemo {
     }
     return nullptr;
   }
-  void insert(structured::MemoKey key, std::shared_ptr<const MetaOutcome> outcome) {
+  // Adds an outcome, or replaces the one under the same key (verified now).
+  void insert(const structured::MemoKey& key, std::shared_ptr<const MetaOutcome> outcome) {
     const std::lock_guard<std::mutex> lock(mutex_);
-    entries_[next_++ % entries_.size()] = {std::move(key), std::move(outcome)};
+    for (auto& [k, o] : entries_) {
+      if (o && k == key) {
+        o = std::move(outcome);
+        return;
+      }
+    }
+    entries_[next_++ % entries_.size()] = {key, std::move(outcome)};
   }
 
  private:
   std::mutex mutex_;
-  std::array<std::pair<structured::MemoKey, std::shared_ptr<const MetaOutcome>>, 8> entries_;
+  std::array<std::pair<structured::MemoKey, std::shared_ptr<const MetaOutcome>>, 16> entries_;
   size_t next_ = 0;
 };
 
@@ -451,16 +489,17 @@ std::shared_ptr<const MetaOutcome> contiguous_like_self(const c10::IValue* args,
   return outcome;
 }
 
-QueuedOperator::ShapeRule shape_rule_of(const std::string& name) {
-  if (name == "aten::_cummax_helper" || name == "aten::_cummin_helper") return &written_as_given;
-  if (name == "aten::_logcumsumexp") return &contiguous_like_self;
+QueuedOperator::ShapeRule shape_rule_of(const c10::FunctionSchema& schema) {
+  if (!schema.overload_name().empty()) return nullptr;
+  if (schema.name() == "aten::_cummax_helper" || schema.name() == "aten::_cummin_helper") return &written_as_given;
+  if (schema.name() == "aten::_logcumsumexp") return &contiguous_like_self;
   return nullptr;
 }
 
 }  // namespace
 
 QueuedOperator::QueuedOperator(const c10::OperatorHandle& op)
-    : shape_rule_(shape_rule_of(op.schema().name())), memo_(std::make_unique<MetaMemo>()) {
+    : shape_rule_(shape_rule_of(op.schema())), memo_(std::make_unique<MetaMemo>()) {
   const c10::FunctionSchema& schema = op.schema();
   const auto& arguments = schema.arguments();
   if (schema.name().rfind("aten::", 0) != 0) {
@@ -569,6 +608,69 @@ std::shared_ptr<const MetaOutcome> run_meta_kernel(const c10::OperatorHandle& op
   return outcome;
 }
 
+// After a waited call: the outputs take the geometry the CPU kernel gave
+// them (out= tensors it resized, results whose strides the Meta kernel did
+// not predict, copied into tensors of the CPU's strides), host values are
+// read, and the memo (under `key`) keeps the verified outcome for later calls.
+// Sizes or dtypes other than the Meta kernel's mean outputs that depend on
+// the data: the operator takes the synchronous path from then on.
+void learn_from_cpu(QueuedOperator& queued, const MetaOutcome& outcome, const CallReturns& cpu, c10::Device device,
+                    const c10::IValue* args, std::vector<c10::IValue>& returns, const structured::MemoKey* key) {
+  auto learned = std::make_shared<MetaOutcome>(outcome);
+  learned->verified = true;
+  std::string data_dependent;
+  for (size_t k = 0; k < queued.written().size(); ++k) {
+    const c10::IValue& dev = args[queued.written()[k]];
+    if (!dev.isTensor() || cpu.written[k].tensors.empty()) continue;
+    const MetaTensor& geometry = cpu.written[k].tensors[0];
+    take_geometry(dev.toTensor(), geometry);
+    learned->written[k].tensors[0] = geometry;
+  }
+  auto check = [&](const at::Tensor& result, at::Tensor& out, MetaTensor& learned_geometry) {
+    if (result.defined() == out.defined() && (!result.defined() || same_geometry(result, out))) return;
+    if (!learned_geometry.same_sizes(result)) {
+      data_dependent = (result.defined() ? geometry_of(result) : "none") + " on the CPU, " +
+                       (out.defined() ? geometry_of(out) : "none") + " from the Meta kernel";
+    }
+    learned_geometry = MetaTensor::of(result);
+    out = result.defined() ? copy_result_to_device(result, device) : at::Tensor();
+  };
+  for (size_t j = 0; j < returns.size(); ++j) {
+    const c10::IValue& result = cpu.returns[j];
+    MetaValue& geometry = learned->returns[j];
+    switch (queued.returns()[j].kind) {
+      case QueuedOperator::Return::Kind::HostValue:
+        returns[j] = result;
+        break;
+      case QueuedOperator::Return::Kind::Argument:
+        break;
+      case QueuedOperator::Return::Kind::Fresh:
+        if (returns[j].isTensor()) {
+          at::Tensor out = returns[j].toTensor();
+          check(result.toTensor(), out, geometry.tensors.at(0));
+          returns[j] = out;
+        } else if (returns[j].isTensorList()) {
+          std::vector<at::Tensor> outs = returns[j].toTensorVector();
+          const std::vector<at::Tensor> results = result.toTensorVector();
+          if (results.size() != outs.size()) {
+            data_dependent = std::to_string(results.size()) + " results on the CPU, " +
+                             std::to_string(outs.size()) + " from the Meta kernel";
+            outs.assign(results.size(), at::Tensor());
+            geometry.tensors.assign(results.size(), MetaTensor());
+          }
+          for (size_t k = 0; k < outs.size(); ++k) check(results[k], outs[k], geometry.tensors[k]);
+          returns[j] = c10::List<at::Tensor>(outs);
+        }
+        break;
+    }
+  }
+  if (!data_dependent.empty()) {
+    queued.take_sync_path("its outputs' sizes depend on the data: " + data_dependent);
+  } else if (key != nullptr) {
+    queued.memo().insert(*key, std::move(learned));
+  }
+}
+
 }  // namespace
 
 bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::Device device,
@@ -608,7 +710,7 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
   } else if (!outcome) {
     outcome = run_meta_kernel(op, &arg(0), queued, reason);
     if (!outcome) return false;
-    if (memoisable) queued.memo_->insert(std::move(key), outcome);
+    if (memoisable) queued.memo_->insert(key, outcome);
   }
 
   for (size_t k = 0; k < queued.written_.size(); ++k) {
@@ -634,14 +736,20 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
   // 2. Outputs: written arguments take the Meta kernel's geometry; fresh
   // results are allocated on the device.
   const SunriseGuard guard(device);
+  // The geometry the CPU kernel gives the outputs is known once a call with
+  // these arguments ran it (a host shape rule knows it at once). Until then,
+  // the call waits, and the CPU kernel resizes its out= tensors itself.
+  const bool verified = queued.shape_rule_ != nullptr || (memoisable && outcome->verified);
   for (size_t k = 0; k < queued.written_.size(); ++k) {
     const c10::IValue& dev = arg(queued.written_[k]);
     const std::vector<MetaTensor>& metas = outcome->written[k].tensors;
     if (dev.isTensor()) {
       // An out= tensor of the right shape keeps its strides, as on the CPU.
       const at::Tensor& t = dev.toTensor();
-      if (!arguments[queued.written_[k]].is_out() || !t.sizes().equals(metas.at(0).sizes)) {
+      if (!arguments[queued.written_[k]].is_out()) {
         take_geometry(t, metas.at(0));
+      } else if (!t.sizes().equals(metas.at(0).sizes)) {
+        verified ? take_geometry(t, metas.at(0)) : reserve_for(t, metas.at(0));
       }
     } else if (dev.isTensorList()) {
       const auto devs = dev.toTensorVector();
@@ -707,60 +815,26 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
     f.end = build.mark();
     call.fresh.push_back(f);
   }
+  for (size_t i : queued.written_) call.written.push_back(static_cast<uint32_t>(i));
   const uint64_t dtypes = build.key().value();
 
-  // The first call with these dtypes (and every call returning a host value)
-  // waits: the CPU kernel's errors arrive here, and its results show whether
-  // the Meta kernel gave them the right geometry.
-  if (!queued.returns_host_value_ && queued.checked_.contains(dtypes)) {
+  // A call waits (its CPU kernel's errors arrive here) until its outputs'
+  // geometry is verified, and a host shape rule's op until its dtypes ran;
+  // a call returning a host value always waits.
+  const bool wait = queued.returns_host_value_ || !verified ||
+                    (queued.shape_rule_ != nullptr && !queued.checked_.contains(dtypes));
+  if (!wait) {
     for (const c10::Warning& warning : outcome->warnings) c10::warn(warning);
     launch_task(stream, std::move(call));
   } else {
-    auto cpu_returns = std::make_shared<CallReturns>();
-    call.returns = cpu_returns;
+    auto cpu = std::make_shared<CallReturns>();
+    call.returns = cpu;
     auto result = std::make_shared<detail::CallResult>();
     launch_task(stream, std::move(call), result);
     // A call that returns a host value has none to return after an error.
     if (wait_for_checked_launch(stream, *result, /*index_errors_async=*/!queued.returns_host_value_)) {
-      std::string differs;
-      auto check = [&](const at::Tensor& cpu, at::Tensor& out) {
-        if (cpu.defined() == out.defined() && (!cpu.defined() || same_geometry(cpu, out))) return;
-        differs = (cpu.defined() ? geometry_of(cpu) : "none") + " on the CPU, " +
-                  (out.defined() ? geometry_of(out) : "none") + " from the Meta kernel";
-        out = cpu.defined() ? copy_result_to_device(cpu, device) : at::Tensor();
-      };
-      for (size_t j = 0; j < returns.size(); ++j) {
-        const c10::IValue& cpu = (*cpu_returns)[j];
-        switch (queued.returns_[j].kind) {
-          case QueuedOperator::Return::Kind::HostValue:
-            returns[j] = cpu;
-            break;
-          case QueuedOperator::Return::Kind::Argument:
-            break;
-          case QueuedOperator::Return::Kind::Fresh:
-            if (returns[j].isTensor()) {
-              at::Tensor out = returns[j].toTensor();
-              check(cpu.toTensor(), out);
-              returns[j] = out;
-            } else if (returns[j].isTensorList()) {
-              std::vector<at::Tensor> outs = returns[j].toTensorVector();
-              const std::vector<at::Tensor> cpus = cpu.toTensorVector();
-              if (cpus.size() != outs.size()) {
-                differs = std::to_string(cpus.size()) + " results on the CPU, " + std::to_string(outs.size()) +
-                          " from the Meta kernel";
-                outs.assign(cpus.size(), at::Tensor());
-              }
-              for (size_t k = 0; k < outs.size(); ++k) check(cpus[k], outs[k]);
-              returns[j] = c10::List<at::Tensor>(outs);
-            }
-            break;
-        }
-      }
-      if (!differs.empty()) {
-        queued.take_sync_path("its Meta kernel's outputs differ from the CPU kernel's: " + differs);
-      } else if (!queued.returns_host_value_ && dtypes != DtypeKey::kAlwaysWait) {
-        queued.checked_.insert(dtypes);
-      }
+      learn_from_cpu(queued, *outcome, *cpu, device, &arg(0), returns, memoisable ? &key : nullptr);
+      if (queued.shape_rule_ != nullptr && dtypes != DtypeKey::kAlwaysWait) queued.checked_.insert(dtypes);
     }
   }
   torch::jit::drop(*stack, num_args);

@@ -49,6 +49,9 @@ class QueuedOperator {
   explicit QueuedOperator(const c10::OperatorHandle& op);
   ~QueuedOperator();
 
+  // Sends every later call to the synchronous path, for `reason`.
+  void take_sync_path(std::string reason);
+
   // Why every call of the operator takes the synchronous path; empty if its
   // calls may be queued.
   std::string sync_reason() const;
@@ -61,12 +64,15 @@ class QueuedOperator {
     enum class Kind { Fresh, Argument, HostValue } kind;
     size_t argument = 0;  // Argument: the index of the (written) argument it is
   };
+  const std::vector<Return>& returns() const { return returns_; }
+
+  // The last outcomes of its Meta kernel (SunriseQueuedFallback.cpp).
+  class MetaMemo;
+  MetaMemo& memo() { return *memo_; }
 
  private:
   friend bool queue_cpu_kernel(const c10::OperatorHandle&, torch::jit::Stack*, c10::Device, QueuedOperator&,
                                std::string&);
-  void take_sync_path(std::string reason);
-  class MetaMemo;
 
   ShapeRule shape_rule_;  // instead of the Meta kernel, for the few ops without one
   std::vector<Return> returns_;

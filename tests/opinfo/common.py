@@ -22,7 +22,8 @@ KINDS = ("forward", "noncontiguous", "out", "inplace", "variants", "grad")
 # The fast representative subset run by default (OpInfo full names). It covers every family
 # of op (elementwise unary / binary / ternary, comparisons, reductions, scans, matmul and
 # linalg, convolution, pooling, normalization, losses, activations, indexing / scatter /
-# gather, views and shape ops, factories, sorting, data-dependent shapes, FFT, random ops)
+# gather, views and shape ops, factories, sorting, data-dependent shapes, FFT, random ops, ops
+# without a sunrise kernel)
 # and every kind of check (many have out= and in-place variants and gradients).
 QUICK_OPS = (
     "add", "mul", "div.no_rounding_mode", "pow", "abs", "exp", "sqrt", "sin", "sigmoid",
@@ -35,6 +36,8 @@ QUICK_OPS = (
     "cat", "reshape", "transpose", "as_strided", "expand", "unfold", "flip",
     "topk", "sort", "nonzero", "masked_select", "arange", "full", "zeros_like",
     "fft.fft", "nn.functional.dropout",
+    # No sunrise kernel: the fallback's queued path (in-place, out=, host shape rule, linalg).
+    "index_fill", "kthvalue", "histc", "cummax", "linspace", "linalg.solve_triangular", "nn.functional.huber_loss",
 )
 # dtypes of the default subset (SUNRISE_OPINFO_OPS and the full run use every dtype the op supports on CPU).
 QUICK_DTYPES = ("float32", "bfloat16", "int64", "bool", "complex64")
