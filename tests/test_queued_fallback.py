@@ -143,9 +143,10 @@ def test_out_arguments_are_resized_and_returned_as_on_cpu() -> None:
 def test_cpu_operands_are_copied_at_the_call() -> None:
     x = torch.randn(64, generator=_gen())
     scalar = torch.tensor(0.25)  # a 0-dim CPU tensor: CUDA takes it too
-    torch.polar(x.to(D).abs(), scalar)  # the first call waits
+    magnitudes = x.to(D).abs()
+    torch.polar(magnitudes, scalar)  # the first call waits
     long_work = _queue_long_work()
-    got = torch.polar(x.to(D).abs(), scalar)
+    got = torch.polar(magnitudes, scalar)
     scalar.fill_(100.0)  # reused by the caller while the queued call is pending
     assert not torch.sunrise.current_stream().query()
     assert torch_sunrise.queued_fallback_stats() == {"aten::polar.out": 2}
