@@ -1,8 +1,9 @@
 """Writes docs/op_coverage.md from the results of the full OpInfo suite (tests/opinfo/full_run.py).
 
-Per OpInfo: whether it runs natively on sunrise or through the CPU fallback (its forward samples
-run with torch_sunrise.reset_fallback_stats() before and torch_sunrise.fallback_stats() after:
-native means no sample made a fallback call), and the dtypes whose results agree with the CPU,
+Per OpInfo: whether it runs natively on sunrise, through the fallback's queued path, or through the
+synchronous fallback (its forward samples run with torch_sunrise.reset_fallback_stats() before and
+fallback_stats() / queued_fallback_stats() after: native means no sample made a fallback call), with
+the reasons of what still synchronizes, and the dtypes whose results agree with the CPU,
 forward (the forward, non-contiguous, out= and in-place checks all pass) and backward (the
 gradient check passes). Plus the headline numbers, the outcome counts, the expected failures and
 every other failure.

@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+from typing import TextIO
 
 
-def _print_report(out) -> None:
+def _print_report(out: TextIO) -> None:
+    """Prints the queued and the synchronous fallback calls since the counters were reset."""
     import torch_sunrise
 
     queued = torch_sunrise.queued_fallback_stats()
