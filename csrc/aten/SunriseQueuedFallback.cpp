@@ -1,4 +1,5 @@
 #include "SunriseQueuedFallback.h"
+#include "DtypeCheckedLaunch.h"
 #include "SunriseCpuFallback.h"
 #include "SunriseHostCompute.h"
 
@@ -101,12 +102,6 @@ bool is_tensor_type(const c10::TypePtr& type) {
   if (const auto opt = type->cast<c10::OptionalType>()) return is_tensor_type(opt->getElementType());
   if (const auto list = type->cast<c10::ListType>()) return list->getElementType()->kind() == c10::TypeKind::TensorType;
   return false;
-}
-
-// A Scalar argument (its value, unlike an int's, picks no kernel path).
-bool is_scalar_type(const c10::TypePtr& type) {
-  if (const auto opt = type->cast<c10::OptionalType>()) return is_scalar_type(opt->getElementType());
-  return type->kind() == c10::TypeKind::NumberType;
 }
 
 std::string geometry_of(const at::Tensor& t) {
@@ -354,45 +349,17 @@ struct QueuedCall {
   }
 };
 
-// Builds a QueuedCall's arguments, and the key of its dtype check.
+// Builds a QueuedCall's tensor arguments.
 class CallBuilder {
  public:
   CallBuilder(QueuedCall& call, srStream_t stream) : call_(call), stream_(stream) {}
 
-  void tensor(const at::Tensor& t) {
-    key_.add(t);
-    key_.add_value(t.is_contiguous() ? 1 : 2);  // the CPU kernel's result strides may follow its inputs'
-    call_.refs.push_back(index_of(t));
-  }
   void optional(const std::optional<at::Tensor>& t) {
-    if (t && t->defined()) {
-      tensor(*t);
-    } else {
-      key_.add(at::Tensor());
-      call_.refs.push_back(-1);
-    }
+    call_.refs.push_back(t && t->defined() ? index_of(*t) : -1);
   }
   // An output allocated on the host.
   void output(const at::Tensor& t) { call_.refs.push_back(t.defined() ? index_of(t) : -1); }
   uint32_t mark() const { return static_cast<uint32_t>(call_.refs.size()); }
-
-  // A value argument that may pick the CPU kernel's path.
-  void value(const c10::Argument& arg, const c10::IValue& v) {
-    if (v.isNone()) {
-      key_.add_value(0x300);
-    } else if (v.isBool()) {
-      key_.add(v.toBool());
-    } else if (v.isString()) {
-      key_.add(v.toStringView());
-    } else if (v.isInt()) {
-      is_scalar_type(arg.type()) ? key_.add_value(0x301) : key_.add(v.toInt());
-    } else if (v.isDouble()) {
-      key_.add_value(0x302);
-    } else if (v.isComplexDouble()) {
-      key_.add_value(0x303);
-    }
-  }
-  DtypeKey& key() { return key_; }
 
  private:
   int32_t index_of(const at::Tensor& t) {
@@ -414,7 +381,6 @@ class CallBuilder {
 
   QueuedCall& call_;
   srStream_t stream_;
-  DtypeKey key_;
   c10::SmallVector<const c10::TensorImpl*, 8> impls_;
 };
 
@@ -703,12 +669,11 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
   // 1. The Meta kernel sizes the outputs, and checks the arguments, here
   // (or the memo of a run with the same arguments' metadata and values).
   structured::MemoKey key;
-  const bool memoisable = queued.shape_rule_ == nullptr && describe_call(schema, &arg(0), key);
+  const bool memoisable = describe_call(schema, &arg(0), key);
   std::shared_ptr<const MetaOutcome> outcome = memoisable ? queued.memo_->find(key) : nullptr;
-  if (queued.shape_rule_ != nullptr) {
-    outcome = queued.shape_rule_(&arg(0), queued);
-  } else if (!outcome) {
-    outcome = run_meta_kernel(op, &arg(0), queued, reason);
+  if (!outcome) {
+    outcome = queued.shape_rule_ != nullptr ? queued.shape_rule_(&arg(0), queued)
+                                            : run_meta_kernel(op, &arg(0), queued, reason);
     if (!outcome) return false;
     if (memoisable) queued.memo_->insert(key, outcome);
   }
@@ -737,9 +702,9 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
   // results are allocated on the device.
   const SunriseGuard guard(device);
   // The geometry the CPU kernel gives the outputs is known once a call with
-  // these arguments ran it (a host shape rule knows it at once). Until then,
-  // the call waits, and the CPU kernel resizes its out= tensors itself.
-  const bool verified = queued.shape_rule_ != nullptr || (memoisable && outcome->verified);
+  // these arguments ran it. Until then, the call waits, and the CPU kernel
+  // resizes its out= tensors itself.
+  const bool verified = memoisable && outcome->verified;
   for (size_t k = 0; k < queued.written_.size(); ++k) {
     const c10::IValue& dev = arg(queued.written_[k]);
     const std::vector<MetaTensor>& metas = outcome->written[k].tensors;
@@ -784,14 +749,12 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
     a.begin = build.mark();
     if (v.isTensor() && v.toTensor().defined()) {
       a.kind = QueuedCall::Argument::Kind::Tensor;
-      build.tensor(v.toTensor());
+      build.optional(v.toTensor());
     } else if (v.isTensorList()) {
       a.kind = QueuedCall::Argument::Kind::TensorList;
-      build.key().add_value(v.toTensorList().size());
       for (const at::Tensor& t : v.toTensorList()) build.optional(t);
     } else if (v.isOptionalTensorList()) {
       a.kind = QueuedCall::Argument::Kind::OptionalTensorList;
-      build.key().add_value(v.toOptionalTensorList().size());
       for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) build.optional(t);
     } else if (is_generator_argument(arguments[i])) {
       a.value = cpu_generator_for(v, device.index(), schema.name());
@@ -799,8 +762,6 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
       a.value = c10::Device(c10::kCPU);
     } else {
       a.value = v;
-      if (v.isTensor()) build.key().add(at::Tensor());  // undefined
-      build.value(arguments[i], v);
     }
     a.end = build.mark();
   }
@@ -816,13 +777,10 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
     call.fresh.push_back(f);
   }
   for (size_t i : queued.written_) call.written.push_back(static_cast<uint32_t>(i));
-  const uint64_t dtypes = build.key().value();
 
   // A call waits (its CPU kernel's errors arrive here) until its outputs'
-  // geometry is verified, and a host shape rule's op until its dtypes ran;
-  // a call returning a host value always waits.
-  const bool wait = queued.returns_host_value_ || !verified ||
-                    (queued.shape_rule_ != nullptr && !queued.checked_.contains(dtypes));
+  // geometry is verified; a call returning a host value always waits.
+  const bool wait = queued.returns_host_value_ || !verified;
   if (!wait) {
     for (const c10::Warning& warning : outcome->warnings) c10::warn(warning);
     launch_task(stream, std::move(call));
@@ -834,7 +792,6 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
     // A call that returns a host value has none to return after an error.
     if (wait_for_checked_launch(stream, *result, /*index_errors_async=*/!queued.returns_host_value_)) {
       learn_from_cpu(queued, *outcome, *cpu, device, &arg(0), returns, memoisable ? &key : nullptr);
-      if (queued.shape_rule_ != nullptr && dtypes != DtypeKey::kAlwaysWait) queued.checked_.insert(dtypes);
     }
   }
   torch::jit::drop(*stack, num_args);

@@ -5,27 +5,30 @@
 // (what fake tensors and torch.compile use) gives their sizes, strides and
 // dtypes on the host. So a call without a sunrise kernel:
 //   1. runs the Meta kernel over meta copies of its arguments, on the host
-//      (argument checks and resize warnings happen here, at the call);
-//   2. gives out= and in-place arguments the geometry the Meta kernel gave
-//      them, and allocates fresh outputs from the caching allocator;
+//      (its argument checks happen here, at the call), or replays the memo of
+//      a run with the same operand metadata and argument values;
+//   2. gives out= and in-place arguments that geometry, and allocates fresh
+//      outputs from the caching allocator;
 //   3. queues one task on the current stream that runs the CPU kernel over
 //      CPU views of device memory and copies fresh results into the outputs.
-// The host returns at once. Like the hand-written ops, the first call with a
-// combination of operand dtypes waits, so that the CPU kernel's dtype errors
-// arrive at the call (DtypeCheckedLaunch.h); that first call also checks the
-// Meta kernel's geometry against the CPU kernel's results, and an operator
-// whose Meta kernel disagrees takes the synchronous path from then on.
+// The host returns at once, except on the first call with new operand
+// metadata and argument values: that call waits, so that the CPU kernel's
+// errors arrive at the call (as the hand-written ops' first launches do,
+// DtypeCheckedLaunch.h), and the geometry the CPU kernel gives its outputs is
+// verified: it resizes its own out= tensors on that run, and where a Meta
+// kernel's strides are not the CPU kernel's, the CPU's are remembered for
+// later calls. Other sizes than the Meta kernel's mean outputs that depend on
+// the data: the operator takes the synchronous path from then on.
 //
 // Calls that cannot be queued take the synchronous path (SunriseCpuFallback.cpp),
 // with the reason: an operator outside ATen (its CPU kernel may be Python),
-// one without a Meta kernel or whose outputs depend
-// on the data (the Meta kernel raises: nonzero, unique, ...), one returning a
-// view of an argument, writing a CPU tensor, or taking a Storage. An operator
-// returning a host value (a bool, a number) is queued and waited for, as on
-// CUDA.
+// one without a Meta kernel (but for a few host shape rules) or whose outputs
+// depend on the data (the Meta kernel raises: nonzero, unique, ...), one
+// returning a view of an argument, writing a CPU tensor, taking a Storage, or
+// resizing an out= tensor that has elements (deprecated; CPU's warning words).
+// An operator returning a host value (a bool, a number) is queued and waited
+// for, as on CUDA.
 #pragma once
-
-#include "DtypeCheckedLaunch.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
@@ -81,7 +84,6 @@ class QueuedOperator {
   std::atomic<bool> sync_only_{false};
   mutable std::mutex mutex_;  // guards sync_reason_
   std::string sync_reason_;
-  CheckedDtypes checked_;
   std::unique_ptr<MetaMemo> memo_;
 };
 
