@@ -18,12 +18,12 @@ synchronous fallback (none expected, but for the comparison run).
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import statistics
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -32,47 +32,51 @@ import torch.nn.functional as F
 import torch_sunrise
 
 
-def everyday_step_times(device: str, steps: int) -> list[float]:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 1)).to(device)
+def timed_steps(model: nn.Module, steps: int, loss_of: Callable[[nn.Module], torch.Tensor]) -> list[float]:
+    """Times `steps` training steps (ms): zero_grad, the loss, backward, an AdamW step, and the
+    loss read on the host (the wait a logging loop makes every step)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 32, generator=g).to(device)
-    t = (torch.rand(256, generator=g) * 100).to(device)
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        target = (t // 10) / 10  # floor_divide
-        target[target > 0.8] = 0.8  # index_put_ with a boolean mask
         opt.zero_grad()
-        out = model(x).squeeze(1)
-        loss = F.mse_loss(out, target) - 0.01 * F.logsigmoid(out).mean()
+        loss = loss_of(model)
         loss.backward()
         opt.step()
         loss.item()
         times.append((time.perf_counter() - start) * 1e3)
     return times
+
+
+def everyday_step_times(device: str, steps: int) -> list[float]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 1)).to(device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 32, generator=g).to(device)
+    t = (torch.rand(256, generator=g) * 100).to(device)
+
+    def loss_of(m: nn.Module) -> torch.Tensor:
+        target = (t // 10) / 10  # floor_divide
+        target[target > 0.8] = 0.8  # index_put_ with a boolean mask
+        out = m(x).squeeze(1)
+        return F.mse_loss(out, target) - 0.01 * F.logsigmoid(out).mean()
+
+    return timed_steps(model, steps, loss_of)
 
 
 def spectral_step_times(device: str, steps: int) -> list[float]:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(256, 128), nn.GELU(), nn.Linear(128, 256)).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 256, generator=g).to(device)
     target_spectrum = torch.fft.rfft(x).abs()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        opt.zero_grad()
-        out = model(x)
+
+    def loss_of(m: nn.Module) -> torch.Tensor:
+        out = m(x)
         spectral = (torch.fft.rfft(out).abs() - target_spectrum).pow(2).mean()  # _fft_r2c, _fft_c2c
-        loss = F.huber_loss(out, x) + 0.1 * spectral  # huber_loss and its backward
-        loss.backward()
-        opt.step()
-        loss.item()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+        return F.huber_loss(out, x) + 0.1 * spectral  # huber_loss and its backward
+
+    return timed_steps(model, steps, loss_of)
 
 
 LOOPS = {"everyday": everyday_step_times, "spectral": spectral_step_times}

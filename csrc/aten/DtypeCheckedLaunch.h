@@ -166,10 +166,11 @@ inline bool wait_for_checked_launch(const SunriseStream& stream, const detail::C
   return false;
 }
 
-// launch_task, with an error of the kernel raised here the first time
-// `checked` sees these operand dtypes (`dtypes`: dtype_key of the operands).
+// launch_task, with an error of the kernel raised here the first time the
+// site launches these operand dtypes (`dtypes`: dtype_key of the operands).
 template <typename F>
-void launch_checked(CheckedDtypes& checked, const SunriseStream& stream, uint64_t dtypes, F&& f) {
+void launch_checked(const SunriseStream& stream, uint64_t dtypes, F&& f) {
+  CheckedDtypes& checked = checked_dtypes_of<std::decay_t<F>>();
   if (checked.contains(dtypes)) {
     launch_task(stream, std::forward<F>(f));
     return;
@@ -177,12 +178,6 @@ void launch_checked(CheckedDtypes& checked, const SunriseStream& stream, uint64_
   auto result = std::make_shared<detail::CallResult>();
   launch_task(stream, std::forward<F>(f), result);
   if (wait_for_checked_launch(stream, *result) && dtypes != DtypeKey::kAlwaysWait) checked.insert(dtypes);
-}
-
-// The same, with the dtypes checked per call site.
-template <typename F>
-void launch_checked(const SunriseStream& stream, uint64_t dtypes, F&& f) {
-  launch_checked(checked_dtypes_of<std::decay_t<F>>(), stream, dtypes, std::forward<F>(f));
 }
 
 }  // namespace torch_sunrise::aten

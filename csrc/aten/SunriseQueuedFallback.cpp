@@ -1,10 +1,8 @@
 #include "SunriseQueuedFallback.h"
-#include "DtypeCheckedLaunch.h"
+#include "MetaMemo.h"
+#include "SunriseAsyncSupport.h"
 #include "SunriseCpuFallback.h"
 #include "SunriseHostCompute.h"
-
-#include "MetaMemo.h"
-#include "kernels/CpuViews.h"
 
 #include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseStorage.h>
@@ -130,7 +128,7 @@ class MetaCopies {
     for (const auto& [impl, copy] : made_) {
       if (impl == t.unsafeGetTensorImpl()) return copy;
     }
-    at::Tensor copy = at::empty_strided(t.sizes(), t.strides(), t.options().device(c10::kMeta));
+    at::Tensor copy = meta_like(t);
     if (t.is_conj()) copy._set_conj(true);
     if (t.is_neg()) copy._set_neg(true);
     // A Python number takes part in type promotion as a scalar.
@@ -354,11 +352,8 @@ class CallBuilder {
  public:
   CallBuilder(QueuedCall& call, srStream_t stream) : call_(call), stream_(stream) {}
 
-  void optional(const std::optional<at::Tensor>& t) {
-    call_.refs.push_back(t && t->defined() ? index_of(*t) : -1);
-  }
-  // An output allocated on the host.
-  void output(const at::Tensor& t) { call_.refs.push_back(t.defined() ? index_of(t) : -1); }
+  // An argument, or an output allocated on the host; undefined: none.
+  void tensor(const at::Tensor& t) { call_.refs.push_back(t.defined() ? index_of(t) : -1); }
   uint32_t mark() const { return static_cast<uint32_t>(call_.refs.size()); }
 
  private:
@@ -749,13 +744,13 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
     a.begin = build.mark();
     if (v.isTensor() && v.toTensor().defined()) {
       a.kind = QueuedCall::Argument::Kind::Tensor;
-      build.optional(v.toTensor());
+      build.tensor(v.toTensor());
     } else if (v.isTensorList()) {
       a.kind = QueuedCall::Argument::Kind::TensorList;
-      for (const at::Tensor& t : v.toTensorList()) build.optional(t);
+      for (const at::Tensor& t : v.toTensorList()) build.tensor(t);
     } else if (v.isOptionalTensorList()) {
       a.kind = QueuedCall::Argument::Kind::OptionalTensorList;
-      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) build.optional(t);
+      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) build.tensor(t ? *t : at::Tensor());
     } else if (is_generator_argument(arguments[i])) {
       a.value = cpu_generator_for(v, device.index(), schema.name());
     } else if (v.isDevice() && v.toDevice().is_privateuseone()) {
@@ -769,9 +764,9 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
     if (queued.returns_[j].kind != QueuedOperator::Return::Kind::Fresh) continue;
     QueuedCall::Fresh f{j, returns[j].isTensorList(), build.mark(), 0};
     if (f.list) {
-      for (const at::Tensor& t : returns[j].toTensorList()) build.output(t);
+      for (const at::Tensor& t : returns[j].toTensorList()) build.tensor(t);
     } else if (returns[j].isTensor()) {
-      build.output(returns[j].toTensor());
+      build.tensor(returns[j].toTensor());
     }
     f.end = build.mark();
     call.fresh.push_back(f);
