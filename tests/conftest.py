@@ -27,6 +27,15 @@ import sys
 import textwrap
 from typing import Any, Callable, Iterator, Mapping, Optional
 
+# torch.compile: one Inductor cache for the whole run and its subprocesses, kept
+# between runs in build/ (compiled C++ is not rebuilt), and compilation in the
+# test process (no pool of compile workers to start on a 2-core machine).
+os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "inductor_cache"),
+)
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
 import pytest
 import torch
 

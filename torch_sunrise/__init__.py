@@ -138,6 +138,11 @@ def _drain_devices_at_exit() -> None:
 if _C is not None:
     _register()
     atexit.register(_drain_devices_at_exit)
+    # torch.compile: Dynamo's device interface and Inductor's backend, registered
+    # when torch loads them (torch_sunrise/inductor/__init__.py).
+    from .inductor import install as _install_compile
+
+    _install_compile()
     # HuggingFace libraries pick sunrise like CUDA, patched lazily when they
     # are imported (docs/huggingface.md; SUNRISE_HF_INTEGRATION=0 disables).
     from .integrations.huggingface import _enable_on_import

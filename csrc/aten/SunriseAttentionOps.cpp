@@ -22,23 +22,29 @@
 namespace torch_sunrise::aten {
 namespace {
 
-// CPU's choice, made from the operands' metadata (CPU views made on the host
-// carry it, requires_grad included: the flash kernel has no gradient for a
-// mask, so a mask that requires one sends CPU eager to the math path; no data
-// is read).
+// A CPU tensor with the metadata of `t` (sizes and strides, symbolic under
+// dynamic shapes; dtype; requires_grad) and no data: CPU's choice reads no
+// data, and `t` may have none to read (a FakeTensor, while torch.compile traces).
+at::Tensor cpu_metadata_twin(const at::Tensor& t) {
+  if (!t.device().is_privateuseone()) return t;
+  c10::Storage empty(c10::Storage::use_byte_size_t(), 0, c10::GetAllocator(c10::DeviceType::CPU), /*resizable=*/false);
+  at::Tensor twin = at::detail::make_tensor<c10::TensorImpl>(std::move(empty), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                                              t.dtype());
+  twin.unsafeGetTensorImpl()->set_sizes_and_strides(t.sym_sizes(), t.sym_strides());
+  if (t.requires_grad()) twin.set_requires_grad(true);
+  return twin;
+}
+
+// CPU's choice, made from the operands' metadata (requires_grad included: the
+// flash kernel has no gradient for a mask, so a mask that requires one sends
+// CPU eager to the math path).
 int64_t fused_sdp_choice(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                          const std::optional<at::Tensor>& attn_mask, double dropout_p, bool is_causal,
                          std::optional<double> scale, bool enable_gqa) {
-  auto view = [](const at::Tensor& t) {
-    if (!t.device().is_privateuseone()) return t;
-    at::Tensor v = kernels::cpu_view(t);
-    if (t.requires_grad()) v.set_requires_grad(true);
-    return v;
-  };
   std::optional<at::Tensor> mask;
-  if (attn_mask && attn_mask->defined()) mask = view(*attn_mask);
-  return at::native::_fused_sdp_choice_stub(c10::DeviceType::CPU, view(query), view(key), view(value), mask,
-                                            dropout_p, is_causal, scale, enable_gqa);
+  if (attn_mask && attn_mask->defined()) mask = cpu_metadata_twin(*attn_mask);
+  return at::native::_fused_sdp_choice_stub(c10::DeviceType::CPU, cpu_metadata_twin(query), cpu_metadata_twin(key),
+                                            cpu_metadata_twin(value), mask, dropout_p, is_causal, scale, enable_gqa);
 }
 
 // The argument checks of the CPU kernel that a caller can trip, raised here

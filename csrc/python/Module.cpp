@@ -2,6 +2,7 @@
 // C++ layers (runtime glue, allocator, fallback); Python-facing names and
 // behaviour are shaped in torch_sunrise/sunrise/*.py.
 #include "aten/SunriseCpuFallback.h"
+#include "kernels/CompiledKernel.h"
 
 #include <torch_sunrise/SunriseCachingAllocator.h>
 #include <torch_sunrise/SunriseException.h>
@@ -13,8 +14,11 @@
 
 #include <ATen/Context.h>
 #include <torch/csrc/Generator.h>
+#include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/device_lazy_init.h>
 #include <torch/csrc/utils/pybind.h>
+
+#include <cstring>
 
 namespace py = pybind11;
 
@@ -163,12 +167,51 @@ void bind_runtime(py::module_& m) {
   });
 }
 
+// A kernel Inductor compiled for sunrise, callable from the generated wrapper
+// as the CPU's pybinding kernels are: tensors and Python scalars, positionally.
+// `library` keeps the shared object that holds the entry point loaded.
+class CompiledKernel {
+ public:
+  CompiledKernel(uintptr_t entry, py::object library)
+      : entry_(reinterpret_cast<kernels::CompiledKernelEntry>(entry)), library_(std::move(library)) {}
+
+  void operator()(const py::args& args) const {
+    std::vector<kernels::CompiledKernelArg> parsed(args.size());
+    for (size_t i = 0; i < args.size(); ++i) {
+      PyObject* obj = args[i].ptr();
+      kernels::CompiledKernelArg& arg = parsed[i];
+      if (THPVariable_Check(obj)) {
+        arg.tensor = THPVariable_Unpack(obj);
+      } else if (PyLong_Check(obj)) {
+        // Sizes and offsets are signed; raw addresses may use the top bit.
+        arg.bits = PyLong_AsUnsignedLongLongMask(obj);
+        if (arg.bits == static_cast<uint64_t>(-1) && PyErr_Occurred()) throw py::error_already_set();
+      } else if (PyFloat_Check(obj)) {
+        const double value = PyFloat_AS_DOUBLE(obj);
+        std::memcpy(&arg.bits, &value, sizeof(value));
+      } else {
+        TORCH_CHECK_TYPE(false, "sunrise: argument ", i, " of a compiled kernel is a ", Py_TYPE(obj)->tp_name,
+                         "; expected a tensor, an int or a float");
+      }
+    }
+    kernels::launch_compiled_kernel(entry_, parsed);
+  }
+
+ private:
+  kernels::CompiledKernelEntry entry_;
+  py::object library_;
+};
+
 }  // namespace
 }  // namespace torch_sunrise
 
 PYBIND11_MODULE(_C, m) {
   using namespace torch_sunrise;
   m.doc() = "torch_sunrise native extension";
+
+  py::class_<CompiledKernel>(m, "_CompiledKernel")
+      .def(py::init<uintptr_t, py::object>(), py::arg("entry"), py::arg("library"))
+      .def("__call__", &CompiledKernel::operator());
 
   m.def("_init", [] {
     torch::utils::register_fork_handler_for_device_init(at::kPrivateUse1);

@@ -39,8 +39,6 @@ hook (``SUNRISE_HF_INTEGRATION=0`` in the environment disables it). Explicitly:
 from __future__ import annotations
 
 import functools
-import importlib.abc
-import importlib.machinery
 import inspect
 import logging
 import os
@@ -49,6 +47,8 @@ import threading
 from typing import Any, Callable, Optional
 
 import torch
+
+from .. import _import_hooks
 
 __all__ = ["ENV_SWITCH", "applied_patches", "disable", "enable", "is_enabled"]
 
@@ -61,6 +61,7 @@ _REBIND_PREFIXES = ("accelerate", "transformers", "peft", "sentence_transformers
 
 _lock = threading.RLock()
 _enabled = False
+_hooked = False  # the import hooks are installed once; _enabled gates them
 # (owner, attribute, original value, description) of every applied patch, in order.
 _applied: list[tuple[Any, str, Any, str]] = []
 _patched_modules: set[str] = set()
@@ -316,6 +317,12 @@ _PATCHERS: dict[str, Callable[[Any], None]] = {
 }
 
 
+def _on_import(name: str, module: Any) -> None:
+    with _lock:
+        _patched_modules.discard(name)  # a reload made new objects: patch them too
+    _apply(name, module)
+
+
 def _apply(name: str, module: Any) -> None:
     with _lock:
         if not _enabled or name in _patched_modules:
@@ -327,77 +334,29 @@ def _apply(name: str, module: Any) -> None:
             _logger.warning(f"torch_sunrise: could not patch {name} for the sunrise device: {error!r}")
 
 
-# --------------------------------------------------------------------------- import hook
-
-
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: for the modules in ``_PATCHERS`` it asks the other
-    finders for the spec and makes the loader patch the module once executed."""
-
-    def __init__(self) -> None:
-        self._busy = threading.local()
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname not in _PATCHERS or getattr(self._busy, "name", None) == fullname:
-            return None
-        self._busy.name = fullname
-        try:
-            spec = None
-            for finder in sys.meta_path:
-                if finder is self or not hasattr(finder, "find_spec"):
-                    continue
-                spec = finder.find_spec(fullname, path, target)
-                if spec is not None:
-                    break
-        finally:
-            self._busy.name = None
-        loader = getattr(spec, "loader", None)
-        if not isinstance(loader, (importlib.machinery.SourceFileLoader, importlib.machinery.SourcelessFileLoader)):
-            return spec
-        exec_module = loader.exec_module
-
-        def exec_and_patch(module: Any) -> None:
-            exec_module(module)
-            with _lock:
-                _patched_modules.discard(fullname)  # a reload made new objects: patch them too
-            _apply(fullname, module)
-
-        loader.exec_module = exec_and_patch  # this loader instance serves this one file
-        return spec
-
-
-_finder: Optional[_PatchOnImport] = None
-
-
 # --------------------------------------------------------------------------- API
 
 
 def enable() -> None:
     """Apply the patches: now to the modules already imported, and to the others
     as soon as they are imported. Idempotent."""
-    global _enabled, _finder
+    global _enabled, _hooked
     with _lock:
         _enabled = True
-        if _finder is None:
-            _finder = _PatchOnImport()
-            sys.meta_path.insert(0, _finder)
-        for name in _PATCHERS:
-            module = sys.modules.get(name)
-            if module is not None:
-                _apply(name, module)
+        first = not _hooked
+        _hooked = True
+    for name in _PATCHERS:
+        if first:
+            _import_hooks.on_import(name, functools.partial(_on_import, name))
+        elif name in sys.modules:
+            _apply(name, sys.modules[name])
 
 
 def disable() -> None:
-    """Remove the import hook and restore every patched function to the original."""
-    global _enabled, _finder
+    """Stop patching, and restore every patched function to the original."""
+    global _enabled
     with _lock:
         _enabled = False
-        if _finder is not None:
-            try:
-                sys.meta_path.remove(_finder)
-            except ValueError:
-                pass
-            _finder = None
         while _applied:
             owner, attr, original, _what = _applied.pop()
             setattr(owner, attr, original)

@@ -176,6 +176,15 @@ def is_bf16_supported(including_emulation: bool = True) -> bool:
     return True
 
 
+def __getattr__(name: str) -> Any:
+    # Inductor's lazy lookup of a PrivateUse1 backend's codegen (torch_sunrise.inductor).
+    if name in ("Scheduling", "PythonWrapperCodegen"):
+        from ..inductor import codegen_attribute
+
+        return codegen_attribute(name)
+    raise AttributeError(f"module 'torch.sunrise' has no attribute '{name}'")
+
+
 from .random import *  # noqa: E402,F401,F403
 from .random import __all__ as _random_all  # noqa: E402
 from .memory import *  # noqa: E402,F401,F403
