@@ -203,15 +203,26 @@ def test_random_ops_use_the_sunrise_generator() -> None:
     assert 0.45 < kept < 0.55
 
 
-def test_autocast_inside_compiled_region() -> None:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_inside_compiled_region(dtype: torch.dtype) -> None:
     def fn(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("sunrise", dtype=torch.bfloat16):
+        with torch.autocast("sunrise", dtype=dtype):
             return torch.nn.functional.gelu(x @ w)
 
     x, w = torch.randn(32, 64, device="sunrise"), torch.randn(64, 16, device="sunrise")
     got = torch.compile(fn)(x, w)
-    assert got.dtype == torch.bfloat16
-    assert_close(got.float().cpu(), fn(x, w).float().cpu(), atol=2e-2, rtol=2e-2)  # bf16 rounding of the fusion
+    assert got.dtype == dtype
+    # The fused gelu rounds once to 16 bits, eager after each op.
+    assert_close(got.float().cpu(), fn(x, w).float().cpu(), atol=2e-2, rtol=2e-2)
+
+
+def test_factories_and_cpu_scalars_in_compiled_graphs() -> None:
+    def fn(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return x * scale + torch.arange(x.shape[0], device=x.device)
+
+    x, scale = torch.randn(20), torch.tensor(3.5)  # a 0-dim CPU tensor beside device tensors, as in eager
+    f = torch.compile(fn)
+    assert_same_as_cpu(f(x.to("sunrise"), scale), f(x, scale))
 
 
 def test_reduce_overhead_mode_runs() -> None:
@@ -223,7 +234,6 @@ def test_reduce_overhead_mode_runs() -> None:
 def test_cache_key_carries_torch_sunrise(monkeypatch: pytest.MonkeyPatch) -> None:
     # A compiled graph cached by one build of torch_sunrise is not served to another. (AOTAutograd's
     # cache, off here to count the FX graph cache alone, takes its key from the same details.)
-    monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", False)
     from torch._dynamo.utils import counters
 
     from torch_sunrise.inductor import codegen
@@ -232,15 +242,16 @@ def test_cache_key_carries_torch_sunrise(monkeypatch: pytest.MonkeyPatch) -> Non
         torch._dynamo.reset()
         torch.compile(lambda x: x * 5 - x.square())(torch.randn(13, device="sunrise"))
 
-    compile_once()
-    hits = counters["inductor"]["fxgraph_cache_hit"]
-    compile_once()
-    assert counters["inductor"]["fxgraph_cache_hit"] == hits + 1
-    another = os.urandom(16)  # the cache outlives the run: a fixed value would be found there next time
-    monkeypatch.setattr(codegen, "_torch_sunrise_hash", lambda: another)
-    misses = counters["inductor"]["fxgraph_cache_miss"]
-    compile_once()
-    assert counters["inductor"]["fxgraph_cache_miss"] == misses + 1
+    with torch._functorch.config.patch(enable_autograd_cache=False):
+        compile_once()
+        hits = counters["inductor"]["fxgraph_cache_hit"]
+        compile_once()
+        assert counters["inductor"]["fxgraph_cache_hit"] == hits + 1
+        another = os.urandom(16)  # the cache outlives the run: a fixed value would be found there next time
+        monkeypatch.setattr(codegen, "_torch_sunrise_hash", lambda: another)
+        misses = counters["inductor"]["fxgraph_cache_miss"]
+        compile_once()
+        assert counters["inductor"]["fxgraph_cache_miss"] == misses + 1
 
 
 def test_device_interface() -> None:
@@ -272,6 +283,19 @@ def test_import_orders(run_python: Callable, dynamo_first: bool) -> None:
     ])
     proc = run_python(code, env={"TORCH_DEVICE_BACKEND_AUTOLOAD": "0"})
     assert proc.returncode == 0 and "ok" in proc.stdout, describe(proc)
+
+
+def test_second_process_reuses_compiled_code(run_python: Callable) -> None:
+    code = "\n".join([
+        "import torch, torch_sunrise",
+        "from torch._dynamo.utils import counters",
+        "f = torch.compile(lambda x: torch.tanh(x) * 7 + x.sum())",
+        "f(torch.randn(31, device='sunrise'))",
+        "print(counters['inductor']['fxgraph_cache_hit'], counters['inductor']['fxgraph_cache_miss'])",
+    ])
+    run_python(code)
+    proc = run_python(code)
+    assert proc.returncode == 0 and proc.stdout.split()[-2:] == ["1", "0"], describe(proc)
 
 
 def test_memcheck(run_python: Callable) -> None:

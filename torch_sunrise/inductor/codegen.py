@@ -128,15 +128,17 @@ class SunriseDeviceOpOverrides(DeviceOpOverrides):
 
 @functools.cache
 def _torch_sunrise_hash() -> bytes:
+    # What compiled graphs depend on: this package (codegen, kernel loading) and the
+    # native module (the launcher, and the eager kernels the wrapper calls).
     package = os.path.dirname(torch_sunrise.__file__)
-    files = sorted(glob.glob(os.path.join(package, "**", "*.py"), recursive=True))
+    files = sorted(glob.glob(os.path.join(package, "inductor", "*.py")))
     files += sorted(glob.glob(os.path.join(package, "_C*.so")))
     return get_hash_for_files(tuple(files))
 
 
 class TorchSunriseVersion(CustomGraphModulePass):
-    """Changes no graph: it puts a hash of torch_sunrise (its Python sources and its
-    native module) into Inductor's FX graph cache key, which includes the custom
+    """Changes no graph: it puts a hash of torch_sunrise (this package's sources and
+    the native module) into Inductor's FX graph cache key, which includes the custom
     passes' ``uuid()``. A cached graph compiled by another torch_sunrise is not served."""
 
     def __call__(self, gm: torch.fx.GraphModule) -> None:

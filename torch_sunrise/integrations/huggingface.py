@@ -28,6 +28,8 @@ The patches (see ``docs/huggingface.md`` for the why of each):
 ``transformers...is_torch_bf16_gpu_available``    true when sunrise supports bfloat16
 ``transformers.TrainingArguments._setup_devices`` ``sunrise:0`` instead of the CPU fallback
 ``transformers.Pipeline.__init__``                ``device=None`` / ``device=<int>`` mean ``sunrise:<int>``
+``transformers...GenerationMixin``                a static cache compiles the decoding forward on
+``._valid_auto_compile_criteria``                 sunrise as on CUDA (``torch.compile``)
 ``sentence_transformers...get_device_name``       "sunrise" instead of "cpu" (``SentenceTransformer()``)
 ===============================================  ====================================================
 
@@ -305,6 +307,36 @@ def _patch_sentence_transformers(module: Any) -> None:
     _patch_function(module, "get_device_name", make, "sentence_transformers get_device_name")
 
 
+def _patch_generation_utils(module: Any) -> None:
+    mixin = module.GenerationMixin
+    original = mixin.__dict__.get("_valid_auto_compile_criteria")
+    if original is None or getattr(original, "__sunrise_patch__", False):
+        return
+
+    def _valid_auto_compile_criteria(self: Any, model_kwargs: dict, generation_config: Any) -> bool:
+        if self.device.type != _BACKEND:
+            return original(self, model_kwargs, generation_config)
+        # transformers compiles the forward for a static cache on its own device list
+        # (cuda, xpu, ...) or when the compile config says "all devices". generate()
+        # works on its own copy of the generation config, so the flag stays in this call.
+        from transformers.generation.configuration_utils import CompileConfig  # loaded with generate()
+
+        created = generation_config.compile_config is None
+        if created:
+            generation_config.compile_config = CompileConfig()
+        generation_config.compile_config._compile_all_devices = True
+        try:
+            return original(self, model_kwargs, generation_config)
+        finally:
+            if created:  # the default config later, and no "you have set compile_config" warning
+                generation_config.compile_config = None
+
+    functools.update_wrapper(_valid_auto_compile_criteria, original)
+    _valid_auto_compile_criteria.__sunrise_patch__ = True  # type: ignore[attr-defined]
+    _set_attr(mixin, "_valid_auto_compile_criteria", _valid_auto_compile_criteria,
+              "transformers GenerationMixin._valid_auto_compile_criteria")
+
+
 # module name -> patcher, applied right after the module is imported
 _PATCHERS: dict[str, Callable[[Any], None]] = {
     "accelerate.state": _patch_accelerate_state,
@@ -313,6 +345,7 @@ _PATCHERS: dict[str, Callable[[Any], None]] = {
     "transformers.utils.import_utils": _patch_transformers_import_utils,
     "transformers.training_args": _patch_training_args,
     "transformers.pipelines.base": _patch_pipelines,
+    "transformers.generation.utils": _patch_generation_utils,
     "sentence_transformers.util.environment": _patch_sentence_transformers,
 }
 
