@@ -189,6 +189,16 @@ def test_graph_break_and_fullgraph() -> None:
     assert_same_as_cpu(f(x.to("sunrise")), f(x))
 
 
+def test_control_flow_subgraphs() -> None:
+    def fn(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return torch.cond(p, lambda x: (x.sin() * 2).cos(), lambda x: x.exp() + 1, (x,))
+
+    f = torch.compile(fn)
+    x = torch.randn(16)
+    for p in (True, False):
+        assert_same_as_cpu(f(x.to("sunrise"), torch.tensor(p).to("sunrise")), f(x, torch.tensor(p)))
+
+
 def test_random_ops_use_the_sunrise_generator() -> None:
     f = torch.compile(lambda x: torch.nn.functional.dropout(x, 0.5) + torch.rand_like(x))
     x = torch.ones(64, 64, device="sunrise")

@@ -1,11 +1,17 @@
 """Inductor's backend for sunrise: the CPU's C++ kernels, launched as device work.
 
 Kernels come from Inductor's ``CppScheduling`` (vectorized C++ with OpenMP),
-as for the CPU: sunrise memory is host-addressable, and compiled sunrise
-produces the CPU's bits. What differs is how the wrapper runs them: each is a
-``torch_sunrise._C._CompiledKernel`` that queues the kernel on the current
-sunrise stream and returns (see :mod:`torch_sunrise.inductor.kernels`), where the
-CPU's pybinding would run it on the calling thread.
+as for the CPU: sunrise memory is host-addressable. What differs is how the
+wrapper runs them: each is a ``torch_sunrise._C._CompiledKernel`` that queues the
+kernel on the current sunrise stream and returns (see
+:mod:`torch_sunrise.inductor.kernels`), where the CPU's pybinding would run it
+on the calling thread.
+
+Lowering (aten to Inductor's IR) is device-generic except for a few ops that
+Inductor lowers its own way for the CPU alone (variance and layer norm in two
+passes rather than Welford's, division by a constant); sunrise graphs get the
+lowering every other device gets there, so their results are close to compiled
+CPU's there, and bitwise equal elsewhere.
 """
 
 from __future__ import annotations
