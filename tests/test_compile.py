@@ -167,6 +167,27 @@ def test_backward() -> None:
     assert_same_as_cpu(grads[0], grads[1])
 
 
+def test_pointwise_fused_into_reductions() -> None:
+    # Inductor's scheduler reindexes pointwise nodes to fuse them into reductions, which only works
+    # for Triton's node groups; torch_sunrise's one patch of Inductor keeps sunrise nodes out of it
+    # as CPU nodes are (without it this graph fails to compile).
+    from torch._inductor.scheduler import BaseSchedulerNode
+
+    def fn(x: torch.Tensor, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(torch.nn.functional.gelu(x @ w), t)
+
+    x, w, t = torch.randn(8, 16), torch.randn(16, 40), torch.randint(0, 40, (8,))
+    grads = []
+    with torch._inductor.config.patch(fx_graph_cache=False), torch._functorch.config.patch(enable_autograd_cache=False):
+        compiled = torch.compile(fn)
+        for device in ("sunrise", "cpu"):
+            xd, wd = x.to(device).requires_grad_(), w.to(device).requires_grad_()
+            compiled(xd, wd, t.to(device)).backward()
+            grads.append((xd.grad, wd.grad))
+    assert getattr(BaseSchedulerNode.is_cpu, "_torch_sunrise", False)  # applied when the backend registered
+    assert_same_as_cpu(grads[0], grads[1], rtol=None, atol=None)  # cross entropy's division: lowered apart
+
+
 def test_dynamic_shapes_compile_once() -> None:
     counter = CompileCounterWithBackend("inductor")
     f = torch.compile(lambda x: torch.softmax(x, -1) * x.shape[0], backend=counter, dynamic=True)

@@ -72,6 +72,15 @@ def _adamw_on_cpu(params: dict, grads: dict) -> dict:
     return {n: p.detach() for n, p in cpu.items()}
 
 
+def assert_logits_and_grads_close(got: dict, expected: dict) -> None:
+    """Logits, loss and every gradient of a training step (``_step``'s dict) against the CPU's."""
+    assert_close(got["logits"], expected["logits"])
+    assert_close(got["loss"], expected["loss"])
+    assert got["grads"].keys() == expected["grads"].keys() and got["grads"]
+    for name in expected["grads"]:
+        assert_close(got["grads"][name], expected["grads"][name], msg=lambda m, n=name: f"grad of {n}: {m}")
+
+
 class _fallback_error:  # noqa: N801 - a context manager
     def __enter__(self):
         self.mode = torch_sunrise.get_fallback_mode()
@@ -91,11 +100,7 @@ def test_training_step_without_fallback_matches_cpu(family: str) -> None:
         torch.sunrise.synchronize()
     # Every op has a sunrise kernel: neither fallback path ran.
     assert torch_sunrise.fallback_stats() == {} and torch_sunrise.queued_fallback_stats() == {}
-    assert_close(got["logits"], expected["logits"])
-    assert_close(got["loss"], expected["loss"])
-    assert got["grads"].keys() == expected["grads"].keys() and got["grads"]
-    for name in expected["grads"]:
-        assert_close(got["grads"][name], expected["grads"][name], msg=lambda m, n=name: f"grad of {n}: {m}")
+    assert_logits_and_grads_close(got, expected)
     # The optimizer step is compared from the same gradients: Adam normalises
     # each gradient element, so where one is pure rounding noise (the bias of
     # attention keys) a last-bit difference of summation order would move the
