@@ -10,7 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 # What each layer may include by rooted path (besides its own folder's files).
-ALLOWED = {"runtime": set(), "kernels": {"kernels"}, "aten": {"kernels", "aten"}, "python": {"kernels", "aten"}}
+ALLOWED = {"runtime": set(), "kernels": {"kernels"}, "aten": {"kernels", "aten"},
+           "distributed": {"kernels", "distributed"}, "python": {"kernels", "aten", "distributed"}}
 
 
 def _includes(folder: str) -> list[tuple[Path, str]]:

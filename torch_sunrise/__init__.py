@@ -143,6 +143,10 @@ if _C is not None:
     from .inductor import install as _install_compile
 
     _install_compile()
+    # torch.distributed: the "sccl" backend for sunrise tensors (torch_sunrise/distributed.py).
+    from .distributed import register as _register_distributed
+
+    _register_distributed()
     # HuggingFace libraries pick sunrise like CUDA, patched lazily when they
     # are imported (docs/huggingface.md; SUNRISE_HF_INTEGRATION=0 disables).
     from .integrations.huggingface import _enable_on_import

@@ -2,6 +2,7 @@
 // C++ layers (runtime glue, allocator, fallback); Python-facing names and
 // behaviour are shaped in torch_sunrise/sunrise/*.py.
 #include "aten/SunriseCpuFallback.h"
+#include "distributed/ProcessGroupSCCL.h"
 #include "kernels/CompiledKernel.h"
 
 #include <torch_sunrise/SunriseCachingAllocator.h>
@@ -202,6 +203,22 @@ class CompiledKernel {
   py::object library_;
 };
 
+// The c10d backend's class, a subclass of torch's c10d Backend binding: bound
+// on first use (torch_sunrise.distributed), when torch.distributed's own
+// bindings surely exist.
+void bind_distributed(py::module_& m) {
+  if (py::hasattr(m, "ProcessGroupSCCL")) return;
+  py::class_<distributed::ProcessGroupSCCL, c10d::Backend, c10::intrusive_ptr<distributed::ProcessGroupSCCL>>(
+      m, "ProcessGroupSCCL")
+      .def(py::init([](const c10::intrusive_ptr<c10d::Backend>& transport, int rank, int size) {
+             return c10::make_intrusive<distributed::ProcessGroupSCCL>(transport, rank, size);
+           }),
+           py::arg("transport"), py::arg("rank"), py::arg("size"))
+      .def_property_readonly("device", [](const distributed::ProcessGroupSCCL& pg) {
+        return static_cast<int>(pg.device());
+      });
+}
+
 }  // namespace
 }  // namespace torch_sunrise
 
@@ -212,6 +229,8 @@ PYBIND11_MODULE(_C, m) {
   py::class_<CompiledKernel>(m, "_CompiledKernel")
       .def(py::init<uintptr_t, py::object>(), py::arg("entry"), py::arg("library"))
       .def("__call__", &CompiledKernel::operator());
+
+  m.def("_init_distributed", [m]() mutable { bind_distributed(m); });
 
   m.def("_init", [] {
     torch::utils::register_fork_handler_for_device_init(at::kPrivateUse1);

@@ -1,0 +1,101 @@
+// The c10d backend for sunrise tensors ("sccl", as NCCL is CUDA's).
+//
+// Collectives have NCCL's stream semantics: each is queued on the process
+// group's communication stream after the work already queued on the caller's
+// current stream; Work::wait() makes the current stream wait for it (the host
+// does not block, except for barrier); its future is a device future
+// completed on the communication stream. The bytes move through a gloo
+// backend over the same store (TCP), which the device thread drives over CPU
+// views of device memory: the emulated device's memory is host memory, so
+// nothing is staged through extra copies.
+#pragma once
+
+#include <torch_sunrise/SunriseStream.h>
+
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace torch_sunrise::distributed {
+
+class ProcessGroupSCCL final : public c10d::Backend {
+ public:
+  // `transport`: a gloo backend of the same ranks over the same store. The
+  // device is that of the first collective's tensors (as NCCL makes its
+  // communicator for the device it is first used on); later collectives
+  // must use the same one.
+  ProcessGroupSCCL(c10::intrusive_ptr<c10d::Backend> transport, int rank, int size);
+
+  const std::string getBackendName() const override { return "sccl"; }
+  bool supportsCoalescing() const override { return true; }
+  void startCoalescing() override;
+  c10::intrusive_ptr<c10d::Work> endCoalescing() override;
+
+  c10::intrusive_ptr<c10d::Work> broadcast(std::vector<at::Tensor>& tensors,
+                                           const c10d::BroadcastOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,
+                                           const c10d::AllreduceOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allreduce_coalesced(std::vector<at::Tensor>& tensors,
+                                                     const c10d::AllreduceCoalescedOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> reduce(std::vector<at::Tensor>& tensors, const c10d::ReduceOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allgather(std::vector<std::vector<at::Tensor>>& outputs,
+                                           std::vector<at::Tensor>& inputs,
+                                           const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> _allgather_base(at::Tensor& output, at::Tensor& input,
+                                                 const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allgather_coalesced(std::vector<std::vector<at::Tensor>>& outputs,
+                                                     std::vector<at::Tensor>& inputs,
+                                                     const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allgather_into_tensor_coalesced(std::vector<at::Tensor>& outputs,
+                                                                 std::vector<at::Tensor>& inputs,
+                                                                 const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> gather(std::vector<std::vector<at::Tensor>>& outputs, std::vector<at::Tensor>& inputs,
+                                        const c10d::GatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> scatter(std::vector<at::Tensor>& outputs, std::vector<std::vector<at::Tensor>>& inputs,
+                                         const c10d::ScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> reduce_scatter(std::vector<at::Tensor>& outputs,
+                                                std::vector<std::vector<at::Tensor>>& inputs,
+                                                const c10d::ReduceScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> _reduce_scatter_base(at::Tensor& output, at::Tensor& input,
+                                                      const c10d::ReduceScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> reduce_scatter_tensor_coalesced(std::vector<at::Tensor>& outputs,
+                                                                 std::vector<at::Tensor>& inputs,
+                                                                 const c10d::ReduceScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> alltoall_base(at::Tensor& output, at::Tensor& input,
+                                               std::vector<int64_t>& output_split_sizes,
+                                               std::vector<int64_t>& input_split_sizes,
+                                               const c10d::AllToAllOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> alltoall(std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
+                                          const c10d::AllToAllOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dst_rank, int tag) override;
+  c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int src_rank, int tag) override;
+  c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
+
+  // -1 before the first collective.
+  c10::DeviceIndex device() const { return device_.value_or(-1); }
+
+ private:
+  // Runs `body(transport, views of tensors)` on the communication stream,
+  // after the current stream's queued work; `outputs` are the Work's result.
+  using Body = std::function<void(c10d::Backend& transport, std::vector<at::Tensor>& views)>;
+  c10::intrusive_ptr<c10d::Work> launch(c10d::OpType type, const char* name, const std::vector<at::Tensor>& tensors,
+                                        std::vector<at::Tensor> outputs, Body body, bool blocking = false);
+  c10::intrusive_ptr<c10d::Work> allreduce_each(c10d::OpType type, const char* name, std::vector<at::Tensor>& tensors,
+                                                const c10d::ReduceOp& op, std::chrono::milliseconds timeout);
+  // Checks the tensors; returns the communication stream of their device.
+  SunriseStream comm_stream_for(const std::vector<at::Tensor>& tensors, const char* name);
+
+  c10::intrusive_ptr<c10d::Backend> transport_;
+  std::mutex mutex_;  // device_ and comm_stream_: DDP's collectives come from autograd's thread
+  std::optional<c10::DeviceIndex> device_;
+  std::optional<SunriseStream> comm_stream_;
+  bool coalescing_ = false;
+  std::vector<at::Tensor> coalesced_outputs_;
+};
+
+}  // namespace torch_sunrise::distributed

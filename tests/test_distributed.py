@@ -1,0 +1,300 @@
+"""torch.distributed on sunrise (issue #14): the "sccl" c10d backend.
+
+Every collective on sunrise tensors is compared, bitwise, with the same collective on CPU tensors
+over gloo, in one process group ``"cpu:gloo,sunrise:sccl"`` (2 and 3 ranks; ranks beyond the
+device count share a device index, each process having its own emulated devices). DDP and FSDP2
+train against single-process training on the full batch. Ranks run as fresh processes on loopback
+(tests/ranks.py), every wait bounded, all killed when one fails.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ranks import describe, run_ranks
+
+PRELUDE = """
+import os, sys, datetime
+import torch, torch_sunrise
+import torch.distributed as dist
+
+rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+dev = torch.device("sunrise", rank % torch.sunrise.device_count())
+torch.sunrise.set_device(dev)
+"""
+
+COLLECTIVES = PRELUDE + """
+dist.init_process_group("cpu:gloo,sunrise:sccl", timeout=datetime.timedelta(seconds=60))
+assert dist.get_backend() == "cpu:gloo,sunrise:sccl"
+
+def both(fn, *cpu_tensors):
+    # fn on sunrise copies and on CPU clones; results compared bitwise.
+    s = fn(*[t.to(dev) for t in cpu_tensors])
+    c = fn(*[t.clone() for t in cpu_tensors])
+    return s, c
+
+def same(name, got, expected):
+    if isinstance(got, (list, tuple)):
+        assert len(got) == len(expected), name
+        for g, e in zip(got, expected):
+            same(name, g, e)
+        return
+    assert got.device == dev, (name, got.device)
+    assert torch.equal(got.cpu(), expected), (name, got.cpu(), expected)
+
+g = torch.Generator().manual_seed(rank)
+x = torch.randn(6, 5, generator=g)
+ints = torch.randint(-50, 50, (7,), generator=g)
+
+for op in ("SUM", "PRODUCT", "MIN", "MAX", "AVG"):
+    def f(t, op=op):
+        dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
+        return t
+    same(f"all_reduce {op}", *both(f, x))
+    if op != "AVG":
+        same(f"all_reduce {op} int64", *both(f, ints))
+    print("OK all_reduce", op)
+
+t = x.to(dev)
+dist.all_reduce(t, op=dist._make_nccl_premul_sum(0.5))
+c = x.clone() * 0.5
+dist.all_reduce(c)
+same("premul_sum", t, c)
+print("OK premul_sum")
+
+def f(t):
+    dist.broadcast(t, src=world - 1)
+    return t
+same("broadcast", *both(f, x)); print("OK broadcast")
+
+def f(t):
+    dist.reduce(t, dst=0)
+    return t
+s, c = both(f, x)
+if rank == 0:
+    same("reduce", s, c)
+print("OK reduce")
+
+def f(t):
+    out = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(out, t)
+    return out
+same("all_gather", *both(f, x)); print("OK all_gather")
+
+def f(t):
+    out = torch.empty((world * t.shape[0],) + t.shape[1:], dtype=t.dtype, device=t.device)
+    dist.all_gather_into_tensor(out, t)
+    return out
+same("all_gather_into_tensor", *both(f, x)); print("OK all_gather_into_tensor")
+
+def f(t):
+    out = torch.empty(t.shape[0] // world, dtype=t.dtype, device=t.device)
+    dist.reduce_scatter_tensor(out, t)
+    return out
+same("reduce_scatter_tensor", *both(f, torch.randn(world * 4, generator=g))); print("OK reduce_scatter_tensor")
+
+def f(*ins):
+    out = torch.empty_like(ins[0])
+    dist.reduce_scatter(out, list(ins))
+    return out
+same("reduce_scatter", *both(f, *[torch.randn(3, generator=g) for _ in range(world)])); print("OK reduce_scatter")
+
+# Uneven splits: rank r sends r + 1 + j elements to rank j.
+in_splits = [rank + 1 + j for j in range(world)]
+out_splits = [j + 1 + rank for j in range(world)]
+def f(t):
+    out = torch.empty(sum(out_splits), dtype=t.dtype, device=t.device)
+    dist.all_to_all_single(out, t, out_splits, in_splits)
+    return out
+same("all_to_all_single", *both(f, torch.randn(sum(in_splits), generator=g))); print("OK all_to_all_single")
+
+def f(*ins):
+    outs = [torch.empty_like(ins[0]) for _ in range(world)]
+    dist.all_to_all(outs, list(ins))
+    return outs
+same("all_to_all", *both(f, *[torch.randn(2, generator=g) for _ in range(world)])); print("OK all_to_all")
+
+def f(t):
+    out = [torch.empty_like(t) for _ in range(world)] if rank == 0 else None
+    dist.gather(t, out, dst=0)
+    return out if rank == 0 else t
+same("gather", *both(f, x)); print("OK gather")
+
+def f(*ins):
+    out = torch.empty_like(ins[0])
+    dist.scatter(out, list(ins) if rank == 0 else None, src=0)
+    return out
+same("scatter", *both(f, *[torch.randn(4, generator=g) + i for i in range(world)])); print("OK scatter")
+
+# send/recv around a ring, paired so that no two ranks send to each other first
+def f(t):
+    nxt, prv = (rank + 1) % world, (rank - 1) % world
+    got = torch.empty_like(t)
+    if rank % 2 == 0:
+        dist.send(t, nxt); dist.recv(got, prv)
+    else:
+        dist.recv(got, prv); dist.send(t, nxt)
+    return got
+if world % 2 == 0:
+    same("send_recv", *both(f, x)); print("OK send_recv")
+else:
+    print("OK send_recv")
+
+# async_op, with the coalescing manager FSDP's code paths use
+t = x.to(dev)
+work = dist.all_reduce(t, async_op=True)
+work.wait()
+c = x.clone(); dist.all_reduce(c)
+same("async all_reduce", t, c)
+ts = [x.to(dev), (x * 2).to(dev)]
+with dist._coalescing_manager(device=dev, async_ops=True) as cm:
+    for u in ts:
+        dist.all_reduce(u)
+cm.wait()
+cs = [x.clone(), x * 2]
+for u in cs:
+    dist.all_reduce(u)
+same("coalesced all_reduce", ts, cs)
+print("OK async")
+
+dist.barrier()
+print("OK barrier")
+dist.destroy_process_group()
+"""
+
+EXPECTED = ["all_reduce SUM", "all_reduce PRODUCT", "all_reduce MIN", "all_reduce MAX", "all_reduce AVG",
+            "premul_sum", "broadcast", "reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter_tensor",
+            "reduce_scatter", "all_to_all_single", "all_to_all", "gather", "scatter", "send_recv", "async",
+            "barrier"]
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_collectives_match_gloo_on_cpu(world_size: int) -> None:
+    results = run_ranks(COLLECTIVES, world_size, timeout_s=180)
+    assert all(r.returncode == 0 for r in results), describe(results)
+    for r in results:
+        done = [line[3:] for line in r.stdout.splitlines() if line.startswith("OK ")]
+        assert done == EXPECTED, describe(results)
+
+
+TRAINING = PRELUDE + """
+import copy
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.distributed.fsdp import fully_shard
+
+dist.init_process_group(device_id=dev)  # no backend named: sccl, the sunrise default
+assert dist.get_backend_config() == "sunrise:sccl" or "sccl" in dist.get_backend_config(), dist.get_backend_config()
+mode = sys.argv[1] if len(sys.argv) > 1 else os.environ["MODE"]
+torch.manual_seed(0)
+def build():
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32), torch.nn.Tanh(),
+                               torch.nn.Linear(32, 4))
+model = build()
+reference = copy.deepcopy(model)
+model.to(dev)
+if mode == "ddp":
+    wrapped = DDP(model, device_ids=[dev.index])
+else:
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer)
+    wrapped = fully_shard(model)
+opt = torch.optim.AdamW(wrapped.parameters(), lr=1e-2)
+ref_opt = torch.optim.AdamW(reference.parameters(), lr=1e-2)
+g = torch.Generator().manual_seed(1)
+for step in range(20):
+    x, y = torch.randn(8 * world, 16, generator=g), torch.randn(8 * world, 4, generator=g)
+    loss = torch.nn.functional.mse_loss(wrapped(x[rank * 8:(rank + 1) * 8].to(dev)), y[rank * 8:(rank + 1) * 8].to(dev))
+    opt.zero_grad(); loss.backward(); opt.step()
+    ref_loss = torch.nn.functional.mse_loss(reference(x), y)
+    ref_opt.zero_grad(); ref_loss.backward(); ref_opt.step()
+state = model.state_dict()
+for name, value in reference.state_dict().items():
+    got = state[name].full_tensor() if mode == "fsdp" else state[name]
+    torch.testing.assert_close(got.cpu(), value, rtol=0, atol=1e-5, msg=name)
+print("OK", mode)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_data_parallel_training_matches_single_process(mode: str) -> None:
+    results = run_ranks(TRAINING, 2, timeout_s=180, env={"MODE": mode})
+    assert all(r.returncode == 0 and f"OK {mode}" in r.stdout for r in results), describe(results)
+
+
+STREAMS = PRELUDE + """
+import time
+dist.init_process_group("sunrise:sccl")
+x = torch.ones(1 << 16, device=dev)
+dist.all_reduce(x); torch.sunrise.synchronize()
+w = torch.randn(768, 768, device=dev)
+for _ in range(6):
+    w = w @ w / 768
+y = (w.sum() * 0 + 1) * torch.ones(1 << 16, device=dev)  # depends on the queued matmuls
+start = time.perf_counter()
+work = dist.all_reduce(y, async_op=True)
+work.wait()  # the current stream waits; the host does not
+host = time.perf_counter() - start
+pending = not torch.sunrise.current_stream().query()
+z = y * 2  # ordered after the collective by wait()
+assert torch.equal(z.cpu(), torch.full((1 << 16,), 2.0 * world)), z.cpu()[:4]
+print("OK", pending, f"{host:.4f}")
+dist.destroy_process_group()
+"""
+
+
+def test_collectives_are_stream_ordered_and_wait_does_not_block_the_host() -> None:
+    results = run_ranks(STREAMS, 2, timeout_s=120)
+    assert all(r.returncode == 0 for r in results), describe(results)
+    for r in results:
+        _, pending, _host = r.stdout.split()[-3:]
+        assert pending == "True", describe(results)
+
+
+DEAD_RANK = PRELUDE + """
+import time
+dist.init_process_group("sunrise:sccl", timeout=datetime.timedelta(seconds=10))
+x = torch.ones(4, device=dev)
+dist.all_reduce(x); torch.sunrise.synchronize()
+if rank == 1:
+    os._exit(3)  # dies without a word
+time.sleep(1)
+start = time.perf_counter()
+try:
+    dist.all_reduce(x)
+    x.cpu()  # the next synchronizing call raises the collective's error
+except RuntimeError as e:
+    print("RAISED", f"{time.perf_counter() - start:.1f}", str(e).splitlines()[0][:200])
+    os._exit(0)
+print("NO ERROR")
+os._exit(1)
+"""
+
+
+def test_dead_rank_fails_the_others_within_the_timeout() -> None:
+    results = run_ranks(DEAD_RANK, 2, timeout_s=90, stop_on_failure=False)
+    survivor = results[0]
+    assert survivor.returncode == 0 and "RAISED" in survivor.stdout, describe(results)
+    waited = float(survivor.stdout.split("RAISED")[1].split()[0])
+    assert waited < 60, describe(results)
+
+
+WRONG_DEVICE = PRELUDE + """
+dist.init_process_group("sunrise:sccl")
+x = torch.ones(4, device=dev)
+dist.all_reduce(x)
+other = torch.device("sunrise", (dev.index + 1) % torch.sunrise.device_count())
+try:
+    dist.all_reduce(torch.ones(4, device=other))
+except ValueError as e:
+    print("OK", str(e).splitlines()[0])
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.two_devices
+def test_tensor_on_another_device_is_a_clear_error() -> None:
+    results = run_ranks(WRONG_DEVICE, 2, timeout_s=120)
+    assert all(r.returncode == 0 and "OK" in r.stdout and "communicates on sunrise:" in r.stdout
+               for r in results), describe(results)
