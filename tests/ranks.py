@@ -40,11 +40,19 @@ def describe(results: Sequence[RankResult]) -> str:
     return "\n".join(f"--- rank {r.rank}: exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}" for r in results)
 
 
-def kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def kill_group(proc: subprocess.Popen, grace_s: float = 5) -> None:
+    """Ends a process started by :func:`start` and its process group: SIGTERM first (a launcher
+    such as torchrun then stops its workers), SIGKILL after ``grace_s``."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            proc.wait(timeout=wait_s or None)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def start(argv: Sequence[str], env: Mapping[str, str], stdout: int = subprocess.PIPE) -> subprocess.Popen:
@@ -89,17 +97,30 @@ def wait_all(procs: Sequence[subprocess.Popen], timeout_s: float,
                     out, err = p.communicate(timeout=10)
                 except subprocess.TimeoutExpired:
                     out, err = "", ""
-                outputs[i] = (None if p.returncode in (None, -signal.SIGKILL) else p.returncode, out or "", err or "")
+                outputs[i] = (None, out or "", err or "")  # ended at the deadline or after another's failure
     return [outputs[i] for i in range(len(procs))]
+
+
+def run_launchers(argvs: Sequence[Sequence[str]], timeout_s: float = 180,
+                  env: Optional[Mapping[str, str]] = None) -> list[RankResult]:
+    """Runs several launcher command lines (torchrun, accelerate) side by side, as :func:`run_ranks`
+    runs ranks; result ``i`` is launcher ``i``'s."""
+    procs = [start(argv, base_env(env)) for argv in argvs]
+    return [RankResult(i, *res) for i, res in enumerate(wait_all(procs, timeout_s))]
+
+
+def write_script(code: str) -> str:
+    """``code`` (dedented) in a temporary file; the caller removes it."""
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(textwrap.dedent(code))
+        return f.name
 
 
 def run_ranks(code: str, world_size: int = 2, timeout_s: float = 120, env: Optional[Mapping[str, str]] = None,
               stop_on_failure: bool = True) -> list[RankResult]:
     """Runs ``code`` (dedented) as ``world_size`` ranks; returns each rank's exit status and output.
     A rank that fails ends the others (``stop_on_failure=False``: for tests of a failing rank)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(textwrap.dedent(code))
-        script = f.name
+    script = write_script(code)
     port = str(free_port())
     try:
         procs = [start([sys.executable, script], base_env({"RANK": str(r), "LOCAL_RANK": str(r),

@@ -9,6 +9,8 @@ train against single-process training on the full batch. Ranks run as fresh proc
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ranks import describe, run_ranks
@@ -298,3 +300,133 @@ def test_tensor_on_another_device_is_a_clear_error() -> None:
     results = run_ranks(WRONG_DEVICE, 2, timeout_s=120)
     assert all(r.returncode == 0 and "OK" in r.stdout and "communicates on sunrise:" in r.stdout
                for r in results), describe(results)
+
+
+LAUNCHED = """
+import os, torch, torch_sunrise
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from transformers import GPT2Config, GPT2LMHeadModel
+
+local_rank, rank, world = int(os.environ["LOCAL_RANK"]), int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+dev = torch.device("sunrise", local_rank % torch.sunrise.device_count())
+torch.sunrise.set_device(dev)
+dist.init_process_group(device_id=dev)
+torch.manual_seed(0)
+cfg = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=32, resid_pdrop=0, embd_pdrop=0,
+                 attn_pdrop=0)
+model = DDP(GPT2LMHeadModel(cfg).to(dev), device_ids=[dev.index])
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+g = torch.Generator().manual_seed(100 + rank)
+for step in range(5):
+    ids = torch.randint(0, 128, (2, 16), generator=g).to(dev)
+    loss = model(input_ids=ids, labels=ids).loss
+    opt.zero_grad(); loss.backward(); opt.step()
+# Every rank holds the same parameters after DDP's steps.
+flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+gathered = [torch.empty_like(flat) for _ in range(world)]
+dist.all_gather(gathered, flat)
+assert all(torch.equal(gathered[0].cpu(), t.cpu()) for t in gathered)
+print("OK", rank, world, os.environ.get("OMP_NUM_THREADS"), f"{loss.item():.4f}")
+dist.destroy_process_group()
+"""
+
+
+def _torchrun(script: str, *args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "torch.distributed.run", *args, script]
+
+
+@pytest.mark.parametrize("hosts", [1, 2])
+def test_torchrun(hosts: int) -> None:
+    """``torchrun --nproc-per-node=2`` on one host; or two launches of ``torchrun --nnodes=2`` (one
+    process each) joined through a c10d rendezvous on loopback, as two hosts would be."""
+    pytest.importorskip("transformers")
+    from ranks import free_port, run_launchers, write_script
+
+    script = write_script(LAUNCHED)
+    endpoint = f"127.0.0.1:{free_port()}"
+    try:
+        if hosts == 1:
+            argvs = [_torchrun(script, "--nproc-per-node=2", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}")]
+        else:
+            argvs = [_torchrun(script, "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
+                               f"--rdzv-endpoint={endpoint}", "--rdzv-id=sunrise-test", f"--node-rank={n}",
+                               "--local-addr=127.0.0.1")
+                     for n in range(hosts)]
+        results = run_launchers(argvs, timeout_s=240)
+    finally:
+        os.unlink(script)
+    assert all(r.returncode == 0 for r in results), describe(results)
+    lines = [line for r in results for line in r.stdout.splitlines() if line.startswith("OK ")]
+    assert sorted(line.split()[1] for line in lines) == ["0", "1"], describe(results)
+
+
+TRAINER = """
+import os, tempfile, torch, torch_sunrise
+from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+torch.manual_seed(0)
+model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=32,
+                                   bos_token_id=0, eos_token_id=0))
+g = torch.Generator().manual_seed(0)
+data = [{"input_ids": (ids := torch.randint(0, 128, (16,), generator=g)), "labels": ids} for _ in range(16)]
+args = TrainingArguments(output_dir=tempfile.mkdtemp(), max_steps=4, per_device_train_batch_size=2, report_to=[],
+                         save_strategy="no", dataloader_num_workers=0)
+Trainer(model=model, args=args, train_dataset=data).train()
+checksum = sum(p.detach().double().sum().item() for p in model.parameters())  # equal on synchronized ranks
+print("OK", os.environ["RANK"], args.device, args.parallel_mode.name, args.world_size, repr(checksum))
+"""
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_huggingface_trainer_on_two_processes(launcher: str) -> None:
+    """HF ``Trainer`` under ``torchrun --nproc-per-node=2`` and ``accelerate launch --multi_gpu
+    --num_processes 2``: distributed over sunrise:0 and sunrise:1 (DDP over sccl), one loss."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    import shutil
+    import sys
+
+    from ranks import free_port, run_launchers, write_script
+
+    script = write_script(TRAINER)
+    port = free_port()
+    try:
+        if launcher == "torchrun":
+            argv = _torchrun(script, "--nproc-per-node=2", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}")
+        else:
+            accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+            argv = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), script]
+        results = run_launchers([argv], timeout_s=240)
+    finally:
+        os.unlink(script)
+    assert results[0].returncode == 0, describe(results)
+    lines = sorted(line.split() for line in results[0].stdout.replace("OK", "\nOK").splitlines()
+                   if line.startswith("OK "))
+    assert [line[1:5] for line in lines] == [["0", "sunrise:0", "DISTRIBUTED", "2"], ["1", "sunrise:1", "DISTRIBUTED", "2"]], \
+        describe(results)
+    assert lines[0][5] == lines[1][5], describe(results)  # the ranks hold one model (DDP kept it in sync)
+
+
+def _child(tensor: object) -> None:
+    pass
+
+
+def test_sharing_a_sunrise_tensor_with_another_process_is_a_clear_error() -> None:
+    import multiprocessing.reduction
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with pytest.raises(RuntimeError, match="no inter-process memory"):
+        multiprocessing.reduction.ForkingPickler.dumps(torch.ones(3, device="sunrise"))
+    with pytest.raises(RuntimeError, match="no inter-process memory"):
+        multiprocessing.reduction.ForkingPickler.dumps(torch.nn.Parameter(torch.ones(2, device="sunrise")))
+    process = mp.get_context("spawn").Process(target=_child, args=(torch.ones(3, device="sunrise"),))
+    with pytest.raises(RuntimeError, match="no inter-process memory"):
+        process.start()
+    assert multiprocessing.reduction.ForkingPickler.loads(
+        multiprocessing.reduction.ForkingPickler.dumps(torch.arange(3))).tolist() == [0, 1, 2]  # CPU as before

@@ -147,6 +147,10 @@ if _C is not None:
     from .distributed import register as _register_distributed
 
     _register_distributed()
+    # torch.multiprocessing: a clear error for sunrise tensors sent to another process.
+    from .multiprocessing import register as _register_multiprocessing
+
+    _register_multiprocessing()
     # HuggingFace libraries pick sunrise like CUDA, patched lazily when they
     # are imported (docs/huggingface.md; SUNRISE_HF_INTEGRATION=0 disables).
     from .integrations.huggingface import _enable_on_import

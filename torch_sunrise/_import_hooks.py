@@ -22,6 +22,10 @@ _Callback = Callable[[ModuleType], None]
 
 _lock = threading.Lock()
 _callbacks: dict[str, list[_Callback]] = {}
+# (module, callback) for modules that were still executing when watched (torch_sunrise is
+# imported by ``import torch`` inside the module's own imports): run once they have executed,
+# checked whenever something is imported next.
+_deferred: list[tuple[ModuleType, _Callback]] = []
 _finder: Optional["_RunAfterImport"] = None
 
 
@@ -35,7 +39,24 @@ def on_import(name: str, callback: _Callback) -> None:
             _finder = _RunAfterImport()
             sys.meta_path.insert(0, _finder)
     module = sys.modules.get(name)
-    if module is not None:
+    if module is None:
+        return
+    if _initializing(module):
+        with _lock:
+            _deferred.append((module, callback))
+    else:
+        callback(module)
+
+
+def _initializing(module: ModuleType) -> bool:
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
+def _run_deferred() -> None:
+    with _lock:
+        ready = [(m, c) for m, c in _deferred if not _initializing(m)]
+        _deferred[:] = [(m, c) for m, c in _deferred if _initializing(m)]
+    for module, callback in ready:
         callback(module)
 
 
@@ -47,6 +68,8 @@ class _RunAfterImport(importlib.abc.MetaPathFinder):
         self._busy = threading.local()
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if _deferred:
+            _run_deferred()
         if fullname not in _callbacks or getattr(self._busy, "name", None) == fullname:
             return None
         self._busy.name = fullname

@@ -21,6 +21,8 @@ The patches (see ``docs/huggingface.md`` for the why of each):
 
 ===============================================  ====================================================
 ``accelerate.state.PartialState.default_device``  sunrise instead of the CPU fallback
+``accelerate...PartialState._prepare_backend``    several processes on sunrise: MULTI_GPU with the
+``/ .set_device``                                 sccl backend, ``sunrise:<local rank>`` each
 ``accelerate.utils.modeling.get_max_memory``      sunrise devices' free memory (``mem_get_info``) for
                                                   ``device_map="auto"``
 ``accelerate.utils.modeling.get_grad_scaler``     ``torch.amp.GradScaler("sunrise")`` instead of "cuda"
@@ -115,6 +117,7 @@ def _patch_function(module: Any, name: str, make: Callable[[Callable], Callable]
 
 
 def _patch_accelerate_state(module: Any) -> None:
+    _patch_accelerate_distributed(module)
     partial_state = module.PartialState
     original = partial_state.__dict__.get("default_device")
     if not isinstance(original, property) or getattr(original.fget, "__sunrise_patch__", False):
@@ -134,6 +137,45 @@ def _patch_accelerate_state(module: Any) -> None:
         property(default_device, doc=original.__doc__),
         "accelerate.PartialState.default_device",
     )
+
+
+# The backend accelerate initializes for sunrise processes: sccl for sunrise tensors, gloo for
+# CPU ones (accelerate gathers some CPU objects); also what marks such a state below.
+_ACCELERATE_BACKEND = "cpu:gloo,sunrise:sccl"
+
+
+def _patch_accelerate_distributed(module: Any) -> None:
+    """Several processes (torchrun, ``accelerate launch``): accelerate knows each vendor's
+    distributed type (MULTI_GPU, MULTI_NPU, ...) and otherwise runs every process alone on device
+    0. Sunrise processes take CUDA's type, MULTI_GPU (DDP with one device per process), with the
+    sccl backend and ``sunrise:<local rank>`` as their device."""
+    partial_state = module.PartialState
+    prepare = partial_state.__dict__.get("_prepare_backend")
+    set_device = partial_state.__dict__.get("set_device")
+    if prepare is None or set_device is None or getattr(prepare, "__sunrise_patch__", False):
+        return
+    distributed_type = module.DistributedType
+
+    def _prepare_backend(self: Any, cpu: bool = False, sagemaker_dp: bool = False,
+                         backend: Optional[str] = None) -> tuple:
+        chosen, kind = prepare(self, cpu, sagemaker_dp, backend)
+        if (kind == distributed_type.NO and not cpu and int(os.environ.get("LOCAL_RANK", -1)) != -1
+                and _sunrise_is_accelerator()):
+            return backend or _ACCELERATE_BACKEND, distributed_type.MULTI_GPU
+        return chosen, kind
+
+    def _set_device(self: Any) -> None:
+        if self.device is None and self.distributed_type == distributed_type.MULTI_GPU and "sccl" in str(self.backend):
+            self.device = torch.device(_BACKEND, self.local_process_index % torch.sunrise.device_count())
+            torch.sunrise.set_device(self.device)
+            return
+        set_device(self)
+
+    for name, original, wrapper in (("_prepare_backend", prepare, _prepare_backend), ("set_device", set_device,
+                                                                                      _set_device)):
+        functools.update_wrapper(wrapper, original)
+        wrapper.__sunrise_patch__ = True  # type: ignore[attr-defined]
+        _set_attr(partial_state, name, wrapper, f"accelerate.PartialState.{name}")
 
 
 def _accelerate_state_device() -> Optional[torch.device]:
