@@ -161,13 +161,22 @@ print("OK async")
 
 dist.barrier()
 print("OK barrier")
+
+# a subgroup of ranks 0 and 1 (new_group makes sccl and gloo backends of its own)
+sub = dist.new_group([0, 1])
+if rank in (0, 1):
+    def f(t):
+        dist.all_reduce(t, group=sub)
+        return t
+    same("new_group all_reduce", *both(f, x))
+print("OK new_group")
 dist.destroy_process_group()
 """
 
 EXPECTED = ["all_reduce SUM", "all_reduce PRODUCT", "all_reduce MIN", "all_reduce MAX", "all_reduce AVG",
             "premul_sum", "broadcast", "reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter_tensor",
             "reduce_scatter", "all_to_all_single", "all_to_all", "gather", "scatter", "send_recv", "async",
-            "barrier"]
+            "barrier", "new_group"]
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
@@ -236,11 +245,13 @@ for _ in range(6):
 y = (w.sum() * 0 + 1) * torch.ones(1 << 16, device=dev)  # depends on the queued matmuls
 start = time.perf_counter()
 work = dist.all_reduce(y, async_op=True)
+other = (w @ w).sum()  # compute queued while the collective is in flight
 work.wait()  # the current stream waits; the host does not
 host = time.perf_counter() - start
 pending = not torch.sunrise.current_stream().query()
 z = y * 2  # ordered after the collective by wait()
 assert torch.equal(z.cpu(), torch.full((1 << 16,), 2.0 * world)), z.cpu()[:4]
+assert torch.isfinite(other).item()
 print("OK", pending, f"{host:.4f}")
 dist.destroy_process_group()
 """
@@ -409,6 +420,48 @@ def test_huggingface_trainer_on_two_processes(launcher: str) -> None:
     assert [line[1:5] for line in lines] == [["0", "sunrise:0", "DISTRIBUTED", "2"], ["1", "sunrise:1", "DISTRIBUTED", "2"]], \
         describe(results)
     assert lines[0][5] == lines[1][5], describe(results)  # the ranks hold one model (DDP kept it in sync)
+
+
+MISMATCH = PRELUDE + """
+dist.init_process_group("sunrise:sccl", timeout=datetime.timedelta(seconds=30))
+x = torch.ones(4 + rank, device=dev)  # rank 1 passes one element more
+try:
+    dist.all_reduce(x)
+    x.cpu()
+except RuntimeError as e:
+    print("RAISED", str(e).replace(chr(10), " "))
+"""
+
+
+def test_mismatched_collectives_are_a_clear_error() -> None:
+    # Without the ranks' check gloo would abort the process on a size mismatch.
+    results = run_ranks(MISMATCH, 2, timeout_s=90, stop_on_failure=False)
+    for r in results:
+        assert r.returncode == 0 and "collectives do not match across ranks" in r.stdout, describe(results)
+        assert "rank 0: ALLREDUCE (Float x 4); rank 1: ALLREDUCE (Float x 5)" in r.stdout, describe(results)
+
+
+DTENSOR = PRELUDE + """
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+mesh = init_device_mesh("sunrise", (world,))  # initializes the default group: sccl
+x = torch.randn(8, 6, generator=torch.Generator().manual_seed(0))
+dx = distribute_tensor(x.to(dev), mesh, [Shard(0)])
+assert dx.to_local().shape == (8 // world, 6) and dx.to_local().device == dev
+assert torch.equal(dx.redistribute(mesh, [Replicate()]).to_local().cpu(), x)
+col = (dx * 2).sum(0)  # partial sums over the shards, reduced by the collective
+torch.testing.assert_close(col.full_tensor().cpu(), (x * 2).sum(0))
+w = distribute_tensor(torch.eye(6).to(dev), mesh, [Replicate()])
+assert torch.equal((dx @ w).full_tensor().cpu(), x)
+print("OK dtensor")
+dist.destroy_process_group()
+"""
+
+
+def test_dtensor_on_a_sunrise_device_mesh() -> None:
+    results = run_ranks(DTENSOR, 2, timeout_s=120)
+    assert all(r.returncode == 0 and "OK dtensor" in r.stdout for r in results), describe(results)
 
 
 def _child(tensor: object) -> None:

@@ -17,6 +17,7 @@ host memory in the emulation, so nothing is staged). See ``csrc/distributed/Proc
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch.distributed as dist
@@ -24,14 +25,22 @@ import torch.distributed as dist
 from . import _C
 
 BACKEND = "sccl"
+# "0": collectives skip the check that every rank calls the same one with tensors of the same
+# dtype and size (a tiny all-gather before each; without it a mismatch makes gloo abort the process).
+CHECK_ENV = "SUNRISE_COLLECTIVE_CHECKS"
 
 
 def _create_backend(options: Any, backend_options: Any) -> Any:
     """c10d's creator for the backend (``register_backend(..., extended_api=True)``): ``options``
     holds the group's store (already prefixed for this device), rank, size and timeout."""
     _C._init_distributed()
-    transport = dist.ProcessGroupGloo(options.store, options.group_rank, options.group_size, options.timeout)
-    return _C.ProcessGroupSCCL(transport, options.group_rank, options.group_size)
+
+    def gloo(prefix: str) -> Any:
+        store = dist.PrefixStore(prefix, options.store)
+        return dist.ProcessGroupGloo(store, options.group_rank, options.group_size, options.timeout)
+
+    checker = gloo("check/") if os.environ.get(CHECK_ENV, "1") != "0" else None
+    return _C.ProcessGroupSCCL(gloo("data/"), checker, options.group_rank, options.group_size)
 
 
 def register() -> None:

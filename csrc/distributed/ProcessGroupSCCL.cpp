@@ -139,10 +139,57 @@ c10d::ReduceOp premultiply(const c10d::ReduceOp& op, std::vector<at::Tensor>& in
   return c10d::ReduceOp(c10d::ReduceOp::SUM);
 }
 
+// What every rank must agree on before a collective: the op, then the dtype
+// and element count of each tensor named (at most kSignatureTensors).
+constexpr size_t kSignatureTensors = 3;
+// For collectives whose tensors may differ across ranks (uneven all-to-all).
+const std::vector<at::Tensor> kNoTensors;
+
+std::vector<int64_t> signature(c10d::OpType type, const std::vector<at::Tensor>& tensors) {
+  std::vector<int64_t> sig(1 + 2 * kSignatureTensors, -1);
+  sig[0] = static_cast<int64_t>(type);
+  for (size_t i = 0; i < tensors.size() && i < kSignatureTensors; ++i) {
+    sig[1 + 2 * i] = static_cast<int64_t>(tensors[i].scalar_type());
+    sig[2 + 2 * i] = tensors[i].numel();
+  }
+  return sig;
+}
+
+std::string describe_signature(const int64_t* sig) {
+  std::string text = c10d::opTypeToString(static_cast<c10d::OpType>(sig[0])) + " (";
+  for (size_t i = 0; i < kSignatureTensors && sig[1 + 2 * i] >= 0; ++i) {
+    if (i > 0) text += ", ";
+    text += std::string(c10::toString(static_cast<c10::ScalarType>(sig[1 + 2 * i]))) + " x " +
+            std::to_string(sig[2 + 2 * i]);
+  }
+  return text + ")";
+}
+
+// Compares this rank's signature with every other rank's over `checker`.
+void check_ranks_agree(c10d::Backend& checker, const std::vector<int64_t>& sig) {
+  at::Tensor mine = at::tensor(sig, at::kLong);
+  std::vector<at::Tensor> in{mine};
+  std::vector<std::vector<at::Tensor>> all(1);
+  for (int r = 0; r < checker.getSize(); ++r) all[0].push_back(at::empty_like(mine));
+  checker.allgather(all, in)->wait();
+  for (int r = 0; r < checker.getSize(); ++r) {
+    if (at::equal(all[0][r], mine)) continue;
+    std::string calls;
+    for (int q = 0; q < checker.getSize(); ++q) {
+      calls += (q > 0 ? "; rank " : "rank ") + std::to_string(q) + ": " +
+               describe_signature(all[0][q].const_data_ptr<int64_t>());
+    }
+    TORCH_CHECK_VALUE(false, "collectives do not match across ranks (", calls,
+                      "): every rank must call the same collectives, in the same order, with tensors of the same "
+                      "dtype and size");
+  }
+}
+
 }  // namespace
 
-ProcessGroupSCCL::ProcessGroupSCCL(c10::intrusive_ptr<c10d::Backend> transport, int rank, int size)
-    : Backend(rank, size), transport_(std::move(transport)) {
+ProcessGroupSCCL::ProcessGroupSCCL(c10::intrusive_ptr<c10d::Backend> transport,
+                                   c10::intrusive_ptr<c10d::Backend> checker, int rank, int size)
+    : Backend(rank, size), transport_(std::move(transport)), checker_(std::move(checker)) {
   TORCH_CHECK(transport_, "sunrise: the sccl process group needs a transport backend");
 }
 
@@ -168,8 +215,11 @@ SunriseStream ProcessGroupSCCL::comm_stream_for(const std::vector<at::Tensor>& t
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::launch(c10d::OpType type, const char* name,
                                                         const std::vector<at::Tensor>& tensors,
-                                                        std::vector<at::Tensor> outputs, Body body, bool blocking) {
+                                                        std::vector<at::Tensor> outputs, Body body, bool blocking,
+                                                        const std::vector<at::Tensor>* agree, bool check) {
   const SunriseStream comm = comm_stream_for(tensors, name);
+  std::optional<std::vector<int64_t>> sig;
+  if (checker_ && check) sig = signature(type, agree != nullptr ? *agree : tensors);
   // After the work already queued on the caller's stream.
   {
     SunriseEvent queued;
@@ -180,13 +230,14 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::launch(c10d::OpType type, const
   deferred.reserve(tensors.size());
   for (const at::Tensor& t : tensors) deferred.emplace_back(t, comm.handle());
   auto state = std::make_shared<CollectiveState>();
-  launch_task(comm, [transport = transport_, deferred = std::move(deferred), body = std::move(body), state,
-                             name = std::string(name)] {
+  launch_task(comm, [transport = transport_, checker = checker_, sig = std::move(sig), deferred = std::move(deferred),
+                     body = std::move(body), state, name = std::string(name)] {
     kernels::CpuViewSet set;
     std::vector<at::Tensor> views;
     views.reserve(deferred.size());
     for (const kernels::DeferredTensor& d : deferred) views.push_back(d.view(set));
     try {
+      if (sig) check_ranks_agree(*checker, *sig);
       body(*transport, views);
     } catch (const c10::Error& e) {
       // Also the device's sticky error: the next synchronizing call raises it.
@@ -329,7 +380,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::gather(std::vector<std::vector<
                   std::vector<at::Tensor> in(v.begin(), v.begin() + n);
                   auto out = unflat(v, n, sizes);
                   t.gather(out, in, opts)->wait();
-                });
+                },
+                false, &inputs);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::scatter(std::vector<at::Tensor>& outputs,
@@ -342,7 +394,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::scatter(std::vector<at::Tensor>
                   std::vector<at::Tensor> out(v.begin(), v.begin() + n);
                   auto in = unflat(v, n, sizes);
                   t.scatter(out, in, opts)->wait();
-                });
+                },
+                false, &outputs);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::reduce_scatter(std::vector<at::Tensor>& outputs,
@@ -396,7 +449,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::alltoall_base(at::Tensor& outpu
                 [opts, out_splits = output_split_sizes, in_splits = input_split_sizes](
                     c10d::Backend& t, std::vector<at::Tensor>& v) mutable {
                   t.alltoall_base(v[0], v[1], out_splits, in_splits, opts)->wait();
-                });
+                },
+                false, &kNoTensors);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::alltoall(std::vector<at::Tensor>& outputs,
@@ -408,17 +462,20 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::alltoall(std::vector<at::Tensor
                   std::vector<at::Tensor> out(v.begin(), v.begin() + n);
                   std::vector<at::Tensor> in(v.begin() + n, v.end());
                   t.alltoall(out, in, opts)->wait();
-                });
+                },
+                false, &kNoTensors);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::send(std::vector<at::Tensor>& tensors, int dst_rank, int tag) {
   return launch(c10d::OpType::SEND, "send", tensors, tensors,
-                [dst_rank, tag](c10d::Backend& t, std::vector<at::Tensor>& v) { t.send(v, dst_rank, tag)->wait(); });
+                [dst_rank, tag](c10d::Backend& t, std::vector<at::Tensor>& v) { t.send(v, dst_rank, tag)->wait(); },
+                false, nullptr, /*check=*/false);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::recv(std::vector<at::Tensor>& tensors, int src_rank, int tag) {
   return launch(c10d::OpType::RECV, "recv", tensors, tensors,
-                [src_rank, tag](c10d::Backend& t, std::vector<at::Tensor>& v) { t.recv(v, src_rank, tag)->wait(); });
+                [src_rank, tag](c10d::Backend& t, std::vector<at::Tensor>& v) { t.recv(v, src_rank, tag)->wait(); },
+                false, nullptr, /*check=*/false);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::barrier(const c10d::BarrierOptions& opts) {

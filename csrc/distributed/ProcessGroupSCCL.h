@@ -25,11 +25,15 @@ namespace torch_sunrise::distributed {
 
 class ProcessGroupSCCL final : public c10d::Backend {
  public:
-  // `transport`: a gloo backend of the same ranks over the same store. The
+  // `transport`: a gloo backend of the same ranks over the same store;
+  // `checker`, another (may be null): before each collective the ranks compare
+  // what they are about to do (op, dtype, sizes) over it, so a mismatch is a
+  // clear error rather than gloo aborting the process. The
   // device is that of the first collective's tensors (as NCCL makes its
   // communicator for the device it is first used on); later collectives
   // must use the same one.
-  ProcessGroupSCCL(c10::intrusive_ptr<c10d::Backend> transport, int rank, int size);
+  ProcessGroupSCCL(c10::intrusive_ptr<c10d::Backend> transport, c10::intrusive_ptr<c10d::Backend> checker, int rank,
+                   int size);
 
   const std::string getBackendName() const override { return "sccl"; }
   bool supportsCoalescing() const override { return true; }
@@ -82,15 +86,20 @@ class ProcessGroupSCCL final : public c10d::Backend {
  private:
   // Runs `body(transport, views of tensors)` on the communication stream,
   // after the current stream's queued work; `outputs` are the Work's result.
+  // `agree`: the tensors whose dtype and sizes every rank must match (null:
+  // all of `tensors`; empty: the op alone). `check`: false for point-to-point
+  // ops, which do not involve every rank.
   using Body = std::function<void(c10d::Backend& transport, std::vector<at::Tensor>& views)>;
   c10::intrusive_ptr<c10d::Work> launch(c10d::OpType type, const char* name, const std::vector<at::Tensor>& tensors,
-                                        std::vector<at::Tensor> outputs, Body body, bool blocking = false);
+                                        std::vector<at::Tensor> outputs, Body body, bool blocking = false,
+                                        const std::vector<at::Tensor>* agree = nullptr, bool check = true);
   c10::intrusive_ptr<c10d::Work> allreduce_each(c10d::OpType type, const char* name, std::vector<at::Tensor>& tensors,
                                                 const c10d::ReduceOp& op, std::chrono::milliseconds timeout);
   // Checks the tensors; returns the communication stream of their device.
   SunriseStream comm_stream_for(const std::vector<at::Tensor>& tensors, const char* name);
 
   c10::intrusive_ptr<c10d::Backend> transport_;
+  c10::intrusive_ptr<c10d::Backend> checker_;
   std::mutex mutex_;  // device_ and comm_stream_: DDP's collectives come from autograd's thread
   std::optional<c10::DeviceIndex> device_;
   std::optional<SunriseStream> comm_stream_;

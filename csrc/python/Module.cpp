@@ -210,10 +210,12 @@ void bind_distributed(py::module_& m) {
   if (py::hasattr(m, "ProcessGroupSCCL")) return;
   py::class_<distributed::ProcessGroupSCCL, c10d::Backend, c10::intrusive_ptr<distributed::ProcessGroupSCCL>>(
       m, "ProcessGroupSCCL")
-      .def(py::init([](const c10::intrusive_ptr<c10d::Backend>& transport, int rank, int size) {
-             return c10::make_intrusive<distributed::ProcessGroupSCCL>(transport, rank, size);
+      .def(py::init([](const c10::intrusive_ptr<c10d::Backend>& transport,
+                       const std::optional<c10::intrusive_ptr<c10d::Backend>>& checker, int rank, int size) {
+             return c10::make_intrusive<distributed::ProcessGroupSCCL>(
+                 transport, checker.value_or(c10::intrusive_ptr<c10d::Backend>()), rank, size);
            }),
-           py::arg("transport"), py::arg("rank"), py::arg("size"))
+           py::arg("transport"), py::arg("checker"), py::arg("rank"), py::arg("size"))
       .def_property_readonly("device", [](const distributed::ProcessGroupSCCL& pg) {
         return static_cast<int>(pg.device());
       });
