@@ -128,6 +128,21 @@ def test_compiled_kernels_follow_the_current_stream() -> None:
     assert_same_as_cpu(y, x.cpu() * 2 + 1)
 
 
+def test_cpu_operands_are_read_at_launch() -> None:
+    # A 0-dim CPU operand (an optimizer's step count) changed by the host after the call, while the
+    # compiled kernel still waits behind queued work: the kernel uses the value of the call.
+    f = torch.compile(lambda x, step: x * step + 1)
+    x, step = torch.ones(1 << 12, device="sunrise"), torch.tensor(2.0)
+    f(x, step)
+    torch.sunrise.synchronize()
+    w = torch.randn(768, 768, device="sunrise")
+    for _ in range(6):
+        w = w @ w / 768
+    y = f(x, step)
+    step += 5  # on the host, before the kernel ran
+    assert_same_as_cpu(y, torch.full((1 << 12,), 3.0))
+
+
 def test_compiled_kernel_waits_for_the_work_it_reads() -> None:
     # A large matmul, then a fused epilogue on its output, many times over: a kernel that ran
     # before its input was ready, or on memory the allocator handed to a later op, gives other bits.

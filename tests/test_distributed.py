@@ -142,6 +142,16 @@ if world % 2 == 0:
 else:
     print("OK send_recv")
 
+# batch_isend_irecv around the ring, every rank sending first: the group's sends and receives run
+# together (one after the other on the stream, each waiting for its peer, would deadlock)
+def f(t):
+    got = torch.empty_like(t)
+    ops = [dist.P2POp(dist.isend, t, (rank + 1) % world), dist.P2POp(dist.irecv, got, (rank - 1) % world)]
+    for work in dist.batch_isend_irecv(ops):
+        work.wait()
+    return got
+same("batch_isend_irecv", *both(f, x)); print("OK batch_isend_irecv")
+
 # async_op, with the coalescing manager FSDP's code paths use
 t = x.to(dev)
 work = dist.all_reduce(t, async_op=True)
@@ -175,7 +185,7 @@ dist.destroy_process_group()
 
 EXPECTED = ["all_reduce SUM", "all_reduce PRODUCT", "all_reduce MIN", "all_reduce MAX", "all_reduce AVG",
             "premul_sum", "broadcast", "reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter_tensor",
-            "reduce_scatter", "all_to_all_single", "all_to_all", "gather", "scatter", "send_recv", "async",
+            "reduce_scatter", "all_to_all_single", "all_to_all", "gather", "scatter", "send_recv", "batch_isend_irecv", "async",
             "barrier", "new_group"]
 
 

@@ -15,6 +15,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 import threading
+import warnings
 from types import ModuleType
 from typing import Any, Callable, Optional
 
@@ -45,7 +46,16 @@ def on_import(name: str, callback: _Callback) -> None:
         with _lock:
             _deferred.append((module, callback))
     else:
+        _call(callback, module)
+
+
+def _call(callback: _Callback, module: ModuleType) -> None:
+    # A failing registration must not fail the import of the module (torch's own).
+    try:
         callback(module)
+    except Exception as error:
+        warnings.warn(f"torch_sunrise: setting up {module.__name__} failed: {error!r}", RuntimeWarning,
+                      stacklevel=2)
 
 
 def _initializing(module: ModuleType) -> bool:
@@ -57,7 +67,7 @@ def _run_deferred() -> None:
         ready = [(m, c) for m, c in _deferred if not _initializing(m)]
         _deferred[:] = [(m, c) for m, c in _deferred if _initializing(m)]
     for module, callback in ready:
-        callback(module)
+        _call(callback, module)
 
 
 class _RunAfterImport(importlib.abc.MetaPathFinder):
@@ -95,7 +105,7 @@ class _RunAfterImport(importlib.abc.MetaPathFinder):
             with _lock:
                 callbacks = list(_callbacks.get(fullname, ()))
             for callback in callbacks:
-                callback(module)
+                _call(callback, module)
 
         loader.exec_module = exec_then_call_back  # type: ignore[method-assign]
         return spec

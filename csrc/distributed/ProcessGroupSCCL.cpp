@@ -16,7 +16,6 @@
 #include <utility>
 
 namespace torch_sunrise::distributed {
-namespace {
 
 // What the device thread learned of a collective: its error, if any.
 struct CollectiveState {
@@ -29,17 +28,25 @@ struct CollectiveState {
   }
 };
 
+namespace {
+
 // A queued collective. Its end is an event on the communication stream;
 // waiting makes the caller's current stream wait for it, as NCCL's work does.
+// Point-to-point ops of a coalescing group share one work, which is launched
+// (its event recorded, its future completed) when the group ends.
 class WorkSCCL final : public c10d::Work {
  public:
-  WorkSCCL(int rank, c10d::OpType type, const char* name, const SunriseStream& comm, std::vector<at::Tensor> outputs,
-           std::shared_ptr<const CollectiveState> state, bool blocking)
-      : Work(rank, type, name),
-        device_(comm.device_index()),
-        outputs_(std::move(outputs)),
-        state_(std::move(state)),
-        blocking_(blocking) {
+  WorkSCCL(int rank, c10d::OpType type, c10::DeviceIndex device, std::shared_ptr<const CollectiveState> state,
+           bool blocking)
+      // No profiling title: nothing would close its record function.
+      : Work(rank, type), device_(device), state_(std::move(state)), blocking_(blocking) {}
+
+  void add_outputs(const std::vector<at::Tensor>& outputs) {
+    outputs_.insert(outputs_.end(), outputs.begin(), outputs.end());
+  }
+
+  // After the collective's task was queued on `comm`.
+  void launched(const SunriseStream& comm) {
     end_.record(comm);
     // A device future, as NCCL's: completed now, its value ready on the
     // communication stream (the future records its own event there).
@@ -49,13 +56,17 @@ class WorkSCCL final : public c10d::Work {
     future_->markCompleted(c10::IValue(outputs_));
   }
 
-  bool isCompleted() override { return end_.query(); }
+  bool isCompleted() override { return future_ && end_.query(); }
   bool isSuccess() const override { return state_->get() == nullptr; }
   std::exception_ptr exception() const override { return state_->get(); }
   std::vector<at::Tensor> result() override { return outputs_; }
-  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override { return future_; }
+  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override {
+    check_launched();
+    return future_;
+  }
 
   bool wait(std::chrono::milliseconds /*timeout: the process group's applies*/) override {
+    check_launched();
     rethrow_if_failed();
     end_.block(getCurrentSunriseStream(device_));
     if (blocking_) {
@@ -67,6 +78,10 @@ class WorkSCCL final : public c10d::Work {
   void synchronize() override { wait(kNoTimeout); }
 
  private:
+  void check_launched() const {
+    TORCH_CHECK(future_, "sunrise: this send/recv is part of a coalescing group (batch_isend_irecv) that has not "
+                "ended yet; wait on the group's work");
+  }
   void rethrow_if_failed() const {
     if (std::exception_ptr error = state_->get()) std::rethrow_exception(error);
   }
@@ -206,11 +221,58 @@ SunriseStream ProcessGroupSCCL::comm_stream_for(const std::vector<at::Tensor>& t
     TORCH_CHECK_VALUE(t.is_non_overlapping_and_dense(), "sunrise ", name,
                       ": tensors must be non-overlapping and dense (call .contiguous())");
   }
-  if (!comm_stream_) {
-    const c10::DeviceIndex device = device_.value_or(current_device());
-    comm_stream_ = getStreamFromPool(/*is_high_priority=*/false, device);
-  }
+  // Before the group knows its device (a barrier first), work without tensors
+  // runs on a stream of the current device and fixes nothing.
+  if (!device_) return getStreamFromPool(/*is_high_priority=*/false, current_device());
+  if (!comm_stream_) comm_stream_ = getStreamFromPool(/*is_high_priority=*/false, *device_);
   return *comm_stream_;
+}
+
+namespace {
+
+// Records `error` (a collective's failure) for its works and returns it.
+std::exception_ptr fail(const std::shared_ptr<CollectiveState>& state, const std::string& name, const char* what) {
+  auto error = std::make_exception_ptr(std::runtime_error("sunrise " + name + " failed: " + what));
+  const std::lock_guard<std::mutex> lock(state->mutex);
+  state->error = error;
+  return error;
+}
+
+}  // namespace
+
+void ProcessGroupSCCL::run_on_device(const SunriseStream& comm, std::vector<Job> jobs,
+                                     std::shared_ptr<CollectiveState> state) {
+  // After the work already queued on the caller's stream.
+  {
+    SunriseEvent queued;
+    queued.record(getCurrentSunriseStream(comm.device_index()));
+    queued.block(comm);
+  }
+  launch_task(comm, [transport = transport_, checker = checker_, jobs = std::move(jobs), state = std::move(state)] {
+    // Every job's transport operation starts before any is waited for: the
+    // sends and receives of a group wait for their peers' counterparts.
+    std::vector<kernels::CpuViewSet> sets(jobs.size());
+    std::vector<std::vector<at::Tensor>> views(jobs.size());
+    std::vector<c10::intrusive_ptr<c10d::Work>> started(jobs.size());
+    const std::string* name = nullptr;
+    try {
+      for (size_t i = 0; i < jobs.size(); ++i) {
+        name = &jobs[i].name;
+        for (const kernels::DeferredTensor& d : jobs[i].tensors) views[i].push_back(d.view(sets[i]));
+        if (jobs[i].signature) check_ranks_agree(*checker, *jobs[i].signature);
+        started[i] = jobs[i].body(*transport, views[i]);
+      }
+      for (size_t i = 0; i < jobs.size(); ++i) {
+        name = &jobs[i].name;
+        if (started[i]) started[i]->wait();
+      }
+    } catch (const c10::Error& e) {
+      // Also the device's sticky error: the next synchronizing call raises it.
+      std::rethrow_exception(fail(state, *name, e.what_without_backtrace()));
+    } catch (const std::exception& e) {
+      std::rethrow_exception(fail(state, *name, e.what()));
+    }
+  });
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::launch(c10d::OpType type, const char* name,
@@ -218,67 +280,67 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::launch(c10d::OpType type, const
                                                         std::vector<at::Tensor> outputs, Body body, bool blocking,
                                                         const std::vector<at::Tensor>* agree, bool check) {
   const SunriseStream comm = comm_stream_for(tensors, name);
-  std::optional<std::vector<int64_t>> sig;
-  if (checker_ && check) sig = signature(type, agree != nullptr ? *agree : tensors);
-  // After the work already queued on the caller's stream.
+  Job job{name, {}, std::move(body), std::nullopt};
+  if (checker_ && check) job.signature = signature(type, agree != nullptr ? *agree : tensors);
+  job.tensors.reserve(tensors.size());
+  for (const at::Tensor& t : tensors) job.tensors.emplace_back(t, comm.handle());
   {
-    SunriseEvent queued;
-    queued.record(getCurrentSunriseStream(comm.device_index()));
-    queued.block(comm);
-  }
-  std::vector<kernels::DeferredTensor> deferred;
-  deferred.reserve(tensors.size());
-  for (const at::Tensor& t : tensors) deferred.emplace_back(t, comm.handle());
-  auto state = std::make_shared<CollectiveState>();
-  launch_task(comm, [transport = transport_, checker = checker_, sig = std::move(sig), deferred = std::move(deferred),
-                     body = std::move(body), state, name = std::string(name)] {
-    kernels::CpuViewSet set;
-    std::vector<at::Tensor> views;
-    views.reserve(deferred.size());
-    for (const kernels::DeferredTensor& d : deferred) views.push_back(d.view(set));
-    try {
-      if (sig) check_ranks_agree(*checker, *sig);
-      body(*transport, views);
-    } catch (const c10::Error& e) {
-      // Also the device's sticky error: the next synchronizing call raises it.
-      auto error = std::make_exception_ptr(std::runtime_error("sunrise " + name + " failed: " +
-                                                              e.what_without_backtrace()));
-      {
-        const std::lock_guard<std::mutex> lock(state->mutex);
-        state->error = error;
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (coalescing_ && !check) {
+      // Point-to-point in a group (batch_isend_irecv): runs when the group ends.
+      if (!group_work_) {
+        group_state_ = std::make_shared<CollectiveState>();
+        group_work_ = c10::make_intrusive<WorkSCCL>(getRank(), c10d::OpType::COALESCED, comm.device_index(),
+                                                    group_state_, false);
       }
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      auto error = std::make_exception_ptr(std::runtime_error("sunrise " + name + " failed: " + e.what()));
-      {
-        const std::lock_guard<std::mutex> lock(state->mutex);
-        state->error = error;
-      }
-      std::rethrow_exception(error);
+      static_cast<WorkSCCL&>(*group_work_).add_outputs(outputs);
+      group_jobs_.push_back(std::move(job));
+      return group_work_;
     }
-  });
-  if (coalescing_) coalesced_outputs_.insert(coalesced_outputs_.end(), outputs.begin(), outputs.end());
-  return c10::make_intrusive<WorkSCCL>(getRank(), type, name, comm, std::move(outputs), std::move(state), blocking);
+  }
+  auto state = std::make_shared<CollectiveState>();
+  std::vector<Job> jobs;
+  jobs.push_back(std::move(job));
+  run_on_device(comm, std::move(jobs), state);
+  auto work = c10::make_intrusive<WorkSCCL>(getRank(), type, comm.device_index(), std::move(state), blocking);
+  work->add_outputs(outputs);
+  work->launched(comm);
+  return work;
 }
 
 void ProcessGroupSCCL::startCoalescing() {
+  const std::lock_guard<std::mutex> lock(mutex_);
   coalescing_ = true;
-  coalesced_outputs_.clear();
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::endCoalescing() {
-  coalescing_ = false;
-  // The collectives were queued one by one, in order: the group ends with the last.
-  return c10::make_intrusive<WorkSCCL>(getRank(), c10d::OpType::COALESCED, "coalesced", comm_stream_for({}, "coalesced"),
-                                       std::exchange(coalesced_outputs_, {}), std::make_shared<CollectiveState>(),
-                                       false);
+  std::vector<Job> jobs;
+  c10::intrusive_ptr<c10d::Work> work;
+  std::shared_ptr<CollectiveState> state;
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    coalescing_ = false;
+    jobs = std::exchange(group_jobs_, {});
+    work = std::exchange(group_work_, {});
+    state = std::exchange(group_state_, {});
+  }
+  const SunriseStream comm = comm_stream_for({}, "coalesced");
+  if (!work) {
+    // The group's collectives were queued one by one, in order: it ends with the last.
+    state = std::make_shared<CollectiveState>();
+    work = c10::make_intrusive<WorkSCCL>(getRank(), c10d::OpType::COALESCED, comm.device_index(), state, false);
+  } else {
+    run_on_device(comm, std::move(jobs), state);
+  }
+  static_cast<WorkSCCL&>(*work).launched(comm);
+  return work;
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::broadcast(std::vector<at::Tensor>& tensors,
                                                            const c10d::BroadcastOptions& opts) {
   TORCH_CHECK_VALUE(tensors.size() == 1, "sunrise broadcast: one tensor per process (got ", tensors.size(), ")");
   return launch(c10d::OpType::BROADCAST, "broadcast", tensors, tensors,
-                [opts](c10d::Backend& t, std::vector<at::Tensor>& v) { t.broadcast(v, opts)->wait(); });
+                [opts](c10d::Backend& t, std::vector<at::Tensor>& v) { return t.broadcast(v, opts); });
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::allreduce(std::vector<at::Tensor>& tensors,
@@ -310,6 +372,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::allreduce_each(c10d::OpType typ
                     std::vector<at::Tensor> one{tensor};
                     t.allreduce(one, o)->wait();
                   }
+                  return nullptr;
                 });
 }
 
@@ -318,11 +381,12 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::reduce(std::vector<at::Tensor>&
   TORCH_CHECK_VALUE(tensors.size() == 1, "sunrise reduce: one tensor per process (got ", tensors.size(), ")");
   const size_t n = tensors.size();
   return launch(c10d::OpType::REDUCE, "reduce", concat(tensors, premul_factor_tensors(opts.reduceOp)), tensors,
-                [opts, n](c10d::Backend& t, std::vector<at::Tensor>& v) {
+                [opts, n, root = getRank() == opts.rootRank](c10d::Backend& t, std::vector<at::Tensor>& v) {
                   std::vector<at::Tensor> data(v.begin(), v.begin() + n);
                   c10d::ReduceOptions o = opts;
-                  o.reduceOp = premultiply(opts.reduceOp, data, n, v, /*in_place=*/true);
-                  t.reduce(data, o)->wait();
+                  // The root's tensor receives the result; the others' inputs stay as they were.
+                  o.reduceOp = premultiply(opts.reduceOp, data, n, v, /*in_place=*/root);
+                  return t.reduce(data, o);
                 });
 }
 
@@ -335,14 +399,14 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::allgather(std::vector<std::vect
                 [opts, n, sizes](c10d::Backend& t, std::vector<at::Tensor>& v) {
                   std::vector<at::Tensor> in(v.begin(), v.begin() + n);
                   auto out = unflat(v, n, sizes);
-                  t.allgather(out, in, opts)->wait();
+                  return t.allgather(out, in, opts);
                 });
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::_allgather_base(at::Tensor& output, at::Tensor& input,
                                                                  const c10d::AllgatherOptions& opts) {
   return launch(c10d::OpType::_ALLGATHER_BASE, "all_gather_into_tensor", {output, input}, {output},
-                [opts](c10d::Backend& t, std::vector<at::Tensor>& v) { t._allgather_base(v[0], v[1], opts)->wait(); });
+                [opts](c10d::Backend& t, std::vector<at::Tensor>& v) { return t._allgather_base(v[0], v[1], opts); });
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::allgather_coalesced(std::vector<std::vector<at::Tensor>>& outputs,
@@ -354,7 +418,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::allgather_coalesced(std::vector
                 flat(outputs), [opts, n, sizes](c10d::Backend& t, std::vector<at::Tensor>& v) {
                   std::vector<at::Tensor> in(v.begin(), v.begin() + n);
                   auto out = unflat(v, n, sizes);
-                  t.allgather_coalesced(out, in, opts)->wait();
+                  return t.allgather_coalesced(out, in, opts);
                 });
 }
 
@@ -367,6 +431,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::allgather_into_tensor_coalesced
   return launch(c10d::OpType::COALESCED, "allgather_into_tensor_coalesced", concat(outputs, inputs), outputs,
                 [opts, n](c10d::Backend& t, std::vector<at::Tensor>& v) {
                   for (size_t i = 0; i < n; ++i) t._allgather_base(v[i], v[n + i], opts)->wait();
+                  return nullptr;
                 });
 }
 
@@ -379,7 +444,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::gather(std::vector<std::vector<
                 [opts, n, sizes](c10d::Backend& t, std::vector<at::Tensor>& v) {
                   std::vector<at::Tensor> in(v.begin(), v.begin() + n);
                   auto out = unflat(v, n, sizes);
-                  t.gather(out, in, opts)->wait();
+                  return t.gather(out, in, opts);
                 },
                 false, &inputs);
 }
@@ -393,7 +458,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::scatter(std::vector<at::Tensor>
                 [opts, n, sizes](c10d::Backend& t, std::vector<at::Tensor>& v) {
                   std::vector<at::Tensor> out(v.begin(), v.begin() + n);
                   auto in = unflat(v, n, sizes);
-                  t.scatter(out, in, opts)->wait();
+                  return t.scatter(out, in, opts);
                 },
                 false, &outputs);
 }
@@ -410,7 +475,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::reduce_scatter(std::vector<at::
                   auto in = unflat(v, n, sizes);
                   c10d::ReduceScatterOptions o = opts;
                   for (auto& list : in) o.reduceOp = premultiply(opts.reduceOp, list, list.size(), v, false);
-                  t.reduce_scatter(out, in, o)->wait();
+                  return t.reduce_scatter(out, in, o);
                 });
 }
 
@@ -422,7 +487,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::_reduce_scatter_base(at::Tensor
                   std::vector<at::Tensor> in{v[1]};
                   c10d::ReduceScatterOptions o = opts;
                   o.reduceOp = premultiply(opts.reduceOp, in, 1, v, /*in_place=*/false);
-                  t._reduce_scatter_base(v[0], in[0], o)->wait();
+                  return t._reduce_scatter_base(v[0], in[0], o);
                 });
 }
 
@@ -438,6 +503,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::reduce_scatter_tensor_coalesced
                   c10d::ReduceScatterOptions o = opts;
                   o.reduceOp = premultiply(opts.reduceOp, in, n, v, /*in_place=*/false);
                   for (size_t i = 0; i < n; ++i) t._reduce_scatter_base(v[i], in[i], o)->wait();
+                  return nullptr;
                 });
 }
 
@@ -448,7 +514,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::alltoall_base(at::Tensor& outpu
   return launch(c10d::OpType::ALLTOALL_BASE, "all_to_all_single", {output, input}, {output},
                 [opts, out_splits = output_split_sizes, in_splits = input_split_sizes](
                     c10d::Backend& t, std::vector<at::Tensor>& v) mutable {
-                  t.alltoall_base(v[0], v[1], out_splits, in_splits, opts)->wait();
+                  return t.alltoall_base(v[0], v[1], out_splits, in_splits, opts);
                 },
                 false, &kNoTensors);
 }
@@ -461,27 +527,27 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::alltoall(std::vector<at::Tensor
                 [opts, n](c10d::Backend& t, std::vector<at::Tensor>& v) {
                   std::vector<at::Tensor> out(v.begin(), v.begin() + n);
                   std::vector<at::Tensor> in(v.begin() + n, v.end());
-                  t.alltoall(out, in, opts)->wait();
+                  return t.alltoall(out, in, opts);
                 },
                 false, &kNoTensors);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::send(std::vector<at::Tensor>& tensors, int dst_rank, int tag) {
   return launch(c10d::OpType::SEND, "send", tensors, tensors,
-                [dst_rank, tag](c10d::Backend& t, std::vector<at::Tensor>& v) { t.send(v, dst_rank, tag)->wait(); },
+                [dst_rank, tag](c10d::Backend& t, std::vector<at::Tensor>& v) { return t.send(v, dst_rank, tag); },
                 false, nullptr, /*check=*/false);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::recv(std::vector<at::Tensor>& tensors, int src_rank, int tag) {
   return launch(c10d::OpType::RECV, "recv", tensors, tensors,
-                [src_rank, tag](c10d::Backend& t, std::vector<at::Tensor>& v) { t.recv(v, src_rank, tag)->wait(); },
+                [src_rank, tag](c10d::Backend& t, std::vector<at::Tensor>& v) { return t.recv(v, src_rank, tag); },
                 false, nullptr, /*check=*/false);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupSCCL::barrier(const c10d::BarrierOptions& opts) {
   // The host waits for a barrier, as for NCCL's.
   return launch(c10d::OpType::BARRIER, "barrier", {}, {},
-                [opts](c10d::Backend& t, std::vector<at::Tensor>&) { t.barrier(opts)->wait(); }, /*blocking=*/true);
+                [opts](c10d::Backend& t, std::vector<at::Tensor>&) { return t.barrier(opts); }, /*blocking=*/true);
 }
 
 }  // namespace torch_sunrise::distributed

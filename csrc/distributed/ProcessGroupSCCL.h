@@ -10,6 +10,8 @@
 // nothing is staged through extra copies.
 #pragma once
 
+#include "kernels/CpuViews.h"
+
 #include <torch_sunrise/SunriseStream.h>
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
@@ -22,6 +24,8 @@
 #include <vector>
 
 namespace torch_sunrise::distributed {
+
+struct CollectiveState;
 
 class ProcessGroupSCCL final : public c10d::Backend {
  public:
@@ -89,12 +93,25 @@ class ProcessGroupSCCL final : public c10d::Backend {
   // `agree`: the tensors whose dtype and sizes every rank must match (null:
   // all of `tensors`; empty: the op alone). `check`: false for point-to-point
   // ops, which do not involve every rank.
-  using Body = std::function<void(c10d::Backend& transport, std::vector<at::Tensor>& views)>;
+  // A body starts its transport operation and returns it (or waits itself and
+  // returns null); the task waits for it.
+  using Body =
+      std::function<c10::intrusive_ptr<c10d::Work>(c10d::Backend& transport, std::vector<at::Tensor>& views)>;
   c10::intrusive_ptr<c10d::Work> launch(c10d::OpType type, const char* name, const std::vector<at::Tensor>& tensors,
                                         std::vector<at::Tensor> outputs, Body body, bool blocking = false,
                                         const std::vector<at::Tensor>* agree = nullptr, bool check = true);
   c10::intrusive_ptr<c10d::Work> allreduce_each(c10d::OpType type, const char* name, std::vector<at::Tensor>& tensors,
                                                 const c10d::ReduceOp& op, std::chrono::milliseconds timeout);
+  // A collective to run on the device: its tensors as they are at launch, its
+  // transport operation, and what the ranks must agree on first.
+  struct Job {
+    std::string name;
+    std::vector<kernels::DeferredTensor> tensors;
+    Body body;
+    std::optional<std::vector<int64_t>> signature;
+  };
+  // Queues one task on `comm`, after the current stream's work, that runs `jobs`.
+  void run_on_device(const SunriseStream& comm, std::vector<Job> jobs, std::shared_ptr<CollectiveState> state);
   // Checks the tensors; returns the communication stream of their device.
   SunriseStream comm_stream_for(const std::vector<at::Tensor>& tensors, const char* name);
 
@@ -103,8 +120,11 @@ class ProcessGroupSCCL final : public c10d::Backend {
   std::mutex mutex_;  // device_ and comm_stream_: DDP's collectives come from autograd's thread
   std::optional<c10::DeviceIndex> device_;
   std::optional<SunriseStream> comm_stream_;
+  // Under mutex_: a coalescing group, and its deferred point-to-point jobs.
   bool coalescing_ = false;
-  std::vector<at::Tensor> coalesced_outputs_;
+  std::vector<Job> group_jobs_;
+  c10::intrusive_ptr<c10d::Work> group_work_;
+  std::shared_ptr<CollectiveState> group_state_;
 };
 
 }  // namespace torch_sunrise::distributed

@@ -26,10 +26,12 @@ void launch_compiled_kernel(CompiledKernelEntry entry, const std::vector<Compile
 
   c10::SmallVector<uint64_t, 16> slots;
   c10::SmallVector<uint32_t, 16> device_slots;  // slots holding device pointers
-  // Host memory is not stream-ordered: CPU operands stay alive until the
-  // kernel ran. Device memory follows the caching allocator's rules, as for
-  // eager work (see DeferredTensor in CpuViews.h).
-  c10::SmallVector<c10::Storage, 2> host_storages;
+  // CPU operands (0-dim tensors: an optimizer's step count, a learning rate)
+  // are read as they are at launch, as a device copy of them would be: the
+  // host may change them before the kernel runs. The task keeps its snapshot.
+  // Device memory follows the caching allocator's rules, as for eager work
+  // (see DeferredTensor in CpuViews.h).
+  c10::SmallVector<at::Tensor, 2> host_snapshots;
   slots.reserve(args.size());
   for (const CompiledKernelArg& arg : args) {
     if (!arg.tensor.defined()) {
@@ -37,18 +39,22 @@ void launch_compiled_kernel(CompiledKernelEntry entry, const std::vector<Compile
       continue;
     }
     const at::Tensor& t = arg.tensor;
-    slots.push_back(reinterpret_cast<uintptr_t>(t.data_ptr()));
     if (t.device().is_privateuseone()) {
+      slots.push_back(reinterpret_cast<uintptr_t>(t.data_ptr()));
       device_slots.push_back(static_cast<uint32_t>(slots.size() - 1));
       if (t.storage()) caching_allocator::recordUseOnStream(t.storage().data_ptr(), stream.handle());
     } else {
       TORCH_CHECK(t.device().is_cpu(), "sunrise: a compiled kernel got a tensor on ", t.device(),
                   "; it reads sunrise and CPU memory only");
-      host_storages.push_back(t.storage());
+      // clone() keeps the strides of a dense tensor, which the kernel indexes by.
+      TORCH_CHECK(t.is_non_overlapping_and_dense(), "sunrise: a compiled kernel got a CPU tensor with ",
+                  "overlapping or gapped strides; make it contiguous or move it to sunrise");
+      host_snapshots.push_back(t.clone());
+      slots.push_back(reinterpret_cast<uintptr_t>(host_snapshots.back().data_ptr()));
     }
   }
   launch_task(stream, [entry, slots = std::move(slots), device_slots = std::move(device_slots),
-                       host_storages = std::move(host_storages)]() mutable {
+                       host_snapshots = std::move(host_snapshots)]() mutable {
     for (const uint32_t i : device_slots) {
       slots[i] = reinterpret_cast<uintptr_t>(srKernelAddress(reinterpret_cast<const void*>(slots[i])));
     }

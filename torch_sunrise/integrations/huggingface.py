@@ -159,9 +159,9 @@ def _patch_accelerate_distributed(module: Any) -> None:
     def _prepare_backend(self: Any, cpu: bool = False, sagemaker_dp: bool = False,
                          backend: Optional[str] = None) -> tuple:
         chosen, kind = prepare(self, cpu, sagemaker_dp, backend)
-        if (kind == distributed_type.NO and backend is None and not cpu
-                and int(os.environ.get("LOCAL_RANK", -1)) != -1 and _sunrise_is_accelerator()):
-            return _ACCELERATE_BACKEND, distributed_type.MULTI_GPU
+        if (kind == distributed_type.NO and not cpu and int(os.environ.get("LOCAL_RANK", -1)) != -1
+                and _sunrise_is_accelerator() and (backend is None or "sccl" in backend)):
+            return backend or _ACCELERATE_BACKEND, distributed_type.MULTI_GPU
         return chosen, kind
 
     def _set_device(self: Any) -> None:
