@@ -84,9 +84,6 @@ class ProcessGroupSCCL final : public c10d::Backend {
   c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int src_rank, int tag) override;
   c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
 
-  // -1 before the first collective.
-  c10::DeviceIndex device() const { return device_.value_or(-1); }
-
  private:
   // Runs `body(transport, views of tensors)` on the communication stream,
   // after the current stream's queued work; `outputs` are the Work's result.

@@ -215,10 +215,7 @@ void bind_distributed(py::module_& m) {
              return c10::make_intrusive<distributed::ProcessGroupSCCL>(
                  transport, checker.value_or(c10::intrusive_ptr<c10d::Backend>()), rank, size);
            }),
-           py::arg("transport"), py::arg("checker"), py::arg("rank"), py::arg("size"))
-      .def_property_readonly("device", [](const distributed::ProcessGroupSCCL& pg) {
-        return static_cast<int>(pg.device());
-      });
+           py::arg("transport"), py::arg("checker"), py::arg("rank"), py::arg("size"));
 }
 
 }  // namespace

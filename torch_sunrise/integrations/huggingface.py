@@ -92,6 +92,13 @@ def _set_attr(owner: Any, attr: str, value: Any, what: str) -> None:
     _applied.append((owner, attr, original, what))
 
 
+def _install(owner: Any, name: str, wrapper: Callable, original: Callable, what: str) -> None:
+    """Put ``wrapper`` (of ``original``) at ``owner.name``, marked as this integration's."""
+    functools.update_wrapper(wrapper, original)
+    wrapper.__sunrise_patch__ = True  # type: ignore[attr-defined]
+    _set_attr(owner, name, wrapper, what)
+
+
 def _patch_function(module: Any, name: str, make: Callable[[Callable], Callable], what: str) -> None:
     """Wrap the module-level function ``module.name`` with ``make(original)``; also
     rebind copies of the original already made by ``from module import name``."""
@@ -99,9 +106,7 @@ def _patch_function(module: Any, name: str, make: Callable[[Callable], Callable]
     if original is None or getattr(original, "__sunrise_patch__", False):
         return
     wrapper = make(original)
-    functools.update_wrapper(wrapper, original)
-    wrapper.__sunrise_patch__ = True  # type: ignore[attr-defined]
-    _set_attr(module, name, wrapper, what)
+    _install(module, name, wrapper, original, what)
     for other_name, other in list(sys.modules.items()):
         if other is None or other is module or not other_name.startswith(_REBIND_PREFIXES):
             continue
@@ -171,11 +176,8 @@ def _patch_accelerate_distributed(module: Any) -> None:
             return
         set_device(self)
 
-    for name, original, wrapper in (("_prepare_backend", prepare, _prepare_backend), ("set_device", set_device,
-                                                                                      _set_device)):
-        functools.update_wrapper(wrapper, original)
-        wrapper.__sunrise_patch__ = True  # type: ignore[attr-defined]
-        _set_attr(partial_state, name, wrapper, f"accelerate.PartialState.{name}")
+    _install(partial_state, "_prepare_backend", _prepare_backend, prepare, "accelerate.PartialState._prepare_backend")
+    _install(partial_state, "set_device", _set_device, set_device, "accelerate.PartialState.set_device")
 
 
 def _accelerate_state_device() -> Optional[torch.device]:
@@ -331,9 +333,7 @@ def _patch_pipelines(module: Any) -> None:
             return init(*bound.args, **bound.kwargs)
         return init(self, *args, **kwargs)
 
-    functools.update_wrapper(__init__, init)
-    __init__.__sunrise_patch__ = True  # type: ignore[attr-defined]
-    _set_attr(pipeline_cls, "__init__", __init__, "transformers.Pipeline.__init__ device")
+    _install(pipeline_cls, "__init__", __init__, init, "transformers.Pipeline.__init__ device")
 
 
 def _patch_sentence_transformers(module: Any) -> None:
@@ -373,10 +373,8 @@ def _patch_generation_utils(module: Any) -> None:
             if created:  # the default config later, and no "you have set compile_config" warning
                 generation_config.compile_config = None
 
-    functools.update_wrapper(_valid_auto_compile_criteria, original)
-    _valid_auto_compile_criteria.__sunrise_patch__ = True  # type: ignore[attr-defined]
-    _set_attr(mixin, "_valid_auto_compile_criteria", _valid_auto_compile_criteria,
-              "transformers GenerationMixin._valid_auto_compile_criteria")
+    _install(mixin, "_valid_auto_compile_criteria", _valid_auto_compile_criteria, original,
+             "transformers GenerationMixin._valid_auto_compile_criteria")
 
 
 # module name -> patcher, applied right after the module is imported
