@@ -323,7 +323,16 @@ def test_tensor_on_another_device_is_a_clear_error() -> None:
                for r in results), describe(results)
 
 
-LAUNCHED = """
+# For scripts run by a launcher: its workers share one stdout, so a result line goes out in one write
+# (print writes piecewise, and two ranks' lines interleave).
+REPORT = """
+import os
+
+def report(*fields):
+    os.write(1, (" ".join(str(f) for f in fields) + "\\n").encode())
+"""
+
+LAUNCHED = REPORT + """
 import os, torch, torch_sunrise
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -348,7 +357,7 @@ flat = torch.cat([p.detach().flatten() for p in model.parameters()])
 gathered = [torch.empty_like(flat) for _ in range(world)]
 dist.all_gather(gathered, flat)
 assert all(torch.equal(gathered[0].cpu(), t.cpu()) for t in gathered)
-print("OK", rank, world, os.environ.get("OMP_NUM_THREADS"), f"{loss.item():.4f}")
+report("OK", rank, world, os.environ.get("OMP_NUM_THREADS"), f"{loss.item():.4f}")
 dist.destroy_process_group()
 """
 
@@ -384,7 +393,7 @@ def test_torchrun(hosts: int) -> None:
     assert sorted(line.split()[1] for line in lines) == ["0", "1"], describe(results)
 
 
-TRAINER = """
+TRAINER = REPORT + """
 import os, tempfile, torch, torch_sunrise
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
@@ -397,9 +406,7 @@ args = TrainingArguments(output_dir=tempfile.mkdtemp(), max_steps=4, per_device_
                          save_strategy="no", dataloader_num_workers=0)
 Trainer(model=model, args=args, train_dataset=data).train()
 checksum = sum(p.detach().double().sum().item() for p in model.parameters())  # equal on synchronized ranks
-# one write: the launcher's workers share one stdout
-line = " ".join(["OK", os.environ["RANK"], str(args.device), args.parallel_mode.name, str(args.world_size), repr(checksum)])
-os.write(1, (line + "\\n").encode())
+report("OK", os.environ["RANK"], args.device, args.parallel_mode.name, args.world_size, repr(checksum))
 """
 
 
