@@ -31,6 +31,10 @@
  *                           one: srDeviceProp::serialWorkUs (default 100)
  *  SUNRISE_MAX_QUEUED       launches a stream queues before the host waits
  *                           (default 256)
+ *  - Stream capture (srStreamBeginCapture) records work instead of running it;
+ *    the resulting graph is launched on a stream as one submission (see the
+ *    graph section below).
+ *
  *  SUNRISE_MEMCHECK         "1": device pointers fault when host code
  *                           dereferences them, device work faults past the end
  *                           of an allocation or on freed memory, and each such
@@ -68,7 +72,15 @@ typedef enum srError {
   srErrorLaunchFailure = 9,         /* a kernel or host function failed (sticky) */
   srErrorHostMemoryAllocation = 10, /* pinned host memory could not be allocated */
   srErrorNotSupported = 11,         /* valid request the emulator cannot serve */
-  srErrorInvalidConfiguration = 12  /* launch grid / block / arguments invalid */
+  srErrorInvalidConfiguration = 12, /* launch grid / block / arguments invalid */
+  srErrorStreamCaptureUnsupported = 13, /* not permitted while a stream captures (invalidates the capture) */
+  srErrorStreamCaptureInvalidated = 14, /* the capture was invalidated by an earlier error */
+  srErrorStreamCaptureUnjoined = 15,    /* a stream forked from the capture was not joined back */
+  srErrorStreamCaptureIsolation = 16,   /* captured work depends on work outside the capture */
+  srErrorStreamCaptureUnmatched = 17,   /* capture ended on a stream that did not begin it */
+  srErrorStreamCaptureWrongThread = 18, /* capture ended by another thread than the one that began it */
+  srErrorCapturedEvent = 19,            /* event recorded in a capture queried or waited on by the host */
+  srErrorIllegalState = 20              /* e.g. beginning a capture on a stream that captures */
 } srError_t;
 
 SR_API const char* srGetErrorName(srError_t error);
@@ -218,6 +230,76 @@ typedef void (*srHostFn_t)(void* user_data);
 SR_API srError_t srLaunchKernel(srKernel_t kernel, srDim3 grid, srDim3 block, const void* args,
                                 size_t argsSize, srStream_t stream);
 SR_API srError_t srLaunchHostFunc(srStream_t stream, srHostFn_t fn, void* user_data);
+
+/* ---------------------------------------------------------- graph capture
+ *
+ * While a stream captures, what is submitted to it (kernels, host functions,
+ * copies, memsets) is recorded as nodes of a graph instead of running. An
+ * event recorded on a capturing stream and waited on by another stream forks
+ * the capture onto that stream; every forked stream must be joined back (its
+ * last work waited on by the origin stream) before the capture ends.
+ * srGraphInstantiate turns the graph into an executable one, which
+ * srGraphLaunch runs on a stream as a single submission, in stream order,
+ * as often as wanted. Nodes run in capture order on the launch stream's
+ * device (a kernel node still spreads its blocks over the compute units).
+ *
+ * A captured host function keeps its user_data pointer: the caller keeps
+ * what it points at alive for as long as the graph and its executable ones.
+ * Kernel arguments are copied at capture.
+ *
+ * Calls that wait for the device cannot be captured. On a capturing stream,
+ * srStreamSynchronize and srStreamQuery fail with
+ * srErrorStreamCaptureUnsupported; srEventQuery and srEventSynchronize on an
+ * event recorded in an active capture fail with srErrorCapturedEvent. Calls
+ * that are merely unsafe during capture (srDeviceSynchronize, srMemcpy,
+ * srMemset, srFree, srMallocHost, srFreeHost, srMemcpyAsync from pageable
+ * memory) fail with srErrorStreamCaptureUnsupported when the calling thread is
+ * prohibited from making them, which depends on the capture modes as in CUDA:
+ *   Global       the thread is prohibited while it has a capture of its own
+ *                that is not relaxed, or while any other thread has a
+ *                global-mode capture;
+ *   ThreadLocal  only its own non-relaxed captures prohibit it;
+ *   Relaxed      never prohibited.
+ * The thread's mode (srThreadExchangeStreamCaptureMode; default Global) is
+ * what these rules read; a capture's own mode decides whether it counts as a
+ * global capture for other threads and whether it must end on its thread.
+ * A failed call invalidates the captures concerned: work submitted to them
+ * afterwards fails with srErrorStreamCaptureInvalidated and so does
+ * srStreamEndCapture, which returns no graph but ends the capture. */
+
+typedef struct srGraph* srGraph_t;
+typedef struct srGraphExec* srGraphExec_t;
+
+typedef enum srStreamCaptureMode {
+  srStreamCaptureModeGlobal = 0,
+  srStreamCaptureModeThreadLocal = 1,
+  srStreamCaptureModeRelaxed = 2
+} srStreamCaptureMode;
+
+typedef enum srStreamCaptureStatus {
+  srStreamCaptureStatusNone = 0,
+  srStreamCaptureStatusActive = 1,
+  srStreamCaptureStatusInvalidated = 2
+} srStreamCaptureStatus;
+
+SR_API srError_t srStreamBeginCapture(srStream_t stream, srStreamCaptureMode mode);
+/* Ends the capture begun on `stream` and returns its graph. */
+SR_API srError_t srStreamEndCapture(srStream_t stream, srGraph_t* graph);
+SR_API srError_t srStreamIsCapturing(srStream_t stream, srStreamCaptureStatus* status);
+/* `id` (may be NULL) identifies the capture sequence, unique in the process. */
+SR_API srError_t srStreamGetCaptureInfo(srStream_t stream, srStreamCaptureStatus* status, unsigned long long* id);
+/* Sets the calling thread's capture interaction mode, returning the old one in *mode. */
+SR_API srError_t srThreadExchangeStreamCaptureMode(srStreamCaptureMode* mode);
+SR_API srError_t srGraphGetNodeCount(srGraph_t graph, size_t* count);
+/* Writes the graph's nodes and dependencies as a Graphviz file. */
+SR_API srError_t srGraphDebugDotPrint(srGraph_t graph, const char* path);
+SR_API srError_t srGraphDestroy(srGraph_t graph);
+SR_API srError_t srGraphInstantiate(srGraphExec_t* exec, srGraph_t graph);
+/* Queues one run of the whole graph on `stream`, after the stream's earlier
+ * work and after the executable graph's earlier launches. */
+SR_API srError_t srGraphLaunch(srGraphExec_t exec, srStream_t stream);
+/* Waits for the graph's launches that have not run yet, then releases it. */
+SR_API srError_t srGraphExecDestroy(srGraphExec_t exec);
 
 /* Called from inside a kernel or host function: marks the launch failed. The
  * error becomes the device's sticky error with `message` as its detail. */

@@ -137,6 +137,7 @@ srError_t srGetDeviceProperties(srDeviceProp* prop, int device) {
 srError_t srDeviceSynchronize(void) {
   Device* dev = nullptr;
   if (srError_t e = current_device(&dev)) return e;
+  if (srError_t e = check_unsafe_call("srDeviceSynchronize")) return e;
   if (srError_t e = synchronize_device(*dev)) return e;
   return ok();
 }

@@ -36,6 +36,14 @@ const char* srGetErrorName(srError_t error) {
     case srErrorHostMemoryAllocation: return "srErrorHostMemoryAllocation";
     case srErrorNotSupported: return "srErrorNotSupported";
     case srErrorInvalidConfiguration: return "srErrorInvalidConfiguration";
+    case srErrorStreamCaptureUnsupported: return "srErrorStreamCaptureUnsupported";
+    case srErrorStreamCaptureInvalidated: return "srErrorStreamCaptureInvalidated";
+    case srErrorStreamCaptureUnjoined: return "srErrorStreamCaptureUnjoined";
+    case srErrorStreamCaptureIsolation: return "srErrorStreamCaptureIsolation";
+    case srErrorStreamCaptureUnmatched: return "srErrorStreamCaptureUnmatched";
+    case srErrorStreamCaptureWrongThread: return "srErrorStreamCaptureWrongThread";
+    case srErrorCapturedEvent: return "srErrorCapturedEvent";
+    case srErrorIllegalState: return "srErrorIllegalState";
   }
   return "srErrorUnknown";
 }
@@ -55,6 +63,14 @@ const char* srGetErrorString(srError_t error) {
     case srErrorHostMemoryAllocation: return "pinned host memory allocation failed";
     case srErrorNotSupported: return "operation not supported";
     case srErrorInvalidConfiguration: return "invalid configuration argument";
+    case srErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case srErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case srErrorStreamCaptureUnjoined: return "capture ended with a forked stream that was not joined";
+    case srErrorStreamCaptureIsolation: return "dependency created on uncaptured work in another stream";
+    case srErrorStreamCaptureUnmatched: return "capture ended on a stream that did not begin it";
+    case srErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
+    case srErrorCapturedEvent: return "operation not permitted on an event last recorded in a capturing stream";
+    case srErrorIllegalState: return "operation not permitted in the current state";
   }
   return "unrecognized error code";
 }

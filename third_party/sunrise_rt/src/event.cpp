@@ -82,6 +82,8 @@ srError_t srEventCreateWithFlags(srEvent_t* event, unsigned flags) {
     e->stream = nullptr;
     e->seq = 0;
     e->recorded = false;
+    e->capture_id = 0;
+    e->capture_nodes.clear();
     // generation keeps counting so that a stale timing marker never matches.
   } else {
     all_events().push_back(std::make_unique<srEvent>());
@@ -107,6 +109,9 @@ srError_t srEventDestroy(srEvent_t event) {
 srError_t srEventRecord(srEvent_t event, srStream_t stream) {
   if (srError_t e = check_event(event)) return e;
   if (srError_t e = check_stream(stream)) return e;
+  bool captured = false;
+  if (srError_t e = record_event_in_capture(event, stream, &captured)) return e;
+  if (captured) return ok();
   uint64_t generation = 0;
   {
     std::lock_guard<std::mutex> lock(event->mutex);
@@ -131,12 +136,15 @@ srError_t srEventRecord(srEvent_t event, srStream_t stream) {
     event->seq = seq;
     event->stream = stream;
     event->recorded = true;
+    event->capture_id = 0;
+    event->capture_nodes.clear();
   }
   return ok();
 }
 
 srError_t srEventQuery(srEvent_t event) {
   if (srError_t e = check_event(event)) return e;
+  if (srError_t e = check_event_not_captured(event, "srEventQuery")) return e;
   const RecordedPoint p = point_of(event);
   if (!reached(p)) return srErrorNotReady;
   if (p.recorded) {
@@ -147,6 +155,7 @@ srError_t srEventQuery(srEvent_t event) {
 
 srError_t srEventSynchronize(srEvent_t event) {
   if (srError_t e = check_event(event)) return e;
+  if (srError_t e = check_event_not_captured(event, "srEventSynchronize")) return e;
   const RecordedPoint p = point_of(event);
   if (!p.recorded) return ok();
   // A blocking-sync event sleeps right away instead of spinning the host core.
@@ -159,6 +168,8 @@ srError_t srEventElapsedTime(float* ms, srEvent_t start, srEvent_t end) {
   if (ms == nullptr) return fail(srErrorInvalidValue, "srEventElapsedTime: ms is NULL");
   if (srError_t e = check_event(start)) return e;
   if (srError_t e = check_event(end)) return e;
+  if (srError_t e = check_event_not_captured(start, "srEventElapsedTime")) return e;
+  if (srError_t e = check_event_not_captured(end, "srEventElapsedTime")) return e;
   if (!start->timing() || !end->timing())
     return fail(srErrorInvalidResourceHandle, "srEventElapsedTime: both events need timing enabled");
   srEvent* both[2] = {start, end};
@@ -186,6 +197,9 @@ srError_t srStreamWaitEvent(srStream_t stream, srEvent_t event, unsigned flags) 
   if (srError_t e = check_stream(stream)) return e;
   if (srError_t e = check_event(event)) return e;
   if (flags != 0) return fail(srErrorInvalidValue, "srStreamWaitEvent: flags must be 0");
+  bool captured = false;
+  if (srError_t e = wait_event_in_capture(stream, event, &captured)) return e;
+  if (captured) return ok();
   const RecordedPoint p = point_of(event);
   // Nothing to wait for: unrecorded, already done, or same stream (in order).
   if (reached(p) || p.stream == stream) return ok();

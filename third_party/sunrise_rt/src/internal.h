@@ -19,6 +19,7 @@
 namespace sunrise_rt {
 
 class ComputePool;
+struct Capture;
 
 // ------------------------------------------------------------------ config
 
@@ -152,7 +153,7 @@ void* memcheck_access(const void* ptr);
 // Executed by the stream's device thread. Kept as a tagged struct rather than a
 // std::function so that submission does not allocate for the common cases.
 struct Task {
-  enum class Kind : uint8_t { Kernel, HostFn, Copy, Set, EventRecord, WaitStream };
+  enum class Kind : uint8_t { Kernel, HostFn, Copy, Set, EventRecord, WaitStream, Graph };
   Kind kind = Kind::HostFn;
   uint64_t seq = 0;
 
@@ -177,6 +178,8 @@ struct Task {
 
   srStream* wait_stream = nullptr;
   uint64_t wait_seq = 0;
+
+  srGraphExec* graph_exec = nullptr;
 
   static constexpr size_t kInlineArgs = 128;
   alignas(16) unsigned char inline_args[kInlineArgs];
@@ -221,6 +224,9 @@ struct Task {
       case Kind::WaitStream:
         wait_stream = other.wait_stream;
         wait_seq = other.wait_seq;
+        break;
+      case Kind::Graph:
+        graph_exec = other.graph_exec;
         break;
     }
   }
@@ -272,6 +278,9 @@ struct srStream {
   sunrise_rt::TaskSegment* spare_segments = nullptr;  // guarded by submit_mutex
   std::vector<std::unique_ptr<sunrise_rt::TaskSegment>> segments;  // all of them; guarded by submit_mutex
   bool stopping = false;                            // guarded by submit_mutex
+  // The capture this stream takes part in (graph.cpp); guarded by submit_mutex,
+  // so that submission, which holds the lock anyway, checks it for free.
+  std::shared_ptr<sunrise_rt::Capture> capture;
   std::thread worker;
   std::atomic<uint64_t> submitted{0};
   // A recent value of `completed`, so that the launch-queue bound reads the
@@ -321,6 +330,10 @@ struct srEvent {
   bool recorded = false;
   std::atomic<int64_t> timestamp_ns{0};
   std::atomic<uint64_t> timestamp_generation{0};
+  // Recorded on a capturing stream: the capture and its nodes the record
+  // stands for (then `recorded` is false). Guarded by mutex.
+  unsigned long long capture_id = 0;
+  std::vector<uint32_t> capture_nodes;
 
   bool valid() const { return magic.load(std::memory_order_acquire) == kLive; }
   bool timing() const { return (flags & srEventDisableTiming) == 0; }
@@ -356,6 +369,32 @@ class HandleRegistry {
   std::mutex mutex_;
   std::unordered_set<const T*> known_;
 };
+
+// Runs device work on the calling device thread; false when it reported an
+// error (already made the device's sticky error).
+bool run_kernel(Device* dev, srKernel_t kernel, srDim3 grid, srDim3 block, void* args);
+bool run_host_fn(Device* dev, srHostFn_t fn, void* user_data);
+
+// ------------------------------------------------------------------ capture
+
+// graph.cpp. record_captured appends a task submitted to a capturing stream
+// (called by submit with the stream's submit_mutex held); false when the
+// capture has ended meanwhile and the task is to run as usual.
+bool record_captured(srStream* stream, Task& task, srError_t* result);
+// A stream's active capture, or null.
+std::shared_ptr<Capture> capture_of(srStream* stream);
+// srSuccess, or srErrorStreamCaptureUnsupported (invalidating the captures
+// concerned) when the calling thread may not make potentially unsafe calls.
+srError_t check_unsafe_call(const char* call);
+// Fails (invalidating the capture) when `stream` captures: it cannot be waited for.
+srError_t check_not_capturing(srStream* stream, const char* call);
+// For srEventRecord / srStreamWaitEvent on capturing streams; `handled` is
+// false when the call is not about a capture and proceeds as usual.
+srError_t record_event_in_capture(srEvent* event, srStream* stream, bool* handled);
+srError_t wait_event_in_capture(srStream* stream, srEvent* event, bool* handled);
+// srErrorCapturedEvent when the event was last recorded in an active capture.
+srError_t check_event_not_captured(srEvent* event, const char* call);
+void execute_graph(Device* dev, srGraphExec* exec);
 
 srError_t check_stream(srStream_t stream);
 srError_t check_event(srEvent_t event);

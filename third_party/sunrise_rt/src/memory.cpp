@@ -250,6 +250,7 @@ srError_t srFree(void* ptr) {
     return fail(srErrorInvalidDevicePointer,
                 "srFree: " + hex(ptr) + " is not the start of a live device allocation (double free?)");
   }
+  if (srError_t e = check_unsafe_call("srFree")) return e;
   Device* dev = nullptr;
   if (srError_t e = get_device(info.device, &dev)) return e;
   // As cudaFree: the memory may still be read by queued work.
@@ -271,6 +272,7 @@ srError_t srMallocHost(void** ptr, size_t size) {
   if (ptr == nullptr) return fail(srErrorInvalidValue, "srMallocHost: ptr is NULL");
   *ptr = nullptr;
   if (size == 0) return ok();
+  if (srError_t e = check_unsafe_call("srMallocHost")) return e;
   if (size > (size_t{1} << 48)) return fail(srErrorHostMemoryAllocation, "cannot pin " + bytes_text(size));
   const size_t bytes = round_to_pages(size);
   void* p = map_pages(bytes);
@@ -289,6 +291,7 @@ srError_t srFreeHost(void* ptr) {
   AllocationInfo info;
   if (!find_allocation(ptr, &info) || info.type != srMemoryTypeHost || info.base != reinterpret_cast<uintptr_t>(ptr))
     return fail(srErrorInvalidValue, "srFreeHost: " + hex(ptr) + " is not the start of a live pinned allocation");
+  if (srError_t e = check_unsafe_call("srFreeHost")) return e;
   // Queued copies may still read it: wait for every device, as cudaFreeHost.
   for (int i = 0; i < device_count_unchecked(); ++i) {
     Device* dev = nullptr;
@@ -318,6 +321,11 @@ srError_t srMemcpyAsync(void* dst, const void* src, size_t count, srMemcpyKind k
   CopyPlan plan;
   if (srError_t e = plan_copy(dst, src, count, kind, &plan)) return e;
   if (count == 0) return ok();
+  // Waiting for the copy below is what a capture cannot do.
+  if (plan.pageable) {
+    if (srError_t e = check_unsafe_call("srMemcpyAsync from or to pageable host memory")) return e;
+    if (srError_t e = check_not_capturing(stream, "srMemcpyAsync from or to pageable host memory")) return e;
+  }
   if (srError_t e = stream->device->report_sticky()) return e;
   Task t;
   t.kind = Task::Kind::Copy;
@@ -337,6 +345,7 @@ srError_t srMemcpyAsync(void* dst, const void* src, size_t count, srMemcpyKind k
 srError_t srMemcpy(void* dst, const void* src, size_t count, srMemcpyKind kind) {
   CopyPlan plan;
   if (srError_t e = plan_copy(dst, src, count, kind, &plan)) return e;
+  if (srError_t e = check_unsafe_call("srMemcpy")) return e;
   if (srError_t e = synchronize_device(*plan.dev)) return e;
   if (plan.other_dev != nullptr) {
     if (srError_t e = synchronize_device(*plan.other_dev)) return e;
@@ -365,6 +374,7 @@ srError_t srMemset(void* dst, int value, size_t count) {
   if (srError_t e = check_range(dst, count, true, "memset destination", &info)) return e;
   Device* dev = nullptr;
   if (srError_t e = get_device(info.device, &dev)) return e;
+  if (srError_t e = check_unsafe_call("srMemset")) return e;
   if (srError_t e = synchronize_device(*dev)) return e;
   if (count > 0) execute_set(dev, dst, value, count);
   return ok();

@@ -43,45 +43,12 @@ void before_sleep() {
 void execute(srStream* s, Task& t) {
   Device* dev = s->device;
   switch (t.kind) {
-    case Task::Kind::Kernel: {
-      auto job = std::make_shared<KernelJob>();
-      job->kernel = t.kernel;
-      job->grid = t.grid;
-      job->block = t.block;
-      job->args = t.args();
-      job->device = dev->index;
-      job->total_blocks = uint64_t{t.grid.x} * t.grid.y * t.grid.z;
-      if (job->total_blocks == 1 || dev->prop.multiProcessorCount == 1) {
-        run_blocks(*job, 0);
-      } else {
-        dev->compute_pool().run(job);
-      }
-      if (job->error != srSuccess) dev->set_sticky(job->error, job->error_detail);
+    case Task::Kind::Kernel:
+      run_kernel(dev, t.kernel, t.grid, t.block, t.args());
       break;
-    }
-    case Task::Kind::HostFn: {
-      // A host function reports failure through srReportAsyncError, which
-      // records against this pseudo-job.
-      KernelJob job;
-      job.device = dev->index;
-      KernelJob* saved = t_current_job;
-      const int saved_device = t_executing_device;
-      t_current_job = &job;
-      t_executing_device = dev->index;
-      try {
-        t.host_fn(t.user_data);
-      } catch (const std::exception& e) {
-        job.error = srErrorLaunchFailure;
-        job.error_detail = std::string("host function threw: ") + e.what();
-      } catch (...) {
-        job.error = srErrorLaunchFailure;
-        job.error_detail = "host function threw a non-standard exception";
-      }
-      t_current_job = saved;
-      t_executing_device = saved_device;
-      if (job.error != srSuccess) dev->set_sticky(job.error, job.error_detail);
+    case Task::Kind::HostFn:
+      run_host_fn(dev, t.host_fn, t.user_data);
       break;
-    }
     case Task::Kind::Copy:
       execute_copy(dev, t.dst, t.src, t.count);
       break;
@@ -93,6 +60,9 @@ void execute(srStream* s, Task& t) {
       break;
     case Task::Kind::WaitStream:
       wait_for(t.wait_stream, t.wait_seq);
+      break;
+    case Task::Kind::Graph:
+      execute_graph(dev, t.graph_exec);
       break;
   }
 }
@@ -180,6 +150,49 @@ TaskSegment* take_segment(srStream* s) {
 
 }  // namespace
 
+bool run_kernel(Device* dev, srKernel_t kernel, srDim3 grid, srDim3 block, void* args) {
+  auto job = std::make_shared<KernelJob>();
+  job->kernel = kernel;
+  job->grid = grid;
+  job->block = block;
+  job->args = args;
+  job->device = dev->index;
+  job->total_blocks = uint64_t{grid.x} * grid.y * grid.z;
+  if (job->total_blocks == 1 || dev->prop.multiProcessorCount == 1) {
+    run_blocks(*job, 0);
+  } else {
+    dev->compute_pool().run(job);
+  }
+  if (job->error == srSuccess) return true;
+  dev->set_sticky(job->error, job->error_detail);
+  return false;
+}
+
+bool run_host_fn(Device* dev, srHostFn_t fn, void* user_data) {
+  // A host function reports failure through srReportAsyncError, which
+  // records against this pseudo-job.
+  KernelJob job;
+  job.device = dev->index;
+  KernelJob* saved = t_current_job;
+  const int saved_device = t_executing_device;
+  t_current_job = &job;
+  t_executing_device = dev->index;
+  try {
+    fn(user_data);
+  } catch (const std::exception& e) {
+    job.error = srErrorLaunchFailure;
+    job.error_detail = std::string("host function threw: ") + e.what();
+  } catch (...) {
+    job.error = srErrorLaunchFailure;
+    job.error_detail = "host function threw a non-standard exception";
+  }
+  t_current_job = saved;
+  t_executing_device = saved_device;
+  if (job.error == srSuccess) return true;
+  dev->set_sticky(job.error, job.error_detail);
+  return false;
+}
+
 srError_t check_stream(srStream_t stream) {
   if (stream == nullptr)
     return fail(srErrorInvalidResourceHandle,
@@ -215,6 +228,13 @@ srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
   {
     std::lock_guard<std::mutex> lock(s->submit_mutex);
     if (s->stopping) return fail(srErrorInvalidResourceHandle, "stream is being destroyed");
+    if (s->capture) {
+      srError_t result = srSuccess;
+      if (record_captured(s, task, &result)) {
+        if (seq_out) *seq_out = 0;
+        return result;
+      }
+    }
     if (!s->worker.joinable()) {
       try {
         TaskSegment* first = take_segment(s);
@@ -322,6 +342,7 @@ srError_t srStreamCreateWithPriority(srStream_t* stream, unsigned flags, int pri
 srError_t srStreamDestroy(srStream_t stream) {
   if (srError_t e = check_stream(stream)) return e;
   if (stream->is_default) return fail(srErrorInvalidResourceHandle, "the default stream cannot be destroyed");
+  if (srError_t e = check_not_capturing(stream, "srStreamDestroy")) return e;
   uint32_t expected = srStream::kLive;
   if (!stream->magic.compare_exchange_strong(expected, 0))
     return fail(srErrorInvalidResourceHandle, "stream handle was destroyed");
@@ -358,12 +379,14 @@ srError_t srStreamDestroy(srStream_t stream) {
 
 srError_t srStreamSynchronize(srStream_t stream) {
   if (srError_t e = check_stream(stream)) return e;
+  if (srError_t e = check_not_capturing(stream, "srStreamSynchronize")) return e;
   if (srError_t e = synchronize_stream(stream)) return e;
   return ok();
 }
 
 srError_t srStreamQuery(srStream_t stream) {
   if (srError_t e = check_stream(stream)) return e;
+  if (srError_t e = check_not_capturing(stream, "srStreamQuery")) return e;
   if (stream->completed.load(std::memory_order_seq_cst) < stream->submitted.load(std::memory_order_seq_cst))
     return srErrorNotReady;
   if (srError_t e = stream->device->report_sticky()) return e;
