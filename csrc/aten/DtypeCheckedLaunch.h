@@ -171,7 +171,9 @@ inline bool wait_for_checked_launch(const SunriseStream& stream, const detail::C
 template <typename F>
 void launch_checked(const SunriseStream& stream, uint64_t dtypes, F&& f) {
   CheckedDtypes& checked = checked_dtypes_of<std::decay_t<F>>();
-  if (checked.contains(dtypes)) {
+  // A capturing stream records the task, so there is nothing to wait for: an
+  // error shows at replay, as the device's asynchronous error.
+  if (checked.contains(dtypes) || stream.is_capturing()) {
     launch_task(stream, std::forward<F>(f));
     return;
   }

@@ -27,6 +27,7 @@
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseFunctions.h>
 #include <torch_sunrise/SunriseGenerator.h>
+#include <torch_sunrise/SunriseGraph.h>
 #include <torch_sunrise/SunriseGuard.h>
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -213,6 +214,11 @@ void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stac
     const std::lock_guard<std::mutex> lock(record.mutex);
     record.sync_reason = std::move(reason);
   }
+  {
+    const std::string what = "operator '" + name + "' (it has no sunrise kernel and runs on the CPU after "
+                             "synchronizing the device)";
+    check_not_capturing(getCurrentSunriseStream(device.index()), what.c_str(), "move it out of the captured region");
+  }
   announce(record);
 
   // 3. Synchronously: stream order, as constructing it synchronizes the
@@ -302,7 +308,7 @@ at::Generator cpu_generator_for(const c10::IValue& gen, c10::DeviceIndex device,
               source.device().type(), "' (in ", op_name, ")");
   auto* impl = source.get<SunriseGeneratorImpl>();
   const std::lock_guard<std::mutex> lock(impl->mutex_);
-  return impl->derive_cpu_generator();
+  return impl->derive_cpu_generator(getCurrentSunriseStream(device).handle());
 }
 
 FallbackMode fallback_mode() { return mode_ref().load(std::memory_order_relaxed); }

@@ -4,6 +4,7 @@
 #include "SunriseCpuFallback.h"
 #include "SunriseHostCompute.h"
 
+#include <torch_sunrise/SunriseGraph.h>
 #include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseStorage.h>
 
@@ -776,6 +777,15 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
   // A call waits (its CPU kernel's errors arrive here) until its outputs'
   // geometry is verified; a call returning a host value always waits.
   const bool wait = queued.returns_host_value_ || !verified;
+  if (wait) {
+    const std::string what = "operator '" + schema.operator_name().name + "' (through the CPU fallback, " +
+                             (queued.returns_host_value_ ? "returning a value to the host)"
+                                                         : "first run with these shapes, checked on the host)");
+    check_not_capturing(stream, what.c_str(),
+                        queued.returns_host_value_
+                            ? "move it out of the captured region"
+                            : "run the captured code once before capturing (warm-up), as for CUDA graphs");
+  }
   if (!wait) {
     for (const c10::Warning& warning : outcome->warnings) c10::warn(warning);
     launch_task(stream, std::move(call));

@@ -12,6 +12,7 @@
 #include "CpuViews.h"
 
 #include <torch_sunrise/SunriseEvent.h>
+#include <torch_sunrise/SunriseGraph.h>
 #include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseHostAllocator.h>
 #include <torch_sunrise/SunriseLaunch.h>
@@ -69,6 +70,9 @@ void copy_host_to_device(const at::Tensor& dst, const at::Tensor& src, bool non_
   SunriseGuard guard(dst.device());
   const SunriseStream stream = getCurrentSunriseStream(dst.device().index());
   const bool pinned = is_pinned_ptr(src.storage().data());
+  if (!(pinned && non_blocking))
+    check_not_capturing(stream, "a copy from CPU memory that is not pinned, or without non_blocking=True (it waits)",
+                        "copy from pinned memory with non_blocking=True, or before capturing");
   if (is_memcpy_compatible(dst, src)) {
     SUNRISE_CHECK(srMemcpyAsync(dense_begin(dst), dense_begin(src), dense_nbytes(dst), srMemcpyHostToDevice,
                                 stream.handle()));
@@ -86,6 +90,9 @@ void copy_device_to_host(const at::Tensor& dst, const at::Tensor& src, bool non_
   SunriseGuard guard(src.device());
   const SunriseStream stream = getCurrentSunriseStream(src.device().index());
   const bool pinned = is_pinned_ptr(dst.storage().data());
+  if (!(pinned && non_blocking))
+    check_not_capturing(stream, "a copy to CPU memory that is not pinned, or without non_blocking=True (it waits)",
+                        "copy into pinned memory with non_blocking=True, or after replaying the graph");
   if (is_memcpy_compatible(dst, src)) {
     SUNRISE_CHECK(srMemcpyAsync(dense_begin(dst), dense_begin(src), dense_nbytes(dst), srMemcpyDeviceToHost,
                                 stream.handle()));

@@ -23,17 +23,19 @@ namespace {
 
 constexpr int64_t kBlockElements = int64_t{1} << 16;  // elements per launched block (a multiple of 4)
 
-struct Counters {
-  uint64_t seed;
-  uint64_t base;  // first Philox counter of this op
-};
-
-// Reserves `values` 32-bit draws from the tensor's device generator.
-Counters reserve(const at::Tensor& self, std::optional<at::Generator> gen, uint64_t values) {
-  auto* impl = at::get_generator_or_default<SunriseGeneratorImpl>(gen, getDefaultSunriseGenerator(self.device().index()));
+// Reserves `values` 32-bit draws from the tensor's device generator, for an
+// op launched on the device's current stream.
+PhiloxSeed reserve(const at::Tensor& self, std::optional<at::Generator> gen, uint64_t values) {
+  const c10::DeviceIndex device = self.device().index();
+  auto* impl = at::get_generator_or_default<SunriseGeneratorImpl>(gen, getDefaultSunriseGenerator(device));
   std::lock_guard<std::mutex> lock(impl->mutex_);
-  const uint64_t offset = impl->philox_offset(values);
-  return {impl->current_seed(), offset / 4};
+  return impl->philox_seed(values, getCurrentSunriseStream(device).handle());
+}
+
+// The seed and first Philox counter of a reserved range, where it is drawn.
+std::pair<uint64_t, uint64_t> counters(const PhiloxSeed& reserved) {
+  const auto [seed, offset] = reserved.unpack();
+  return {seed, offset / 4};
 }
 
 // Fills a dense buffer of n elements: every group of 4 words (one Philox call,
@@ -42,15 +44,16 @@ template <typename scalar_t, typename Transform>
 struct PhiloxFill {
   scalar_t* data;
   int64_t n;
-  Counters counters;
+  PhiloxSeed reserved;
   Transform transform;
 
   void operator()(uint64_t block) const {
     constexpr int64_t per = Transform::kPerGroup;
+    const auto [seed, base] = counters(reserved);
     const int64_t begin = static_cast<int64_t>(block) * kBlockElements;
     const int64_t end = std::min(n, begin + kBlockElements);
     for (int64_t i = begin; i < end; i += per) {
-      const auto words = Philox4x32::generate(counters.seed, counters.base + static_cast<uint64_t>(i / per));
+      const auto words = Philox4x32::generate(seed, base + static_cast<uint64_t>(i / per));
       scalar_t out[4];
       transform(words, out);
       const int64_t m = std::min<int64_t>(per, end - i);
@@ -145,8 +148,8 @@ template <typename scalar_t, typename Transform>
 void launch_fill(const at::Tensor& dense, std::optional<at::Generator> gen, Transform transform) {
   const int64_t n = dense.numel();
   const uint64_t groups = static_cast<uint64_t>((n + Transform::kPerGroup - 1) / Transform::kPerGroup);
-  const Counters counters = reserve(dense, std::move(gen), groups * 4);
-  PhiloxFill<scalar_t, Transform> fill{static_cast<scalar_t*>(srKernelAddress(dense.data_ptr())), n, counters,
+  const PhiloxSeed reserved = reserve(dense, std::move(gen), groups * 4);
+  PhiloxFill<scalar_t, Transform> fill{static_cast<scalar_t*>(srKernelAddress(dense.data_ptr())), n, reserved,
                                        transform};
   launch_blocks(getCurrentSunriseStream(dense.device().index()),
                 static_cast<uint64_t>((n + kBlockElements - 1) / kBlockElements), fill);
@@ -212,25 +215,26 @@ void bernoulli_(const at::Tensor& self, const at::Tensor& p, std::optional<at::G
     at::Tensor probs = at::empty_like(dense, dense.options().dtype(at::kFloat));
     probs.copy_(p.expand(dense.sizes()));
     const int64_t n = dense.numel();
-    const Counters counters = reserve(dense, gen, static_cast<uint64_t>((n + 3) / 4) * 4);
+    const PhiloxSeed reserved = reserve(dense, gen, static_cast<uint64_t>((n + 3) / 4) * 4);
     AT_DISPATCH_V2(dense.scalar_type(), "bernoulli_", AT_WRAP([&] {
                      struct Kernel {
                        scalar_t* out;
                        const float* p;
                        int64_t n;
-                       Counters c;
+                       PhiloxSeed reserved;
                        void operator()(uint64_t block) const {
+                         const auto [seed, base] = counters(reserved);
                          const int64_t begin = static_cast<int64_t>(block) * kBlockElements;
                          const int64_t end = std::min(n, begin + kBlockElements);
                          for (int64_t i = begin; i < end; i += 4) {
-                           const auto w = Philox4x32::generate(c.seed, c.base + static_cast<uint64_t>(i / 4));
+                           const auto w = Philox4x32::generate(seed, base + static_cast<uint64_t>(i / 4));
                            for (int64_t k = 0; k < 4 && i + k < end; ++k)
                              out[i + k] = static_cast<scalar_t>(uniform_float(w[k]) < p[i + k] ? 1 : 0);
                          }
                        }
                      };
                      Kernel kernel{static_cast<scalar_t*>(srKernelAddress(dense.data_ptr())),
-                                   static_cast<const float*>(srKernelAddress(probs.const_data_ptr())), n, counters};
+                                   static_cast<const float*>(srKernelAddress(probs.const_data_ptr())), n, reserved};
                      launch_blocks(getCurrentSunriseStream(dense.device().index()),
                                    static_cast<uint64_t>((n + kBlockElements - 1) / kBlockElements), kernel);
                    }),
@@ -256,10 +260,11 @@ at::Tensor multinomial(const at::Tensor& probs, int64_t num_samples, bool replac
   if (rows == 0) return result;
   const at::Tensor p = probs.to(at::kDouble).contiguous();
   const int64_t draws_per_row = replacement ? num_samples : categories;
-  const Counters c = reserve(probs, std::move(gen), static_cast<uint64_t>(rows * draws_per_row) * 2);
+  const PhiloxSeed reserved = reserve(probs, std::move(gen), static_cast<uint64_t>(rows * draws_per_row) * 2);
   // One task: sampling is a sequential scan per row (cumulative sums, top-k).
   launch_task(getCurrentSunriseStream(probs.device().index()),
-              [pv = cpu_view(p), out = cpu_view(result), rows, categories, num_samples, replacement, c] {
+              [pv = cpu_view(p), out = cpu_view(result), rows, categories, num_samples, replacement, reserved] {
+                const auto [seed, base] = counters(reserved);
                 const double* pd = pv.const_data_ptr<double>();
                 int64_t* od = out.mutable_data_ptr<int64_t>();
                 std::vector<double> work(static_cast<size_t>(categories));
@@ -276,7 +281,7 @@ at::Tensor multinomial(const at::Tensor& probs, int64_t num_samples, bool replac
                   // Draw d of row r: two words (64 bits) from counter stream.
                   auto draw = [&](int64_t d) {
                     const uint64_t index = static_cast<uint64_t>(r * (replacement ? num_samples : categories) + d);
-                    const auto w = Philox4x32::generate(c.seed, c.base + index / 2);
+                    const auto w = Philox4x32::generate(seed, base + index / 2);
                     const int lane = static_cast<int>(index % 2) * 2;
                     return std::make_pair(w[lane], w[lane + 1]);
                   };
@@ -314,12 +319,13 @@ void randperm(int64_t n, const at::Tensor& out, std::optional<at::Generator> gen
   const SunriseGuard guard(out.device());
   out.resize_({n});
   if (n == 0) return;
-  const Counters c = reserve(out, std::move(gen), static_cast<uint64_t>(n) * 2);
+  const PhiloxSeed reserved = reserve(out, std::move(gen), static_cast<uint64_t>(n) * 2);
   // Sorting random 64-bit keys gives a uniform permutation (ties broken by index).
-  launch_task(getCurrentSunriseStream(out.device().index()), [o = cpu_view(out), n, c]() mutable {
+  launch_task(getCurrentSunriseStream(out.device().index()), [o = cpu_view(out), n, reserved]() mutable {
+    const auto [seed, base] = counters(reserved);
     std::vector<std::pair<uint64_t, int64_t>> keyed(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
-      const auto w = Philox4x32::generate(c.seed, c.base + static_cast<uint64_t>(i / 2));
+      const auto w = Philox4x32::generate(seed, base + static_cast<uint64_t>(i / 2));
       const int lane = static_cast<int>(i % 2) * 2;
       keyed[static_cast<size_t>(i)] = {(uint64_t{w[lane]} << 32) | w[lane + 1], i};
     }

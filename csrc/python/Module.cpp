@@ -9,6 +9,7 @@
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseFunctions.h>
 #include <torch_sunrise/SunriseGenerator.h>
+#include <torch_sunrise/SunriseGraph.h>
 #include <torch_sunrise/SunriseHostAllocator.h>
 #include <torch_sunrise/SunriseLaunch.h>
 #include <torch_sunrise/SunriseStream.h>
@@ -228,6 +229,39 @@ PYBIND11_MODULE(_C, m) {
   py::class_<CompiledKernel>(m, "_CompiledKernel")
       .def(py::init<uintptr_t, py::object>(), py::arg("entry"), py::arg("library"))
       .def("__call__", &CompiledKernel::operator());
+
+  // torch.sunrise.SunriseGraph's base, as torch._C._CUDAGraph is torch.cuda.CUDAGraph's.
+  py::class_<SunriseGraph>(m, "_SunriseGraph")
+      .def(py::init([](bool keep_graph) { return std::make_unique<SunriseGraph>(at::GraphImplArgs{keep_graph}); }),
+           py::arg("keep_graph") = false)
+      .def(
+          "capture_begin",
+          [](SunriseGraph& g, std::optional<c10::MempoolId_t> pool, const std::string& mode) {
+            at::GraphCaptureMode m = at::GraphCaptureMode::Global;
+            if (mode == "thread_local") m = at::GraphCaptureMode::ThreadLocal;
+            else if (mode == "relaxed") m = at::GraphCaptureMode::Relaxed;
+            else TORCH_CHECK_VALUE(mode == "global" || mode == "default", "Unknown capture error mode '", mode,
+                                   "': expected 'global', 'thread_local' or 'relaxed'");
+            g.capture_begin(pool.value_or(c10::MempoolId_t{0, 0}), m);
+          },
+          py::arg("pool") = std::nullopt, py::arg("capture_error_mode") = "global")
+      .def("capture_end", &SunriseGraph::capture_end, py::call_guard<py::gil_scoped_release>())
+      .def("instantiate", &SunriseGraph::instantiate, py::call_guard<py::gil_scoped_release>())
+      .def("replay", &SunriseGraph::replay, py::call_guard<py::gil_scoped_release>())
+      .def("reset", &SunriseGraph::reset, py::call_guard<py::gil_scoped_release>())
+      .def("pool", &SunriseGraph::pool)
+      .def("enable_debug_mode", &SunriseGraph::enable_debug_mode)
+      .def("debug_dump", &SunriseGraph::debug_dump)
+      .def("node_count", &SunriseGraph::node_count)
+      .def("register_generator_state", [](SunriseGraph& g, py::handle generator) {
+        TORCH_CHECK_TYPE(THPGenerator_Check(generator.ptr()), "register_generator_state expects a torch.Generator");
+        g.register_generator_state(reinterpret_cast<THPGenerator*>(generator.ptr())->cdata);
+      });
+  m.def("_graph_pool_handle", &graph_pool_handle);
+  m.def("_is_current_stream_capturing", [](int d) { return getCurrentSunriseStream(index_arg(d)).is_capturing(); });
+  m.def("_graph_pool_use_count", [](int d, c10::MempoolId_t pool) {
+    return caching_allocator::getPoolUseCount(index_arg(d), pool);
+  });
 
   m.def("_init_distributed", [m]() mutable { bind_distributed(m); });
 

@@ -28,6 +28,18 @@
 // numbers a user needs. The allocator state is untouched by a failure, so the
 // process stays usable.
 //
+// Graph capture: allocations made on a capturing stream come from the private
+// pool of the graph (or of the pool handle the capture was given): blocks of a
+// private pool are only ever handed out again to captures into that pool,
+// since a graph's replays still use them. A block freed during capture goes
+// back to its own pool, where the same capture may take it again (replay
+// repeats the capture's stream order). While any capture is underway nothing
+// is released to the runtime and no event is recorded for a cross-stream free
+// (it would be recorded into the capture): such frees wait until no capture is
+// underway. When the last graph using a private pool is reset, its segments
+// join the ordinary pools; blocks still allocated (a graph's outputs the user
+// holds) come back to the ordinary pools when freed.
+//
 // Locking: one mutex per device guards all of that device's blocks and stats.
 // Nothing that waits for device work runs under it: device tasks drop tensors,
 // which frees into this allocator, so such a wait could deadlock. Releasing
@@ -44,6 +56,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <iomanip>
 #include <memory>
 #include <mutex>
@@ -65,6 +78,7 @@ constexpr size_t kLargeBuffer = size_t{20} << 20;
 constexpr size_t kRoundLarge = size_t{2} << 20;
 
 struct BlockPool;
+struct PrivatePool;
 
 struct Block {
   c10::DeviceIndex device = 0;
@@ -91,9 +105,20 @@ struct BlockOrder {
 };
 
 struct BlockPool {
-  explicit BlockPool(bool small) : is_small(small) {}
+  explicit BlockPool(bool small, PrivatePool* owner_pool = nullptr) : is_small(small), owner(owner_pool) {}
   std::set<Block*, BlockOrder> blocks;
   const bool is_small;
+  PrivatePool* const owner;  // null for the ordinary pools
+};
+
+// The memory of graphs captured into one pool id. Its BlockPools are pointed
+// to by its blocks, so it lives at a fixed address (held by unique_ptr).
+struct PrivatePool {
+  explicit PrivatePool(c10::MempoolId_t pool_id) : id(pool_id), small(true, this), large(false, this) {}
+  const c10::MempoolId_t id;
+  int use_count = 1;  // graphs (and captures) using it
+  BlockPool small;
+  BlockPool large;
 };
 
 std::string format_size(uint64_t size) {
@@ -138,6 +163,11 @@ class DeviceCachingAllocator {
       process_events_locked();
       if (Block* block = take_or_reserve_locked(size, stream)) return finish_alloc_locked(block, size, requested);
       stats_.num_alloc_retries += 1;
+      // Nothing can be released while a capture is underway (see the note).
+      if (!captures_underway_.empty()) {
+        stats_.num_ooms += 1;
+        throw_oom_locked(requested);
+      }
     }
     // Free what we can and retry once before giving up. Done without the lock:
     // waiting for device work while holding it would deadlock with device tasks
@@ -168,7 +198,8 @@ class DeviceCachingAllocator {
     if (no_cache_) {
       unlink_segment_locked(block);
     } else if (!block->stream_uses.empty()) {
-      insert_events_locked(block);
+      if (captures_underway_.empty()) insert_events_locked(block);
+      else deferred_frees_.push_back(block);
     } else {
       return_block_locked(block);
     }
@@ -185,6 +216,61 @@ class DeviceCachingAllocator {
   }
 
   void empty_cache() { release_cached(); }
+
+  // Allocations on streams `filter` accepts go to pool `id` (created, or
+  // shared with the graphs already using it) until end_allocate_to_pool.
+  void begin_allocate_to_pool(c10::MempoolId_t id, std::function<bool(srStream_t)> filter) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    TORCH_CHECK(!no_cache_, "graph capture is not supported under SUNRISE_MEMCHECK=1: a graph keeps reusing the "
+                "memory of its capture, which the checker makes inaccessible once freed");
+    for (const auto& entry : captures_underway_)
+      TORCH_CHECK(entry.first != id, "memory pool (", id.first, ", ", id.second,
+                  ") is already being captured into by another graph; captures sharing a pool must run one after "
+                  "the other");
+    auto it = private_pools_.find(id);
+    if (it == private_pools_.end()) {
+      private_pools_.emplace(id, std::make_unique<PrivatePool>(id));
+    } else {
+      it->second->use_count += 1;
+    }
+    captures_underway_.emplace_back(id, std::move(filter));
+  }
+
+  void end_allocate_to_pool(c10::MempoolId_t id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = std::find_if(captures_underway_.begin(), captures_underway_.end(),
+                           [&](const auto& entry) { return entry.first == id; });
+    TORCH_INTERNAL_ASSERT(it != captures_underway_.end(), "end_allocate_to_pool: no capture into pool (", id.first,
+                          ", ", id.second, ")");
+    captures_underway_.erase(it);
+    if (captures_underway_.empty()) insert_deferred_events_locked();
+  }
+
+  // One graph stops using the pool; the last one hands its memory over to the
+  // ordinary pools. The graph's replays must have finished.
+  void release_pool(c10::MempoolId_t id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = private_pools_.find(id);
+    TORCH_INTERNAL_ASSERT(it != private_pools_.end(), "release_pool: unknown pool (", id.first, ", ", id.second, ")");
+    PrivatePool* pool = it->second.get();
+    TORCH_INTERNAL_ASSERT(pool->use_count > 0);
+    if (--pool->use_count > 0) return;
+    for (auto& entry : blocks_) {
+      Block* b = entry.first;
+      if (b->pool->owner != pool) continue;
+      BlockPool& ordinary = b->pool->is_small ? small_ : large_;
+      const bool cached = b->pool->blocks.erase(b) > 0;
+      b->pool = &ordinary;
+      if (cached) ordinary.blocks.insert(b);
+    }
+    private_pools_.erase(it);
+  }
+
+  int pool_use_count(c10::MempoolId_t id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = private_pools_.find(id);
+    return it == private_pools_.end() ? 0 : it->second->use_count;
+  }
 
   DeviceStats stats() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -271,8 +357,19 @@ class DeviceCachingAllocator {
   }
 
  private:
+  BlockPool& pool_for_locked(size_t size, srStream_t stream) {
+    if (C10_UNLIKELY(!captures_underway_.empty())) {
+      for (auto it = captures_underway_.rbegin(); it != captures_underway_.rend(); ++it) {
+        if (!it->second(stream)) continue;
+        PrivatePool& pool = *private_pools_.at(it->first);
+        return size <= kSmallSize ? pool.small : pool.large;
+      }
+    }
+    return size <= kSmallSize ? small_ : large_;
+  }
+
   Block* take_or_reserve_locked(size_t size, srStream_t stream) {
-    BlockPool& pool = size <= kSmallSize ? small_ : large_;
+    BlockPool& pool = pool_for_locked(size, stream);
     if (no_cache_) return reserve_segment_locked(pool, stream, size);
     Block* block = take_free_block_locked(pool, stream, size);
     if (block == nullptr) block = reserve_segment_locked(pool, stream, segment_size_for(size));
@@ -300,6 +397,10 @@ class DeviceCachingAllocator {
   // Waits for pending cross-stream frees, then returns every unused whole
   // segment to the runtime. Called without the lock (see malloc).
   void release_cached() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!captures_underway_.empty()) return;  // waiting for the device is what a capture cannot do
+    }
     // Queued device work holds references to the tensors it uses, so memory
     // the host has already dropped comes back only once that work has run:
     // drain the device first, or an OOM retry would find nothing to release.
@@ -425,7 +526,11 @@ class DeviceCachingAllocator {
     return block;
   }
 
-  bool mergeable(const Block* b) const { return b != nullptr && !b->allocated && b->pending_events == 0; }
+  // A block whose free waits for the end of all captures (deferred_frees_)
+  // still has its stream uses: it is not free yet.
+  bool mergeable(const Block* b) const {
+    return b != nullptr && !b->allocated && b->pending_events == 0 && b->stream_uses.empty();
+  }
 
   // Merges `src` (a free neighbour, currently in the pool) into `dst`.
   void merge_locked(Block* dst, Block* src) {
@@ -495,6 +600,11 @@ class DeviceCachingAllocator {
     block->stream_uses.clear();
   }
 
+  void insert_deferred_events_locked() {
+    for (Block* block : deferred_frees_) insert_events_locked(block);
+    deferred_frees_.clear();
+  }
+
   void finish_event_locked(size_t i) {
     Block* block = pending_[i].second;
     event_pool_.push_back(pending_[i].first);
@@ -506,7 +616,8 @@ class DeviceCachingAllocator {
     size_t kept = 0;
     for (size_t i = 0; i < pending_.size(); ++i) {
       const srError_t err = srEventQuery(pending_[i].first);
-      if (err == srErrorNotReady) {
+      // Events are never recorded during a capture; should one be, it is not done.
+      if (err == srErrorNotReady || err == srErrorCapturedEvent) {
         pending_[kept++] = pending_[i];
         continue;
       }
@@ -581,6 +692,10 @@ class DeviceCachingAllocator {
   ska::flat_hash_map<void*, Block*> allocated_;
   std::vector<std::pair<srEvent_t, Block*>> pending_;  // cross-stream frees in flight
   std::vector<srEvent_t> event_pool_;
+  ska::flat_hash_map<c10::MempoolId_t, std::unique_ptr<PrivatePool>, c10::MempoolIdHash> private_pools_;
+  // Pools being captured into, newest last, with the test for their streams.
+  std::vector<std::pair<c10::MempoolId_t, std::function<bool(srStream_t)>>> captures_underway_;
+  std::vector<Block*> deferred_frees_;  // freed with stream uses during a capture
   // "Oversize" is relative to max_split_size, unlimited here as in CUDA's
   // default configuration (-1 below), so those counters stay at zero.
   DeviceStats stats_ = [] {
@@ -704,5 +819,16 @@ void setMemoryFraction(double fraction, c10::DeviceIndex device) {
 }
 
 double getMemoryFraction(c10::DeviceIndex device) { return instance().device(device).fraction(); }
+
+void beginAllocateToPool(c10::DeviceIndex device, c10::MempoolId_t pool, std::function<bool(srStream_t)> filter) {
+  instance().device(device).begin_allocate_to_pool(pool, std::move(filter));
+}
+void endAllocateToPool(c10::DeviceIndex device, c10::MempoolId_t pool) {
+  instance().device(device).end_allocate_to_pool(pool);
+}
+void releasePool(c10::DeviceIndex device, c10::MempoolId_t pool) { instance().device(device).release_pool(pool); }
+int getPoolUseCount(c10::DeviceIndex device, c10::MempoolId_t pool) {
+  return instance().device(device).pool_use_count(pool);
+}
 
 }  // namespace torch_sunrise::caching_allocator

@@ -1,5 +1,7 @@
 #include <torch_sunrise/SunriseFunctions.h>
 #include <torch_sunrise/SunriseGenerator.h>
+#include <torch_sunrise/SunriseException.h>
+#include <torch_sunrise/SunriseLaunch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/GeneratorForPrivateuseone.h>
@@ -66,17 +68,56 @@ c10::intrusive_ptr<c10::TensorImpl> SunriseGeneratorImpl::get_state() const {
   return state.getIntrusivePtr();
 }
 
-uint64_t SunriseGeneratorImpl::philox_offset(uint64_t increment) {
+PhiloxSeed SunriseGeneratorImpl::philox_seed(uint64_t increment, srStream_t stream) {
   // Multiples of 4, as CUDA's Philox consumes 4 values per counter step.
   increment = ((increment + 3) / 4) * 4;
+  if (C10_UNLIKELY(detail::captures_underway())) {
+    srStreamCaptureStatus status = srStreamCaptureStatusNone;
+    unsigned long long id = 0;
+    SUNRISE_CHECK(srStreamGetCaptureInfo(stream, &status, &id));
+    if (status != srStreamCaptureStatusNone) {
+      auto it = captures_.find(id);
+      TORCH_CHECK(it != captures_.end(),
+                  "sunrise: a random op on a capturing stream draws from a generator that is not registered with the "
+                  "graph being captured, so it would repeat the same numbers on every replay; register it before "
+                  "capture (graph.register_generator_state(generator)) or use the default generator");
+      const uint64_t start = it->second.intragraph;
+      it->second.intragraph += increment;
+      return {0, start, it->second.cell};
+    }
+  }
   const uint64_t start = offset_;
   offset_ += increment;
-  return start;
+  return {seed_, start, nullptr};
 }
 
-at::Generator SunriseGeneratorImpl::derive_cpu_generator() {
-  const uint64_t start = philox_offset(4);
-  return at::detail::createCPUGenerator(mix(seed_ ^ mix(start)));
+at::Generator SunriseGeneratorImpl::derive_cpu_generator(srStream_t stream) {
+  const PhiloxSeed reserved = philox_seed(4, stream);
+  TORCH_CHECK(reserved.cell == nullptr,
+              "sunrise: this random op runs as a CPU kernel seeded when it is launched, so a graph replay would "
+              "repeat its numbers; it cannot be captured (run it outside the captured region)");
+  return at::detail::createCPUGenerator(mix(reserved.seed ^ mix(reserved.offset)));
+}
+
+void SunriseGeneratorImpl::capture_prologue(unsigned long long capture_id, const uint64_t* cell) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  captures_[capture_id] = CaptureCell{cell, 0};
+}
+
+uint64_t SunriseGeneratorImpl::capture_epilogue(unsigned long long capture_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = captures_.find(capture_id);
+  if (it == captures_.end()) return 0;
+  const uint64_t increment = it->second.intragraph;
+  captures_.erase(it);
+  return increment;
+}
+
+std::pair<uint64_t, uint64_t> SunriseGeneratorImpl::replay_prologue(uint64_t whole_graph_increment) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const uint64_t start = offset_;
+  offset_ += whole_graph_increment;
+  return {seed_, start};
 }
 
 SunriseGeneratorImpl* SunriseGeneratorImpl::clone_impl() const {

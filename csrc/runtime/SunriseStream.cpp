@@ -81,6 +81,13 @@ bool SunriseStream::query() const {
   return true;
 }
 
+bool SunriseStream::is_capturing() const {
+  if (!detail::captures_underway()) return false;
+  srStreamCaptureStatus status = srStreamCaptureStatusNone;
+  SUNRISE_CHECK(srStreamIsCapturing(handle(), &status));
+  return status != srStreamCaptureStatusNone;
+}
+
 void SunriseStream::synchronize() const {
   const srError_t err = srStreamSynchronize(handle());
   release_finished_tasks();

@@ -10,6 +10,7 @@
 
 #include <torch_sunrise/SunriseStream.h>
 
+#include <functional>
 #include <vector>
 
 namespace torch_sunrise::caching_allocator {
@@ -38,5 +39,14 @@ TORCH_SUNRISE_API std::vector<SegmentInfo> snapshot();
 // Caps what this process may reserve on `device` to fraction * capacity.
 TORCH_SUNRISE_API void setMemoryFraction(double fraction, c10::DeviceIndex device);
 TORCH_SUNRISE_API double getMemoryFraction(c10::DeviceIndex device);
+
+// Private pools for graph capture (see the allocator's design note): from
+// begin to end, allocations on `device` from streams `filter` accepts come
+// from `pool`; releasePool drops one graph's use of it.
+TORCH_SUNRISE_API void beginAllocateToPool(c10::DeviceIndex device, c10::MempoolId_t pool,
+                                           std::function<bool(srStream_t)> filter);
+TORCH_SUNRISE_API void endAllocateToPool(c10::DeviceIndex device, c10::MempoolId_t pool);
+TORCH_SUNRISE_API void releasePool(c10::DeviceIndex device, c10::MempoolId_t pool);
+TORCH_SUNRISE_API int getPoolUseCount(c10::DeviceIndex device, c10::MempoolId_t pool);
 
 }  // namespace torch_sunrise::caching_allocator

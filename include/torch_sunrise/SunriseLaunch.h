@@ -7,7 +7,10 @@
 //       stream order. f may own anything (tensors, vectors); it is destroyed
 //       on the host after it ran (see release_finished_tasks).
 //
-// Both return as soon as the work is queued. An exception thrown by device
+// Both return as soon as the work is queued. On a stream that captures a
+// graph (SunriseGraph), both are recorded instead: launch_blocks' functor is
+// copied into the graph, launch_task's f is kept by the graph and runs on
+// every replay, and is destroyed with the graph. An exception thrown by device
 // work is recorded as the device's sticky error and raised by the next
 // synchronizing call, as asynchronous GPU errors are.
 #pragma once
@@ -20,6 +23,7 @@
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <c10/util/Exception.h>
 
+#include <atomic>
 #include <exception>
 #include <memory>
 #include <string>
@@ -58,6 +62,15 @@ class CollectWarnings final : public c10::WarningHandler {
 
 // Hands a task that ran to the host for destruction; called on the device thread.
 TORCH_SUNRISE_API void retire(HostTask* task) noexcept;
+
+// Stream captures underway in the process (SunriseGraph). While there are
+// none, launching pays one relaxed load for graph support.
+TORCH_SUNRISE_API extern std::atomic<int> g_captures_underway;
+inline bool captures_underway() noexcept { return g_captures_underway.load(std::memory_order_relaxed) != 0; }
+
+// launch_task's path while captures are underway: a task launched on a
+// capturing stream is kept by the capture (SunriseGraph.cpp).
+TORCH_SUNRISE_API void launch_task_maybe_captured(const SunriseStream& stream, std::unique_ptr<HostTask> task);
 
 template <typename F>
 struct HostTaskImpl final : HostTask {
@@ -141,6 +154,10 @@ void launch_task(const SunriseStream& stream, F&& f, std::shared_ptr<detail::Cal
   using Fn = std::decay_t<F>;
   auto task = std::make_unique<detail::HostTaskImpl<Fn>>(std::forward<F>(f));
   task->call_result = std::move(call_result);
+  if (C10_UNLIKELY(detail::captures_underway())) {
+    detail::launch_task_maybe_captured(stream, std::move(task));
+    return;
+  }
   SUNRISE_CHECK(srLaunchHostFunc(stream.handle(), &detail::run_host_task, task.get()));
   task.release();  // now owned by the queued host function
 }

@@ -37,6 +37,8 @@ class TORCH_SUNRISE_API SunriseStream {
   int priority() const;
   // True when all work submitted so far has finished.
   bool query() const;
+  // True while the stream captures into a graph (its work is recorded, not run).
+  bool is_capturing() const;
   void synchronize() const;
 
   // (least, greatest) priority; lower is more urgent, as in CUDA.

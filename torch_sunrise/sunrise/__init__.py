@@ -191,6 +191,8 @@ from .memory import *  # noqa: E402,F401,F403
 from .memory import __all__ as _memory_all  # noqa: E402
 from .streams import *  # noqa: E402,F401,F403
 from .streams import __all__ as _streams_all  # noqa: E402
+from .graphs import *  # noqa: E402,F401,F403
+from .graphs import __all__ as _graphs_all  # noqa: E402
 
 __all__ = [
     "current_device",
@@ -210,4 +212,5 @@ __all__ = [
     *_random_all,
     *_memory_all,
     *_streams_all,
+    *_graphs_all,
 ]
