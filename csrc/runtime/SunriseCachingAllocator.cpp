@@ -36,8 +36,10 @@
 // repeats the capture's stream order). While any capture is underway nothing
 // is released to the runtime and no event is recorded for a cross-stream free
 // (it would be recorded into the capture): such frees wait until no capture is
-// underway. When the last graph using a private pool is reset, its segments
-// join the ordinary pools; blocks still allocated (a graph's outputs the user
+// underway. Under SUNRISE_MEMCHECK=1 a private pool keeps what is freed
+// into it (nothing is reused there, nothing is released while the graph
+// lives). When the last graph using a private pool is reset, its segments
+// join the ordinary pools (under memcheck: go back to the runtime); blocks still allocated (a graph's outputs the user
 // holds) come back to the ordinary pools when freed.
 //
 // Locking: one mutex per device guards all of that device's blocks and stats.
@@ -195,7 +197,7 @@ class DeviceCachingAllocator {
     c10::reportMemoryUsageToProfiler(block->ptr, -static_cast<int64_t>(block->size),
                                      stats_.allocated_bytes[0].current, stats_.reserved_bytes[0].current,
                                      c10::Device(c10::DeviceType::PrivateUse1, device_));
-    if (no_cache_) {
+    if (no_cache_ && block->pool->owner == nullptr) {
       unlink_segment_locked(block);
     } else if (!block->stream_uses.empty()) {
       if (captures_underway_.empty()) insert_events_locked(block);
@@ -221,8 +223,6 @@ class DeviceCachingAllocator {
   // shared with the graphs already using it) until end_allocate_to_pool.
   void begin_allocate_to_pool(c10::MempoolId_t id, std::function<bool(srStream_t)> filter) {
     std::lock_guard<std::mutex> lock(mutex_);
-    TORCH_CHECK(!no_cache_, "graph capture is not supported under SUNRISE_MEMCHECK=1: a graph keeps reusing the "
-                "memory of its capture, which the checker makes inaccessible once freed");
     for (const auto& entry : captures_underway_)
       TORCH_CHECK(entry.first != id, "memory pool (", id.first, ", ", id.second,
                   ") is already being captured into by another graph; captures sharing a pool must run one after "
@@ -255,13 +255,18 @@ class DeviceCachingAllocator {
     PrivatePool* pool = it->second.get();
     TORCH_INTERNAL_ASSERT(pool->use_count > 0);
     if (--pool->use_count > 0) return;
+    std::vector<Block*> cached;
     for (auto& entry : blocks_) {
       Block* b = entry.first;
       if (b->pool->owner != pool) continue;
-      BlockPool& ordinary = b->pool->is_small ? small_ : large_;
-      const bool cached = b->pool->blocks.erase(b) > 0;
-      b->pool = &ordinary;
-      if (cached) ordinary.blocks.insert(b);
+      if (b->pool->blocks.erase(b) > 0) cached.push_back(b);
+      b->pool = b->pool->is_small ? &small_ : &large_;
+    }
+    for (Block* b : cached) {
+      // Checked memory is never reused: it goes back to the runtime (at the
+      // next allocation outside a capture), which makes it inaccessible.
+      if (no_cache_) take_segment_locked(b, unreleased_);
+      else b->pool->blocks.insert(b);
     }
     private_pools_.erase(it);
   }
@@ -446,6 +451,7 @@ class DeviceCachingAllocator {
     std::vector<std::unique_ptr<Block>> blocks;
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      if (!captures_underway_.empty()) return;  // srFree waits for the device
       blocks.swap(unreleased_);
     }
     for (const auto& block : blocks) SUNRISE_CHECK(srFree(block->ptr));
