@@ -67,6 +67,8 @@ setup(
     entry_points={
         # `import torch` loads the backend (TORCH_DEVICE_BACKEND_AUTOLOAD=0 disables).
         "torch.backends": ["sunrise = torch_sunrise:_autoload"],
+        # torch.compile(backend="sunrise_graphs"): Inductor's code replayed as sunrise graphs.
+        "torch_dynamo_backends": ["sunrise_graphs = torch_sunrise.inductor.graphs_backend:sunrise_graphs"],
         "console_scripts": ["sunrise-fallback-report = torch_sunrise.tools.fallback_report:main"],
     },
     zip_safe=False,

@@ -32,6 +32,8 @@ The patches (see ``docs/huggingface.md`` for the why of each):
 ``transformers.Pipeline.__init__``                ``device=None`` / ``device=<int>`` mean ``sunrise:<int>``
 ``transformers...GenerationMixin``                a static cache compiles the decoding forward on
 ``._valid_auto_compile_criteria``                 sunrise as on CUDA (``torch.compile``)
+``transformers...PreTrainedModel``                 ``mode="reduce-overhead"`` (generate's default)
+``.get_compiled_call``                            replays graphs: backend ``sunrise_graphs``
 ``sentence_transformers...get_device_name``       "sunrise" instead of "cpu" (``SentenceTransformer()``)
 ===============================================  ====================================================
 
@@ -42,6 +44,7 @@ hook (``SUNRISE_HF_INTEGRATION=0`` in the environment disables it). Explicitly:
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import logging
@@ -377,6 +380,30 @@ def _patch_generation_utils(module: Any) -> None:
              "transformers GenerationMixin._valid_auto_compile_criteria")
 
 
+def _patch_modeling_utils(module: Any) -> None:
+    model_class = module.PreTrainedModel
+    original = model_class.__dict__.get("get_compiled_call")
+    if original is None or getattr(original, "__sunrise_patch__", False):
+        return
+
+    def get_compiled_call(self: Any, compile_config: Any) -> Callable:
+        if self.device.type != _BACKEND:
+            return original(self, compile_config)
+        config = compile_config or self._default_compile_config()
+        if config.backend == "inductor" and config.mode == "reduce-overhead":
+            # "reduce-overhead" is Inductor's code replayed as graphs; torch 2.13 does that for
+            # CUDA only, the sunrise_graphs backend does it on sunrise.
+            from ..inductor.graphs_backend import sunrise_graphs
+
+            config = copy.copy(config)
+            config.backend = sunrise_graphs
+            config.mode = None
+        return original(self, config)
+
+    _install(model_class, "get_compiled_call", get_compiled_call, original,
+             "transformers PreTrainedModel.get_compiled_call")
+
+
 # module name -> patcher, applied right after the module is imported
 _PATCHERS: dict[str, Callable[[Any], None]] = {
     "accelerate.state": _patch_accelerate_state,
@@ -386,6 +413,7 @@ _PATCHERS: dict[str, Callable[[Any], None]] = {
     "transformers.training_args": _patch_training_args,
     "transformers.pipelines.base": _patch_pipelines,
     "transformers.generation.utils": _patch_generation_utils,
+    "transformers.modeling_utils": _patch_modeling_utils,
     "sentence_transformers.util.environment": _patch_sentence_transformers,
 }
 
