@@ -132,6 +132,26 @@ bool serial_product(const at::Tensor& a, const at::Tensor& b) {
   return serial_time(static_cast<double>(fmas) / per_us);
 }
 
+bool split_matvec(const at::Tensor& a, const at::Tensor& b, const std::function<void(int64_t, int64_t)>& part) {
+  if (a.dim() != 2 || a.size(0) != 1 || b.dim() != 2 || a.scalar_type() != at::kFloat ||
+      b.scalar_type() != at::kFloat || at::in_parallel_region()) {
+    return false;
+  }
+  const int64_t threads = at::get_num_threads();
+  const int64_t cols = b.size(1);
+  // Slices of whole vectors (64 floats: any vector width) per thread.
+  constexpr int64_t kAlign = 64;
+  const int64_t per_thread = ((cols + threads - 1) / threads + kAlign - 1) / kAlign * kAlign;
+  if (threads < 2 || cols < 2 * kAlign) return false;
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t first = t * per_thread;
+      if (first < cols) part(first, std::min(per_thread, cols - first));
+    }
+  });
+  return true;
+}
+
 bool serial_attention(const at::Tensor& query, const at::Tensor& key, int products) {
   const int64_t queries = query.size(-2);
   const double fmas = static_cast<double>(products) * static_cast<double>(query.numel()) *

@@ -28,6 +28,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <initializer_list>
 
 namespace torch_sunrise::aten {
@@ -57,5 +58,16 @@ bool serial_product(const at::Tensor& a, const at::Tensor& b);
 // threads can differ from one in the last bit: the one exception to the rule,
 // kept because a team for that small work made decoding several times slower.
 bool serial_attention(const at::Tensor& query, const at::Tensor& key, int products);
+
+// One row times a matrix (decoding's products: a layer's weight streamed once
+// per token) is bound by memory bandwidth, which MKL's team does not raise
+// (one or two threads take the same time). When the product gets a team
+// (serial_product false), its columns are split between the team's threads
+// instead, each computing `part(first_column, columns)`: a float32 product of
+// one row computes each output element alike whatever column slice it is in
+// (checked over shapes and both layouts of the matrix; with 2 or 3 rows and a
+// very wide matrix it is not, hence one row), so the bits are CPU eager's.
+// False, having done nothing, for any other product.
+bool split_matvec(const at::Tensor& a, const at::Tensor& b, const std::function<void(int64_t, int64_t)>& part);
 
 }  // namespace torch_sunrise::aten

@@ -121,6 +121,9 @@ GEMMS = {
     "mm": ("self", "mat2"), "bmm": ("self", "mat2"), "addmm": ("mat1", "mat2"),
     "_addmm_activation": ("mat1", "mat2"), "baddbmm": ("batch1", "batch2"), "addmv": ("mat", "vec"),
 }
+# Products whose one-row form is split by columns (split_matvec): op -> its
+# bias argument (sliced with the output), if any.
+SPLIT_MATVEC = {"mm": None, "addmm": "self"}
 # Elementwise (TensorIterator) kernels: only where every split of the work
 # between threads falls where one thread's loop would change vectors anyway
 # (serial_elementwise()); elsewhere a chunk's tail takes the scalar path and
@@ -278,7 +281,21 @@ def gen_variant(g: NativeFunctionsGroup, f, meta_class: str, elementwise: bool) 
             check = f"at::maybe_wrap_dim(dim, self_v.dim()) + 1 >= self_v.dim() && {check}"
         device.append(f"const SerialMathScope serial({check});")
     device.append(f"const OutputBits<{n_out}> bits(out_v);")
-    device.append(f"at::cpu::{target.name()}({call_exprs});")
+    if base in SPLIT_MATVEC:
+        # Decoding's one-row products: columns split between the team's threads
+        # (split_matvec), the slices computed by the same kernel call.
+        bias = SPLIT_MATVEC[base]
+        params = ([f"at::Tensor {bias}_v"] if bias else []) + ["const at::Tensor& mat2_v",
+                                                                      "std::array<at::Tensor, 1>& out_v"]
+        device.append(f"const auto product = [&]({', '.join(params)}) {{ at::cpu::{target.name()}({call_exprs}); }};")
+        sliced = ([f"{bias}_v.expand_as(out_v[0]).narrow(1, first, columns)"] if bias else []) + [
+            "mat2_v.narrow(1, first, columns)", "part"]
+        whole = ([f"{bias}_v"] if bias else []) + ["mat2_v", "out_v"]
+        device.append(f"if (!split_matvec({gemm[0]}_v, mat2_v, [&](int64_t first, int64_t columns) {{ "
+                      f"std::array<at::Tensor, 1> part{{out_v[0].narrow(1, first, columns)}}; "
+                      f"product({', '.join(sliced)}); }})) product({', '.join(whole)});")
+    else:
+        device.append(f"at::cpu::{target.name()}({call_exprs});")
     device.append("bits.resolve(out_v);")
     device.append("views.check_unmoved();")
     # The operands' dtypes, outputs included: the first launch with a new

@@ -99,7 +99,8 @@ class graph:
     """Context manager that captures the work inside it into a :class:`SunriseGraph`.
 
     As ``torch.cuda.graph``: synchronizes and empties the cache first, then
-    captures on ``stream`` (by default a side stream shared by all captures),
+    captures on ``stream`` (by default a side stream of the current device,
+    shared by its captures),
     so that the captured work does not depend on work of the current stream.
     Run the code once before capturing (warm-up), as for CUDA graphs.
 
@@ -110,7 +111,8 @@ class graph:
         capture_error_mode: "global" (default), "thread_local" or "relaxed".
     """
 
-    default_capture_stream: Optional[torch.Stream] = None
+    # One side stream per device: a capture runs on the current device's.
+    default_capture_streams: dict[int, torch.Stream] = {}
 
     def __init__(
         self,
@@ -119,10 +121,13 @@ class graph:
         stream: Optional[torch.Stream] = None,
         capture_error_mode: str = "global",
     ) -> None:
-        if stream is None and self.__class__.default_capture_stream is None:
-            self.__class__.default_capture_stream = torch.sunrise.Stream()
+        if stream is None:
+            device = torch.sunrise.current_device()
+            stream = self.default_capture_streams.get(device)
+            if stream is None:
+                stream = self.default_capture_streams[device] = torch.sunrise.Stream(device)
         self.pool = pool
-        self.capture_stream = stream if stream is not None else self.__class__.default_capture_stream
+        self.capture_stream = stream
         self.stream_ctx = torch.sunrise.stream(self.capture_stream)
         self.sunrise_graph = sunrise_graph
         self.capture_error_mode = capture_error_mode
