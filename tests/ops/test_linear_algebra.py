@@ -45,6 +45,28 @@ def _raises_as_cpu(fn, *cpu_args):
 
 
 @pytest.mark.opinfo_regression
+# One row times a large matrix: the device splits its columns between threads
+# (split_matvec); each element must still be CPU eager's dot product, bit for bit,
+# for both layouts of the matrix (nn.Linear's weight.t(), GPT-2's Conv1D weight).
+@pytest.mark.parametrize("k, n", [(512, 50257), (512, 1536), (2048, 768), (768, 3001)])
+@pytest.mark.parametrize("layout", ["linear", "conv1d"])
+def test_one_row_products_split_by_columns_are_bitwise_cpu(k: int, n: int, layout: str) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(1, k)
+    w = torch.randn(n, k) if layout == "linear" else torch.randn(k, n)
+    bias = torch.randn(n)
+
+    def products(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> list[torch.Tensor]:
+        mat = w.t() if layout == "linear" else w
+        out = torch.empty(1, n, device=x.device)
+        inplace = bias.expand(1, n).clone()
+        return [x @ mat, torch.addmm(bias, x, mat), torch.addmm(bias, x, mat, beta=0.5, alpha=2.0),
+                torch.mm(x, mat, out=out), inplace.addmm_(x, mat),
+                torch.nn.functional.linear(x, w, bias) if layout == "linear" else x @ mat + bias]
+
+    assert_same_as_cpu(*run_on_both(products, x, w, bias))
+
+
 def test_addr_inplace_matches_cpu():
     self_, v1, v2 = torch.randn(3, 4), torch.randn(3), torch.randn(4)
     actual, expected = run_on_both(lambda s, a, b: s.addr_(a, b, beta=0.5, alpha=2), self_, v1, v2)
