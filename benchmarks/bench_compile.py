@@ -12,7 +12,8 @@ Four ways, in one process: eager CPU, ``torch.compile`` (Inductor) on the CPU, e
 * first call: the first compiled call of each (Dynamo, AOTAutograd, Inductor, the C++ compiler;
   Inductor's on-disk cache is whatever earlier runs left, ``--cold`` starts from an empty one);
 * generation: greedy ``generate`` of 32 tokens after an 8-token prompt with
-  ``cache_implementation="static"``, which on sunrise compiles the decoding forward as on CUDA; eager
+  ``cache_implementation="static"``, which on sunrise compiles the decoding forward as on CUDA (and,
+  as CUDA with its default ``mode="reduce-overhead"``, replays it as graphs); eager
   sunrise (``disable_compile=True``) beside it, tokens compared with eager CPU.
 
 Medians over ``--repeats`` timings; the four ways alternate within each repeat (this machine's speed
