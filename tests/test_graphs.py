@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import gc
 import warnings
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -692,8 +692,9 @@ def test_accelerator_graph_relaxed_mode_allows_synchronize() -> None:
 
 
 @pytest.fixture
-def replays(monkeypatch) -> list[int]:
-    """Counts SunriseGraph replays (the backend's graphs included) during the test."""
+def replays(monkeypatch) -> Iterator[list[int]]:
+    """Counts SunriseGraph replays (the backend's graphs included) during the test; afterwards
+    drops Dynamo's compiled code, whose graphs hold their private memory pools."""
     count = [0]
     original = SunriseGraph.replay
 
@@ -702,7 +703,10 @@ def replays(monkeypatch) -> list[int]:
         original(self)
 
     monkeypatch.setattr(SunriseGraph, "replay", counting)
-    return count
+    yield count
+    torch._dynamo.reset()
+    gc.collect()
+    torch.sunrise.empty_cache()
 
 
 @pytest.mark.no_fallback
@@ -774,3 +778,107 @@ def test_generate_with_a_static_cache_replays_the_decoding_step(replays) -> None
                                                  for k, v in kwargs.items()})
     assert_same_as_cpu(got, expected)
     assert replays[0] >= 5
+
+
+@pytest.mark.no_fallback
+def test_compiled_code_that_cannot_be_captured_runs_without_graphs(replays) -> None:
+    torch._dynamo.reset()
+
+    def scaled(x: torch.Tensor) -> torch.Tensor:
+        return x * 2 + 1
+
+    def reads_the_host(x: torch.Tensor) -> torch.Tensor:
+        return x * x.sum().item()  # a graph break: the .item() stays in eager code
+
+    compiled = torch.compile(scaled, backend="sunrise_graphs")
+    for i in range(3):
+        x = torch.full((4,), float(i))
+        assert_same_as_cpu(compiled(x.to(D)), scaled(x))
+    # A graphed function called inside the caller's own capture is captured along with it.
+    static_x = torch.ones(4, device=D)
+    g = SunriseGraph()
+    with torch.sunrise.graph(g):
+        y = compiled(static_x)
+    static_x.fill_(5.0)
+    g.replay()
+    assert_same_as_cpu(y, scaled(torch.full((4,), 5.0)))
+    assert_same_as_cpu(torch.compile(reads_the_host, backend="sunrise_graphs")(torch.ones(3, device=D)),
+                       reads_the_host(torch.ones(3)))
+
+
+# ------------------------------------------------------------ misuse the graph survives
+
+
+def test_reset_in_the_middle_of_a_capture_ends_it() -> None:
+    s = torch.sunrise.Stream()
+    x = torch.zeros(4, device=D)
+    g = SunriseGraph()
+    with torch.sunrise.stream(s):
+        g.capture_begin()
+        x.add_(1)
+        g.reset()  # as when the graph is garbage-collected mid-capture
+        assert not torch.sunrise.is_current_stream_capturing()
+        y = torch.ones(4, device=D) + x  # allocates and runs on the stream again
+    assert_same_as_cpu(y, torch.ones(4))
+    del g
+    gc.collect()
+    with torch.sunrise.stream(s):
+        g2 = SunriseGraph()
+        g2.capture_begin()
+    del g2  # destroyed while capturing: ends the capture too
+    gc.collect()
+    with torch.sunrise.stream(s):
+        assert not torch.sunrise.is_current_stream_capturing()
+        assert_same_as_cpu(x + 1, torch.ones(4))
+
+
+def test_capture_end_on_another_thread_is_refused_and_the_capture_goes_on() -> None:
+    import threading
+
+    s = torch.sunrise.Stream()
+    x = torch.zeros(4, device=D)
+    g = SunriseGraph()
+    errors: list[BaseException] = []
+
+    def end_elsewhere() -> None:
+        try:
+            with torch.sunrise.stream(s):
+                g.capture_end()
+        except RuntimeError as e:
+            errors.append(e)
+
+    with torch.sunrise.stream(s):
+        g.capture_begin()
+        x.add_(1)
+        worker = threading.Thread(target=end_elsewhere)
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+        assert len(errors) == 1 and "thread" in str(errors[0])
+        assert torch.sunrise.is_current_stream_capturing()
+        x.add_(1)
+        g.capture_end()
+    g.replay()
+    assert_same_as_cpu(x, torch.full((4,), 2.0))
+
+
+def test_make_graphed_callables_with_outputs_that_need_no_grad() -> None:
+    x = torch.randn(4, 3, device=D, requires_grad=True)
+    graphed = torch.sunrise.make_graphed_callables(lambda t: (t * 2).detach(), (x,))
+    assert_same_as_cpu(graphed(x.detach().cpu().to(D).requires_grad_()), (x.detach().cpu() * 2))
+
+
+def test_pinned_memory_allocated_during_capture_stays_the_graphs() -> None:
+    x = torch.zeros(1024, device=D)
+    g = SunriseGraph()
+    # Pinning memory waits for the device: allowed in relaxed mode only, as on CUDA.
+    with torch.sunrise.graph(g, capture_error_mode="relaxed"):
+        src = torch.full((1024,), 7.0).pin_memory()  # filled now, by the host
+        x.copy_(src, non_blocking=True)
+        y = x * 2
+    address = src.data_ptr()
+    del src
+    other = torch.full((1024,), 100.0).pin_memory()
+    assert other.data_ptr() != address  # the graph's replays still read that buffer
+    g.replay()
+    assert_same_as_cpu(y, torch.full((1024,), 14.0))

@@ -1,5 +1,7 @@
 #include "DeviceParallelism.h"
 
+#include <torch_sunrise/SunriseGraph.h>
+
 #include <ATen/Parallel.h>
 #include <sunrise_rt.h>
 
@@ -133,7 +135,7 @@ bool serial_product(const at::Tensor& a, const at::Tensor& b) {
 }
 
 bool split_matvec(const at::Tensor& a, const at::Tensor& b, const std::function<void(int64_t, int64_t)>& part) {
-  if (a.dim() != 2 || a.size(0) != 1 || b.dim() != 2 || a.scalar_type() != at::kFloat ||
+  if (!replaying_graph() || a.dim() != 2 || a.size(0) != 1 || b.dim() != 2 || a.scalar_type() != at::kFloat ||
       b.scalar_type() != at::kFloat || at::in_parallel_region()) {
     return false;
   }

@@ -61,9 +61,12 @@ bool serial_attention(const at::Tensor& query, const at::Tensor& key, int produc
 
 // One row times a matrix (decoding's products: a layer's weight streamed once
 // per token) is bound by memory bandwidth, which MKL's team does not raise
-// (one or two threads take the same time). When the product gets a team
-// (serial_product false), its columns are split between the team's threads
-// instead, each computing `part(first_column, columns)`: a float32 product of
+// (one or two threads take the same time). In a graph's replay, when the
+// product gets a team (serial_product false), its columns are split between
+// the team's threads instead, each computing `part(first_column, columns)`.
+// Only there: in eager work the host thread is issuing the next ops on the
+// other core, and a second thread of the device's competes with it (decoding
+// got slower, README "Threads"). A float32 product of
 // one row computes each output element alike whatever column slice it is in
 // (checked over shapes and both layouts of the matrix; with 2 or 3 rows and a
 // very wide matrix it is not, hence one row), so the bits are CPU eager's.

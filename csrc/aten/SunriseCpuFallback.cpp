@@ -308,7 +308,7 @@ at::Generator cpu_generator_for(const c10::IValue& gen, c10::DeviceIndex device,
               source.device().type(), "' (in ", op_name, ")");
   auto* impl = source.get<SunriseGeneratorImpl>();
   const std::lock_guard<std::mutex> lock(impl->mutex_);
-  return impl->derive_cpu_generator(getCurrentSunriseStream(device).handle());
+  return impl->derive_cpu_generator(getCurrentSunriseStream(device));
 }
 
 FallbackMode fallback_mode() { return mode_ref().load(std::memory_order_relaxed); }

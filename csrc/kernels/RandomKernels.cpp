@@ -29,7 +29,7 @@ PhiloxSeed reserve(const at::Tensor& self, std::optional<at::Generator> gen, uin
   const c10::DeviceIndex device = self.device().index();
   auto* impl = at::get_generator_or_default<SunriseGeneratorImpl>(gen, getDefaultSunriseGenerator(device));
   std::lock_guard<std::mutex> lock(impl->mutex_);
-  return impl->philox_seed(values, getCurrentSunriseStream(device).handle());
+  return impl->philox_seed(values, getCurrentSunriseStream(device));
 }
 
 // The seed and first Philox counter of a reserved range, where it is drawn.

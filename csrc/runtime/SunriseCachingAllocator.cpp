@@ -166,7 +166,7 @@ class DeviceCachingAllocator {
       if (Block* block = take_or_reserve_locked(size, stream)) return finish_alloc_locked(block, size, requested);
       stats_.num_alloc_retries += 1;
       // Nothing can be released while a capture is underway (see the note).
-      if (!captures_underway_.empty()) {
+      if (detail::captures_underway()) {
         stats_.num_ooms += 1;
         throw_oom_locked(requested);
       }
@@ -197,13 +197,12 @@ class DeviceCachingAllocator {
     c10::reportMemoryUsageToProfiler(block->ptr, -static_cast<int64_t>(block->size),
                                      stats_.allocated_bytes[0].current, stats_.reserved_bytes[0].current,
                                      c10::Device(c10::DeviceType::PrivateUse1, device_));
-    if (no_cache_ && block->pool->owner == nullptr) {
-      unlink_segment_locked(block);
-    } else if (!block->stream_uses.empty()) {
-      if (captures_underway_.empty()) insert_events_locked(block);
-      else deferred_frees_.push_back(block);
+    if (block->stream_uses.empty()) {
+      release_block_locked(block);
+    } else if (detail::captures_underway()) {
+      deferred_frees_.push_back(block);
     } else {
-      return_block_locked(block);
+      insert_events_locked(block);
     }
   }
 
@@ -243,7 +242,6 @@ class DeviceCachingAllocator {
     TORCH_INTERNAL_ASSERT(it != captures_underway_.end(), "end_allocate_to_pool: no capture into pool (", id.first,
                           ", ", id.second, ")");
     captures_underway_.erase(it);
-    if (captures_underway_.empty()) insert_deferred_events_locked();
   }
 
   // One graph stops using the pool; the last one hands its memory over to the
@@ -254,6 +252,10 @@ class DeviceCachingAllocator {
     TORCH_INTERNAL_ASSERT(it != private_pools_.end(), "release_pool: unknown pool (", id.first, ", ", id.second, ")");
     PrivatePool* pool = it->second.get();
     TORCH_INTERNAL_ASSERT(pool->use_count > 0);
+    TORCH_INTERNAL_ASSERT(std::none_of(captures_underway_.begin(), captures_underway_.end(),
+                                       [&](const auto& entry) { return entry.first == id; }) ||
+                              pool->use_count > 1,
+                          "release_pool: the pool is being captured into");
     if (--pool->use_count > 0) return;
     std::vector<Block*> cached;
     for (auto& entry : blocks_) {
@@ -347,7 +349,7 @@ class DeviceCachingAllocator {
         info.size = b->size;
         info.requested_size = b->allocated ? b->requested_size : 0;
         info.allocated = b->allocated;
-        info.active = b->allocated || b->pending_events > 0;
+        info.active = b->allocated || b->pending_events > 0 || !b->stream_uses.empty();
         seg.total_size += b->size;
         if (info.allocated) {
           seg.allocated_size += b->size;
@@ -366,7 +368,9 @@ class DeviceCachingAllocator {
     if (C10_UNLIKELY(!captures_underway_.empty())) {
       for (auto it = captures_underway_.rbegin(); it != captures_underway_.rend(); ++it) {
         if (!it->second(stream)) continue;
-        PrivatePool& pool = *private_pools_.at(it->first);
+        auto found = private_pools_.find(it->first);
+        TORCH_INTERNAL_ASSERT(found != private_pools_.end(), "sunrise allocator: capture into a released pool");
+        PrivatePool& pool = *found->second;
         return size <= kSmallSize ? pool.small : pool.large;
       }
     }
@@ -402,10 +406,9 @@ class DeviceCachingAllocator {
   // Waits for pending cross-stream frees, then returns every unused whole
   // segment to the runtime. Called without the lock (see malloc).
   void release_cached() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!captures_underway_.empty()) return;  // waiting for the device is what a capture cannot do
-    }
+    // Waiting for the device is what a capture cannot do (on any device:
+    // the runtime's prohibitions are per thread, not per device).
+    if (detail::captures_underway()) return;
     // Queued device work holds references to the tensors it uses, so memory
     // the host has already dropped comes back only once that work has run:
     // drain the device first, or an OOM retry would find nothing to release.
@@ -451,7 +454,7 @@ class DeviceCachingAllocator {
     std::vector<std::unique_ptr<Block>> blocks;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (!captures_underway_.empty()) return;  // srFree waits for the device
+      if (detail::captures_underway()) return;  // srFree waits for the device
       blocks.swap(unreleased_);
     }
     for (const auto& block : blocks) SUNRISE_CHECK(srFree(block->ptr));
@@ -614,10 +617,21 @@ class DeviceCachingAllocator {
   void finish_event_locked(size_t i) {
     Block* block = pending_[i].second;
     event_pool_.push_back(pending_[i].first);
-    if (--block->pending_events == 0) return_block_locked(block);
+    if (--block->pending_events == 0) release_block_locked(block);
+  }
+
+  // A block nothing uses any more: cached, or (checked memory outside a
+  // private pool) handed back to the runtime.
+  void release_block_locked(Block* block) {
+    if (no_cache_ && block->pool->owner == nullptr) {
+      unlink_segment_locked(block);
+    } else {
+      return_block_locked(block);
+    }
   }
 
   void process_events_locked() {
+    if (!deferred_frees_.empty() && !detail::captures_underway()) insert_deferred_events_locked();
     if (pending_.empty()) return;
     size_t kept = 0;
     for (size_t i = 0; i < pending_.size(); ++i) {

@@ -1,7 +1,6 @@
 #include <torch_sunrise/SunriseFunctions.h>
 #include <torch_sunrise/SunriseGenerator.h>
 #include <torch_sunrise/SunriseException.h>
-#include <torch_sunrise/SunriseLaunch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/GeneratorForPrivateuseone.h>
@@ -68,30 +67,25 @@ c10::intrusive_ptr<c10::TensorImpl> SunriseGeneratorImpl::get_state() const {
   return state.getIntrusivePtr();
 }
 
-PhiloxSeed SunriseGeneratorImpl::philox_seed(uint64_t increment, srStream_t stream) {
+PhiloxSeed SunriseGeneratorImpl::philox_seed(uint64_t increment, const SunriseStream& stream) {
   // Multiples of 4, as CUDA's Philox consumes 4 values per counter step.
   increment = ((increment + 3) / 4) * 4;
-  if (C10_UNLIKELY(detail::captures_underway())) {
-    srStreamCaptureStatus status = srStreamCaptureStatusNone;
-    unsigned long long id = 0;
-    SUNRISE_CHECK(srStreamGetCaptureInfo(stream, &status, &id));
-    if (status != srStreamCaptureStatusNone) {
-      auto it = captures_.find(id);
-      TORCH_CHECK(it != captures_.end(),
-                  "sunrise: a random op on a capturing stream draws from a generator that is not registered with the "
-                  "graph being captured, so it would repeat the same numbers on every replay; register it before "
-                  "capture (graph.register_generator_state(generator)) or use the default generator");
-      const uint64_t start = it->second.intragraph;
-      it->second.intragraph += increment;
-      return {0, start, it->second.cell};
-    }
+  if (const unsigned long long id = stream.capture_id()) {
+    auto it = captures_.find(id);
+    TORCH_CHECK(it != captures_.end(),
+                "sunrise: a random op on a capturing stream draws from a generator that is not registered with the "
+                "graph being captured, so it would repeat the same numbers on every replay; register it before "
+                "capture (graph.register_generator_state(generator)) or use the default generator");
+    const uint64_t start = it->second.intragraph;
+    it->second.intragraph += increment;
+    return {0, start, it->second.cell};
   }
   const uint64_t start = offset_;
   offset_ += increment;
   return {seed_, start, nullptr};
 }
 
-at::Generator SunriseGeneratorImpl::derive_cpu_generator(srStream_t stream) {
+at::Generator SunriseGeneratorImpl::derive_cpu_generator(const SunriseStream& stream) {
   const PhiloxSeed reserved = philox_seed(4, stream);
   TORCH_CHECK(reserved.cell == nullptr,
               "sunrise: this random op runs as a CPU kernel seeded when it is launched, so a graph replay would "

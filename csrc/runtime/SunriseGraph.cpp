@@ -5,6 +5,7 @@
 #include <torch_sunrise/SunriseFunctions.h>
 #include <torch_sunrise/SunriseGenerator.h>
 #include <torch_sunrise/SunriseGuard.h>
+#include <torch_sunrise/SunriseHostAllocator.h>
 
 #include <algorithm>
 #include <mutex>
@@ -37,10 +38,20 @@ std::vector<std::unique_ptr<detail::HostTask>> take_captured_tasks(unsigned long
   return tasks;
 }
 
+thread_local bool t_replaying = false;
+
+struct ReplayingScope {
+  ReplayingScope() { t_replaying = true; }
+  ~ReplayingScope() { t_replaying = false; }
+  ReplayingScope(const ReplayingScope&) = delete;
+  ReplayingScope& operator=(const ReplayingScope&) = delete;
+};
+
 // A replayed task is neither retired (the graph owns it) nor waited for: its
 // errors are the device's asynchronous errors, as a kernel's are.
 void run_captured_task(void* user_data) {
   auto* task = static_cast<detail::HostTask*>(user_data);
+  const ReplayingScope replaying;
   try {
     task->run();
   } catch (...) {
@@ -91,10 +102,8 @@ unsigned long long capture_id_of(srStream_t stream) {
 namespace detail {
 
 void launch_task_maybe_captured(const SunriseStream& stream, std::unique_ptr<HostTask> task) {
-  srStreamCaptureStatus status = srStreamCaptureStatusNone;
-  unsigned long long id = 0;
-  SUNRISE_CHECK(srStreamGetCaptureInfo(stream.handle(), &status, &id));
-  if (status == srStreamCaptureStatusNone) {
+  const unsigned long long id = stream.capture_id();
+  if (id == 0) {
     SUNRISE_CHECK(srLaunchHostFunc(stream.handle(), &run_host_task, task.get()));
     task.release();  // now owned by the queued host function
     return;
@@ -110,8 +119,10 @@ void launch_task_maybe_captured(const SunriseStream& stream, std::unique_ptr<Hos
 struct SunriseGraph::GeneratorCell {
   explicit GeneratorCell(at::Generator gen) : generator(std::move(gen)) {}
   at::Generator generator;
-  uint64_t cell[2] = {0, 0};  // {seed, offset} of the replay that runs
-  uint64_t increment = 0;     // values one replay consumes
+  // {seed, offset} of the replay that runs. Shared with the queued task that
+  // writes it, which may outlive the graph when a launch failed after it.
+  std::shared_ptr<uint64_t[]> cell = std::make_shared<uint64_t[]>(2);
+  uint64_t increment = 0;  // values one replay consumes
 };
 
 SunriseGraph::SunriseGraph(const at::GraphImplArgs& args) : keep_graph_(args.keep_graph) {}
@@ -141,26 +152,39 @@ void SunriseGraph::capture_begin(c10::MempoolId_t pool, at::GraphCaptureMode cap
   // now: freed during the capture, it would be deferred.
   release_finished_tasks();
   capture_id_ = std::make_shared<std::atomic<unsigned long long>>(0);
+  // Counted first: the allocator defers what a capture forbids from here on.
+  detail::g_captures_underway.fetch_add(1, std::memory_order_relaxed);
   // The pool is set up before the capture begins, so that no allocation on the
   // stream can slip between the two into an ordinary pool.
-  caching_allocator::beginAllocateToPool(device_, mempool_id_, [id = capture_id_](srStream_t s) {
+  try {
+    caching_allocator::beginAllocateToPool(device_, mempool_id_, [id = capture_id_](srStream_t s) {
+      const unsigned long long want = id->load(std::memory_order_acquire);
+      return want != 0 && capture_id_of(s) == want;
+    });
+  } catch (...) {
+    detail::g_captures_underway.fetch_sub(1, std::memory_order_relaxed);
+    throw;
+  }
+  // Pinned blocks the capture takes from the host cache stay the graph's too:
+  // its replays copy from and to them.
+  getCachingHostAllocator()->begin_allocate_to_pool(mempool_id_, [id = capture_id_](c10::Stream s) {
     const unsigned long long want = id->load(std::memory_order_acquire);
-    return want != 0 && capture_id_of(s) == want;
+    return want != 0 && SunriseStream(s).capture_id() == want;
   });
   holds_pool_ = true;
-  detail::g_captures_underway.fetch_add(1, std::memory_order_relaxed);
   try {
     SUNRISE_CHECK(srStreamBeginCapture(stream.handle(), runtime_mode(capture_mode)));
   } catch (...) {
     const std::exception_ptr error = std::current_exception();
     detail::g_captures_underway.fetch_sub(1, std::memory_order_relaxed);
     caching_allocator::endAllocateToPool(device_, mempool_id_);
+    getCachingHostAllocator()->end_allocate_to_pool(mempool_id_);
     release();
     std::rethrow_exception(error);
   }
   const unsigned long long id = capture_id_of(stream.handle());
   capture_id_->store(id, std::memory_order_release);
-  for (const auto& g : generators_) g->generator.get<SunriseGeneratorImpl>()->capture_prologue(id, g->cell);
+  for (const auto& g : generators_) g->generator.get<SunriseGeneratorImpl>()->capture_prologue(id, g->cell.get());
   capture_stream_ = stream;
   capturing_ = true;
 }
@@ -181,6 +205,8 @@ void SunriseGraph::capture_end() {
     error = std::current_exception();
   }
   const unsigned long long id = capture_id_->load(std::memory_order_acquire);
+  // Refused without ending the capture (another thread, say): it goes on.
+  if (error && capture_id_of(stream.handle()) == id) std::rethrow_exception(error);
   const std::string invalidated_by = take_invalidation_reason(id);
   if (err == srErrorStreamCaptureInvalidated && !invalidated_by.empty()) {
     error = std::make_exception_ptr(c10::AcceleratorError(
@@ -188,11 +214,7 @@ void SunriseGraph::capture_end() {
         "SunriseGraph: the capture was invalidated by an earlier error, so there is no graph to replay: " +
             invalidated_by));
   }
-  capturing_ = false;
-  detail::g_captures_underway.fetch_sub(1, std::memory_order_relaxed);
-  caching_allocator::endAllocateToPool(device_, mempool_id_);
-  tasks_ = take_captured_tasks(id);
-  for (const auto& g : generators_) g->increment = g->generator.get<SunriseGeneratorImpl>()->capture_epilogue(id);
+  capture_ended(id);
   if (error) {
     release();
     std::rethrow_exception(error);
@@ -207,6 +229,19 @@ void SunriseGraph::capture_end() {
       graph_ = nullptr;
     }
   }
+}
+
+void SunriseGraph::capture_ended(unsigned long long id) noexcept {
+  capturing_ = false;
+  detail::g_captures_underway.fetch_sub(1, std::memory_order_relaxed);
+  try {
+    caching_allocator::endAllocateToPool(device_, mempool_id_);
+    getCachingHostAllocator()->end_allocate_to_pool(mempool_id_);
+  } catch (const std::exception& e) {
+    TORCH_WARN("SunriseGraph: ending the capture's memory pool failed: ", e.what());
+  }
+  tasks_ = take_captured_tasks(id);
+  for (const auto& g : generators_) g->increment = g->generator.get<SunriseGeneratorImpl>()->capture_epilogue(id);
 }
 
 void SunriseGraph::instantiate() {
@@ -225,30 +260,39 @@ void SunriseGraph::replay() {
   if (exec_ == nullptr) instantiate();
   const SunriseGuard guard(device_);
   const SunriseStream stream = getCurrentSunriseStream(device_);
+  TORCH_CHECK(!stream.is_capturing(), "SunriseGraph: replaying a graph inside a capture is not supported; replay it "
+              "outside the captured region");
+  // A failed earlier launch fails this one too: raise before reserving random numbers for it.
+  SUNRISE_CHECK(srPeekAtLastError());
   // A generator's cell is written in stream order before the graph reads it;
   // a replay on another stream than the last one first waits for that one,
   // which may still read the cell.
   const bool draws = std::any_of(generators_.begin(), generators_.end(), [](const auto& g) { return g->increment > 0; });
-  if (draws && last_replay_stream_ && *last_replay_stream_ != stream) last_replay_stream_->synchronize();
+  if (draws && last_replay_stream_ && *last_replay_stream_ != stream) replayed_.block(stream);
   for (const auto& g : generators_) {
     if (g->increment == 0) continue;
     const auto [seed, offset] = g->generator.get<SunriseGeneratorImpl>()->replay_prologue(g->increment);
-    uint64_t* cell = g->cell;
-    launch_task(stream, [cell, seed, offset] {
+    launch_task(stream, [cell = g->cell, seed, offset] {
       cell[0] = seed;
       cell[1] = offset;
     });
   }
   SUNRISE_CHECK(srGraphLaunch(exec_, stream.handle()));
+  if (draws) replayed_.record(stream);
   last_replay_stream_ = stream;
 }
 
-void SunriseGraph::reset() {
-  TORCH_CHECK(!capturing_, "SunriseGraph: reset was called during capture; end the capture first");
-  release();
-}
+void SunriseGraph::reset() { release(); }
 
 void SunriseGraph::release() noexcept {
+  if (capturing_) {
+    // Reset (or destroyed) in the middle of a capture: it ends here, from
+    // whichever thread, and what it recorded is dropped.
+    const unsigned long long id = capture_id_->load(std::memory_order_acquire);
+    SUNRISE_WARN(srStreamAbortCapture(capture_stream_->handle()));
+    take_invalidation_reason(id);
+    capture_ended(id);
+  }
   // Replays still queued finish first: srGraphExecDestroy waits for them.
   if (exec_ != nullptr) SUNRISE_WARN(srGraphExecDestroy(exec_));
   if (graph_ != nullptr) SUNRISE_WARN(srGraphDestroy(graph_));
@@ -261,6 +305,7 @@ void SunriseGraph::release() noexcept {
   if (holds_pool_) {
     try {
       caching_allocator::releasePool(device_, mempool_id_);
+      getCachingHostAllocator()->release_pool(mempool_id_);
     } catch (const std::exception& e) {
       TORCH_WARN("SunriseGraph: releasing the graph's memory pool failed: ", e.what());
     }
@@ -280,6 +325,8 @@ void SunriseGraph::debug_dump(const std::string& path) {
               "before capture_end, or capture with keep_graph=True");
   SUNRISE_CHECK(srGraphDebugDotPrint(graph_, path.c_str()));
 }
+
+bool replaying_graph() noexcept { return t_replaying; }
 
 c10::MempoolId_t graph_pool_handle() { return {0, g_next_pool_uid.fetch_add(1, std::memory_order_relaxed)}; }
 

@@ -23,11 +23,17 @@ struct SunriseHostAllocatorImpl final : public at::CachingHostAllocatorImpl<Sunr
     events->push_back(std::move(event));
   }
 
-  bool query_event(SunriseEvent& event) override { return event.query(); }
+  // An event recorded into a graph's capture completes only when a replay
+  // runs it: for the cache, its block stays in use.
+  bool query_event(SunriseEvent& event) override {
+    if (event.handle() != nullptr && srEventQuery(event.handle()) == srErrorCapturedEvent) return false;
+    return event.query();
+  }
 
   SunriseStream get_current_stream() const override { return getCurrentSunriseStream(); }
 
-  bool stream_is_capturing(SunriseStream /*stream*/) const override { return false; }
+  // Blocks used by a capture then belong to it (the generic allocator's pools).
+  bool stream_is_capturing(SunriseStream stream) const override { return stream.is_capturing(); }
 
   // The background event thread only pays off with many in-flight pinned
   // blocks; on a 2-core machine it competes with the device threads.

@@ -81,11 +81,12 @@ bool SunriseStream::query() const {
   return true;
 }
 
-bool SunriseStream::is_capturing() const {
-  if (!detail::captures_underway()) return false;
+unsigned long long SunriseStream::capture_id() const {
+  if (!detail::captures_underway()) return 0;
   srStreamCaptureStatus status = srStreamCaptureStatusNone;
-  SUNRISE_CHECK(srStreamIsCapturing(handle(), &status));
-  return status != srStreamCaptureStatusNone;
+  unsigned long long id = 0;
+  SUNRISE_CHECK(srStreamGetCaptureInfo(handle(), &status, &id));
+  return status == srStreamCaptureStatusNone ? 0 : id;
 }
 
 void SunriseStream::synchronize() const {

@@ -8,7 +8,7 @@
 #include <ATen/core/Generator.h>
 #include <c10/core/GeneratorImpl.h>
 
-#include <sunrise_rt.h>
+#include <torch_sunrise/SunriseStream.h>
 
 #include <unordered_map>
 #include <utility>
@@ -49,12 +49,12 @@ struct TORCH_SUNRISE_API SunriseGeneratorImpl : public c10::GeneratorImpl {
   // Reserves `increment` counter values for an op launched on `stream`.
   // Callers hold mutex_. Raises if the stream captures into a graph this
   // generator is not registered with: its numbers would repeat on every replay.
-  PhiloxSeed philox_seed(uint64_t increment, srStream_t stream);
+  PhiloxSeed philox_seed(uint64_t increment, const SunriseStream& stream);
 
   // A CPU generator seeded from (seed, reserved offset): lets a CPU kernel that
   // stands in for a device kernel draw reproducible numbers from this stream.
   // Callers hold mutex_. Not for ops captured into a graph (it raises).
-  at::Generator derive_cpu_generator(srStream_t stream);
+  at::Generator derive_cpu_generator(const SunriseStream& stream);
 
   // Graph capture (SunriseGraph). While capture `capture_id` is underway, ops
   // on its streams draw from `cell` plus their offset within the graph;

@@ -12,6 +12,7 @@
 
 #include <torch_sunrise/SunriseMacros.h>
 
+#include <torch_sunrise/SunriseEvent.h>
 #include <torch_sunrise/SunriseLaunch.h>
 #include <torch_sunrise/SunriseStream.h>
 
@@ -43,6 +44,7 @@ class TORCH_SUNRISE_API SunriseGraph final : public at::GraphImplInterface {
   void instantiate() override;
   // Launches the graph on the current stream of the graph's device.
   void replay() override;
+  // Releases the graph; in the middle of a capture, ends it and drops what it recorded.
   void reset() override;
   c10::MempoolId_t pool() const override;
   // Keeps the captured graph after instantiation, for debug_dump.
@@ -59,6 +61,8 @@ class TORCH_SUNRISE_API SunriseGraph final : public at::GraphImplInterface {
 
  private:
   struct GeneratorCell;
+  // Undoes capture_begin's setup once the runtime's capture has ended.
+  void capture_ended(unsigned long long id) noexcept;
   void release() noexcept;
 
   bool keep_graph_ = false;
@@ -68,6 +72,7 @@ class TORCH_SUNRISE_API SunriseGraph final : public at::GraphImplInterface {
   c10::DeviceIndex device_ = -1;
   std::optional<SunriseStream> capture_stream_;
   std::optional<SunriseStream> last_replay_stream_;
+  SunriseEvent replayed_;  // the last replay that drew random numbers
   // Shared with the allocator's test for the capture's streams, which may
   // outlive a failed capture_begin.
   std::shared_ptr<std::atomic<unsigned long long>> capture_id_;
@@ -79,6 +84,11 @@ class TORCH_SUNRISE_API SunriseGraph final : public at::GraphImplInterface {
   std::vector<std::unique_ptr<detail::HostTask>> tasks_;
   std::vector<std::unique_ptr<GeneratorCell>> generators_;
 };
+
+// True on a device thread while it runs a graph's replay. The host has then
+// issued one launch and waits, so the device may use both cores for work
+// that a busy host would compete for (DeviceParallelism's split_matvec).
+TORCH_SUNRISE_API bool replaying_graph() noexcept;
 
 // A pool id for graphs to share (torch.cuda.graph_pool_handle's).
 TORCH_SUNRISE_API c10::MempoolId_t graph_pool_handle();

@@ -38,7 +38,9 @@ class TORCH_SUNRISE_API SunriseStream {
   // True when all work submitted so far has finished.
   bool query() const;
   // True while the stream captures into a graph (its work is recorded, not run).
-  bool is_capturing() const;
+  bool is_capturing() const { return capture_id() != 0; }
+  // The runtime's id of the capture the stream takes part in, 0 when none.
+  unsigned long long capture_id() const;
   void synchronize() const;
 
   // (least, greatest) priority; lower is more urgent, as in CUDA.

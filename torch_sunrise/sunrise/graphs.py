@@ -273,7 +273,8 @@ def make_graphed_callables(
                 grad_inputs = ()
         # One gradient (or None) per input of the static surface.
         grads = iter(grad_inputs)
-        static_grad_inputs = tuple(next(grads) if i.requires_grad else None for i in static_input_surface)
+        static_grad_inputs = tuple(next(grads) if i.requires_grad and grad_inputs else None
+                                   for i in static_input_surface)
         per_callable_static_grad_outputs.append(static_grad_outputs)
         per_callable_static_grad_inputs.append(static_grad_inputs)
     per_callable_static_grad_outputs.reverse()

@@ -285,6 +285,9 @@ typedef enum srStreamCaptureStatus {
 SR_API srError_t srStreamBeginCapture(srStream_t stream, srStreamCaptureMode mode);
 /* Ends the capture begun on `stream` and returns its graph. */
 SR_API srError_t srStreamEndCapture(srStream_t stream, srGraph_t* graph);
+/* Ends the capture begun on `stream` from any thread, discarding what was
+ * recorded: for an owner that goes away in the middle of a capture. */
+SR_API srError_t srStreamAbortCapture(srStream_t stream);
 SR_API srError_t srStreamIsCapturing(srStream_t stream, srStreamCaptureStatus* status);
 /* `id` (may be NULL) identifies the capture sequence, unique in the process. */
 SR_API srError_t srStreamGetCaptureInfo(srStream_t stream, srStreamCaptureStatus* status, unsigned long long* id);

@@ -165,7 +165,7 @@ GraphNode node_of(Task& task) {
       node.value = task.value;
       break;
     default:
-      break;  // record_captured never passes the others
+      break;  // record_captured refuses the others
   }
   return node;
 }
@@ -224,6 +224,16 @@ bool record_captured(srStream* s, Task& task, srError_t* result) {
                                                         " was invalidated: " + cap.invalid_reason);
     return true;
   }
+  if (task.kind != Task::Kind::Kernel && task.kind != Task::Kind::HostFn && task.kind != Task::Kind::Copy &&
+      task.kind != Task::Kind::Set) {
+    // An event record, a wait or a graph launch decided before the capture
+    // began on this stream (by another thread): it cannot be a node.
+    cap.invalidated = true;
+    cap.invalid_reason = "work submitted while the capture began could not be recorded";
+    *result = fail(srErrorStreamCaptureInvalidated, "the capture began on the stream while this call was submitting "
+                                                    "to it; capture " + std::to_string(cap.id) + " is invalidated");
+    return true;
+  }
   GraphNode node = node_of(task);
   auto& frontier = cap.frontier[s];
   node.deps = frontier;
@@ -278,6 +288,10 @@ srError_t record_event_in_capture(srEvent* event, srStream* s, bool* handled) {
   std::vector<uint32_t> nodes;
   {
     std::lock_guard<std::mutex> lock(cap->mutex);
+    if (cap->ended) {  // ended meanwhile: an ordinary record
+      *handled = false;
+      return srSuccess;
+    }
     if (cap->invalidated)
       return fail(srErrorStreamCaptureInvalidated,
                   "the stream's capture " + std::to_string(cap->id) + " was invalidated: " + cap->invalid_reason);
@@ -434,19 +448,26 @@ srError_t srStreamEndCapture(srStream_t stream, srGraph_t* graph) {
     return fail(srErrorStreamCaptureWrongThread,
                 "srStreamEndCapture: " + describe(*cap) + " must end on the thread that began it");
   finish(cap);
-  // Nothing else touches the capture now: it has ended for every stream.
-  if (cap->invalidated)
-    return fail(srErrorStreamCaptureInvalidated,
-                "srStreamEndCapture: capture " + std::to_string(cap->id) + " was invalidated: " + cap->invalid_reason);
+  // Other threads may still invalidate the ended capture (they chose it
+  // before it ended): its fields are read under its lock.
+  std::vector<GraphNode> nodes;
+  std::vector<uint32_t> todo;
+  {
+    std::lock_guard<std::mutex> lock(cap->mutex);
+    if (cap->invalidated)
+      return fail(srErrorStreamCaptureInvalidated,
+                  "srStreamEndCapture: capture " + std::to_string(cap->id) + " was invalidated: " + cap->invalid_reason);
+    nodes = std::move(cap->nodes);
+    todo = cap->frontier[stream];
+  }
   // Every node must lead into the origin stream's last work.
-  std::vector<char> joined(cap->nodes.size(), 0);
-  std::vector<uint32_t> todo = cap->frontier[stream];
+  std::vector<char> joined(nodes.size(), 0);
   while (!todo.empty()) {
     const uint32_t n = todo.back();
     todo.pop_back();
     if (joined[n]) continue;
     joined[n] = 1;
-    for (uint32_t d : cap->nodes[n].deps) todo.push_back(d);
+    for (uint32_t d : nodes[n].deps) todo.push_back(d);
   }
   const size_t unjoined = static_cast<size_t>(std::count(joined.begin(), joined.end(), 0));
   if (unjoined > 0) {
@@ -457,8 +478,17 @@ srError_t srStreamEndCapture(srStream_t stream, srGraph_t* graph) {
   }
   srGraph* g = graphs().make();
   g->device = stream->device->index;
-  g->nodes = std::move(cap->nodes);
+  g->nodes = std::move(nodes);
   *graph = g;
+  return ok();
+}
+
+srError_t srStreamAbortCapture(srStream_t stream) {
+  if (srError_t e = check_stream(stream)) return e;
+  std::shared_ptr<Capture> cap = capture_of(stream);
+  if (!cap || cap->origin != stream)
+    return fail(srErrorIllegalState, "srStreamAbortCapture: the stream has not begun a capture");
+  finish(cap);
   return ok();
 }
 
@@ -543,6 +573,7 @@ srError_t srGraphLaunch(srGraphExec_t exec, srStream_t stream) {
   if (capture_of(stream)) return fail(srErrorNotSupported, "srGraphLaunch: launching a graph inside a stream capture is not supported");
   if (srError_t e = stream->device->report_sticky()) return e;
   std::lock_guard<std::mutex> lock(exec->launch_mutex);
+  if (!exec->valid()) return fail(srErrorInvalidResourceHandle, "executable graph handle was destroyed");
   if (exec->last_stream != nullptr && exec->last_stream != stream &&
       exec->last_stream->completed.load(std::memory_order_acquire) < exec->last_seq) {
     Task wait;

@@ -400,3 +400,23 @@ TEST(graph_launch_checks_its_device_and_failures_stop_the_graph) {
   CHECK_SR(srGraphExecDestroy(exec));
   CHECK_SR(srGraphDestroy(graph));
 }
+
+TEST(graph_capture_aborted_from_another_thread_discards_it) {
+  Stream st;
+  DeviceFloats buf(4);
+  std::atomic<int> calls{0};
+  CHECK_SR(srStreamBeginCapture(st.s, srStreamCaptureModeGlobal));
+  CHECK_SR(srLaunchHostFunc(st.s, &count_host_fn, &calls));
+  srError_t aborted = srSuccess;
+  std::thread([&] { aborted = srStreamAbortCapture(st.s); }).join();  // an owner going away elsewhere
+  CHECK_SR(aborted);
+  srStreamCaptureStatus status;
+  CHECK_SR(srStreamIsCapturing(st.s, &status));
+  CHECK_EQ(status, srStreamCaptureStatusNone);
+  CHECK_ERR(srStreamAbortCapture(st.s), srErrorIllegalState);
+  // The stream runs work again; what was recorded never runs.
+  launch_add(st.s, buf.p, 4, 1.0f);
+  CHECK_SR(srStreamSynchronize(st.s));
+  CHECK_EQ(buf.read()[0], 1.0f);
+  CHECK_EQ(calls.load(), 0);
+}
