@@ -161,16 +161,22 @@ void SunriseGraph::capture_begin(c10::MempoolId_t pool, at::GraphCaptureMode cap
       const unsigned long long want = id->load(std::memory_order_acquire);
       return want != 0 && capture_id_of(s) == want;
     });
+    try {
+      // Pinned memory allocated during the capture stays the graph's too: its
+      // replays copy from and to it.
+      getCachingHostAllocator()->begin_allocate_to_pool(mempool_id_, [id = capture_id_](c10::Stream s) {
+        const unsigned long long want = id->load(std::memory_order_acquire);
+        return want != 0 && SunriseStream(s).capture_id() == want;
+      });
+    } catch (...) {
+      caching_allocator::endAllocateToPool(device_, mempool_id_);
+      caching_allocator::releasePool(device_, mempool_id_);
+      throw;
+    }
   } catch (...) {
     detail::g_captures_underway.fetch_sub(1, std::memory_order_relaxed);
     throw;
   }
-  // Pinned blocks the capture takes from the host cache stay the graph's too:
-  // its replays copy from and to them.
-  getCachingHostAllocator()->begin_allocate_to_pool(mempool_id_, [id = capture_id_](c10::Stream s) {
-    const unsigned long long want = id->load(std::memory_order_acquire);
-    return want != 0 && SunriseStream(s).capture_id() == want;
-  });
   holds_pool_ = true;
   try {
     SUNRISE_CHECK(srStreamBeginCapture(stream.handle(), runtime_mode(capture_mode)));
