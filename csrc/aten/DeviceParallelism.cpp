@@ -143,8 +143,8 @@ bool split_matvec(const at::Tensor& a, const at::Tensor& b, const std::function<
   const int64_t cols = b.size(1);
   // Slices of whole vectors (64 floats: any vector width) per thread.
   constexpr int64_t kAlign = 64;
-  const int64_t per_thread = ((cols + threads - 1) / threads + kAlign - 1) / kAlign * kAlign;
   if (threads < 2 || cols < 2 * kAlign) return false;
+  const int64_t per_thread = ((cols + threads - 1) / threads + kAlign - 1) / kAlign * kAlign;
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t first = t * per_thread;

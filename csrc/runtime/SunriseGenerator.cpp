@@ -1,6 +1,5 @@
 #include <torch_sunrise/SunriseFunctions.h>
 #include <torch_sunrise/SunriseGenerator.h>
-#include <torch_sunrise/SunriseException.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/GeneratorForPrivateuseone.h>
@@ -86,10 +85,11 @@ PhiloxSeed SunriseGeneratorImpl::philox_seed(uint64_t increment, const SunriseSt
 }
 
 at::Generator SunriseGeneratorImpl::derive_cpu_generator(const SunriseStream& stream) {
-  const PhiloxSeed reserved = philox_seed(4, stream);
-  TORCH_CHECK(reserved.cell == nullptr,
+  // Checked before reserving: a refused op must not move the graph's offsets.
+  TORCH_CHECK(!stream.is_capturing(),
               "sunrise: this random op runs as a CPU kernel seeded when it is launched, so a graph replay would "
               "repeat its numbers; it cannot be captured (run it outside the captured region)");
+  const PhiloxSeed reserved = philox_seed(4, stream);
   return at::detail::createCPUGenerator(mix(reserved.seed ^ mix(reserved.offset)));
 }
 

@@ -90,6 +90,8 @@ srStreamCaptureMode runtime_mode(at::GraphCaptureMode mode) {
   return srStreamCaptureModeGlobal;
 }
 
+// SunriseStream::capture_id for the allocator's test of a stream, which gets a
+// raw handle and must not throw under the allocator's lock.
 unsigned long long capture_id_of(srStream_t stream) {
   srStreamCaptureStatus status = srStreamCaptureStatusNone;
   unsigned long long id = 0;
@@ -188,7 +190,7 @@ void SunriseGraph::capture_begin(c10::MempoolId_t pool, at::GraphCaptureMode cap
     release();
     std::rethrow_exception(error);
   }
-  const unsigned long long id = capture_id_of(stream.handle());
+  const unsigned long long id = stream.capture_id();
   capture_id_->store(id, std::memory_order_release);
   for (const auto& g : generators_) g->generator.get<SunriseGeneratorImpl>()->capture_prologue(id, g->cell.get());
   capture_stream_ = stream;
@@ -212,7 +214,7 @@ void SunriseGraph::capture_end() {
   }
   const unsigned long long id = capture_id_->load(std::memory_order_acquire);
   // Refused without ending the capture (another thread, say): it goes on.
-  if (error && capture_id_of(stream.handle()) == id) std::rethrow_exception(error);
+  if (error && stream.capture_id() == id) std::rethrow_exception(error);
   const std::string invalidated_by = take_invalidation_reason(id);
   if (err == srErrorStreamCaptureInvalidated && !invalidated_by.empty()) {
     error = std::make_exception_ptr(c10::AcceleratorError(
@@ -337,7 +339,7 @@ bool replaying_graph() noexcept { return t_replaying; }
 c10::MempoolId_t graph_pool_handle() { return {0, g_next_pool_uid.fetch_add(1, std::memory_order_relaxed)}; }
 
 void raise_if_capturing(const SunriseStream& stream, const char* what, const char* remedy) {
-  const unsigned long long id = capture_id_of(stream.handle());
+  const unsigned long long id = stream.capture_id();
   if (id == 0) return;
   // Querying a capturing stream is what the runtime refuses, invalidating the
   // capture: a graph missing this op must not be replayed as if complete.

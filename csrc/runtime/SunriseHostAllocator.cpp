@@ -26,8 +26,11 @@ struct SunriseHostAllocatorImpl final : public at::CachingHostAllocatorImpl<Sunr
   // An event recorded into a graph's capture completes only when a replay
   // runs it: for the cache, its block stays in use.
   bool query_event(SunriseEvent& event) override {
-    if (event.handle() != nullptr && srEventQuery(event.handle()) == srErrorCapturedEvent) return false;
-    return event.query();
+    if (event.handle() == nullptr) return true;
+    const srError_t err = srEventQuery(event.handle());
+    if (err == srErrorNotReady || err == srErrorCapturedEvent) return false;
+    SUNRISE_CHECK(err);
+    return true;
   }
 
   SunriseStream get_current_stream() const override { return getCurrentSunriseStream(); }

@@ -216,20 +216,24 @@ def make_graphed_callables(
     bwd_graphs = [SunriseGraph() for _ in callables]
     mempool = graph_pool_handle() if pool is None else pool
 
-    def grad_inputs_of(outputs: tuple[torch.Tensor, ...], inputs: tuple[torch.Tensor, ...]):
+    def grad_buffers(outputs: tuple[torch.Tensor, ...]) -> tuple[Optional[torch.Tensor], ...]:
+        """A gradient tensor for each output that requires grad (None for the others)."""
+        return tuple(torch.empty_like(o) if o.requires_grad else None for o in outputs)
+
+    def grad_inputs_of(outputs: tuple[torch.Tensor, ...], grad_outputs: tuple[Optional[torch.Tensor], ...],
+                       inputs: tuple[torch.Tensor, ...]) -> tuple[Optional[torch.Tensor], ...]:
+        """The gradients of the inputs that require grad; () when no output or no input does."""
         outputs_grad = tuple(o for o in outputs if o.requires_grad)
         needs_grad = tuple(i for i in inputs if i.requires_grad)
         if not outputs_grad or not needs_grad:
-            return outputs_grad, (), ()
-        grads_out = tuple(torch.empty_like(o) for o in outputs_grad)
-        grad_inputs = torch.autograd.grad(
+            return ()
+        return torch.autograd.grad(
             outputs=outputs_grad,
             inputs=needs_grad,
-            grad_outputs=grads_out,
+            grad_outputs=tuple(g for g in grad_outputs if g is not None),
             only_inputs=True,
             allow_unused=allow_unused_input,
         )
-        return outputs_grad, grads_out, grad_inputs
 
     # Warm-up on a side stream, so that lazy initialization and first-call
     # checks happen outside the capture.
@@ -237,9 +241,10 @@ def make_graphed_callables(
     with torch.sunrise.stream(torch.sunrise.Stream()):
         for func, args, static_input_surface in zip(callables, sample_args, per_callable_static_input_surfaces):
             for _ in range(num_warmup_iters):
-                outputs, _ = tree_flatten(func(*args))
-                grad_inputs_of(tuple(o for o in outputs if isinstance(o, torch.Tensor)), static_input_surface)
-                del outputs
+                flat, _ = tree_flatten(func(*args))
+                outputs = tuple(o for o in flat if isinstance(o, torch.Tensor))
+                grad_inputs_of(outputs, grad_buffers(outputs), static_input_surface)
+                del flat, outputs
     torch.sunrise.synchronize()
 
     # Forwards in order, then backwards in reverse order, all in one pool.
@@ -257,20 +262,9 @@ def make_graphed_callables(
     for static_input_surface, static_outputs, bwd_graph in zip(
         reversed(per_callable_static_input_surfaces), reversed(per_callable_static_outputs), reversed(bwd_graphs)
     ):
-        static_grad_outputs = tuple(torch.empty_like(o) if o.requires_grad else None for o in static_outputs)
-        outputs_grad = tuple(o for o in static_outputs if o.requires_grad)
-        needs_grad = tuple(i for i in static_input_surface if i.requires_grad)
+        static_grad_outputs = grad_buffers(static_outputs)
         with graph(bwd_graph, pool=mempool):
-            if outputs_grad and needs_grad:
-                grad_inputs = torch.autograd.grad(
-                    outputs=outputs_grad,
-                    inputs=needs_grad,
-                    grad_outputs=tuple(g for g in static_grad_outputs if g is not None),
-                    only_inputs=True,
-                    allow_unused=allow_unused_input,
-                )
-            else:
-                grad_inputs = ()
+            grad_inputs = grad_inputs_of(static_outputs, static_grad_outputs, static_input_surface)
         # One gradient (or None) per input of the static surface.
         grads = iter(grad_inputs)
         static_grad_inputs = tuple(next(grads) if i.requires_grad and grad_inputs else None

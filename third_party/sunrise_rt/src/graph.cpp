@@ -38,8 +38,9 @@ struct Capture {
   std::thread::id thread;
   srStream* origin = nullptr;
 
+  // Set under `mutex`; read also under a stream's submit_mutex.
+  std::atomic<bool> ended{false};
   std::mutex mutex;  // guards what follows
-  bool ended = false;
   bool invalidated = false;
   std::string invalid_reason;
   std::vector<GraphNode> nodes;
@@ -244,6 +245,9 @@ bool record_captured(srStream* s, Task& task, srError_t* result) {
 }
 
 std::shared_ptr<Capture> capture_of(srStream* s) {
+  // Stream syncs and event records ask on every call: no lock while no
+  // capture exists (a stream's capture is counted before it is set).
+  if (g_active.load(std::memory_order_acquire) == 0) return nullptr;
   std::lock_guard<std::mutex> lock(s->submit_mutex);
   if (s->capture && !s->capture->ended) return s->capture;
   return nullptr;
@@ -306,6 +310,7 @@ srError_t record_event_in_capture(srEvent* event, srStream* s, bool* handled) {
 
 srError_t wait_event_in_capture(srStream* s, srEvent* event, bool* handled) {
   *handled = false;
+  if (g_active.load(std::memory_order_acquire) == 0) return srSuccess;  // eager on both sides
   unsigned long long event_capture = 0;
   std::vector<uint32_t> nodes;
   srStream* recorded_on = nullptr;
@@ -368,6 +373,7 @@ srError_t wait_event_in_capture(srStream* s, srEvent* event, bool* handled) {
 }
 
 srError_t check_event_not_captured(srEvent* event, const char* call) {
+  if (g_active.load(std::memory_order_acquire) == 0) return srSuccess;
   unsigned long long id = 0;
   {
     std::lock_guard<std::mutex> lock(event->mutex);
@@ -421,16 +427,22 @@ srError_t srStreamBeginCapture(srStream_t stream, srStreamCaptureMode mode) {
   cap->streams.push_back(stream);
   cap->frontier[stream];
   {
-    std::lock_guard<std::mutex> lock(stream->submit_mutex);
-    if (stream->capture && !stream->capture->ended)
-      return fail(srErrorIllegalState, "srStreamBeginCapture: the stream already captures (capture " +
-                                           std::to_string(stream->capture->id) + ")");
-    stream->capture = cap;
+    std::lock_guard<std::mutex> lock(g_captures_mutex);
+    captures()[cap->id] = cap;
+    g_active.fetch_add(1, std::memory_order_acq_rel);
   }
-  std::lock_guard<std::mutex> lock(g_captures_mutex);
-  captures()[cap->id] = cap;
-  g_active.fetch_add(1, std::memory_order_acq_rel);
-  return ok();
+  unsigned long long current = 0;
+  {
+    std::lock_guard<std::mutex> lock(stream->submit_mutex);
+    if (!stream->capture || stream->capture->ended) {
+      stream->capture = cap;
+      return ok();
+    }
+    current = stream->capture->id;
+  }
+  finish(cap);  // never set on the stream: only forgotten again
+  return fail(srErrorIllegalState,
+              "srStreamBeginCapture: the stream already captures (capture " + std::to_string(current) + ")");
 }
 
 srError_t srStreamEndCapture(srStream_t stream, srGraph_t* graph) {
