@@ -156,3 +156,22 @@ if _C is not None:
     from .integrations.huggingface import _enable_on_import
 
     _enable_on_import()
+
+
+# Compare with CPU (torch_sunrise/debug.py, docs/debugging.md): `torch_sunrise.debug` is imported
+# on first use, and at import only when SUNRISE_COMPARE_CPU asks for the mode.
+def __getattr__(name: str) -> object:
+    if name == "debug":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.debug")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if _C is not None:
+    import os as _os
+
+    if _os.environ.get("SUNRISE_COMPARE_CPU", "0").strip().lower() not in ("", "0"):
+        from .debug import _enable_from_env
+
+        _enable_from_env(_os.environ["SUNRISE_COMPARE_CPU"])

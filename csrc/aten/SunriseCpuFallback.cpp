@@ -174,6 +174,9 @@ void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stac
   const c10::FunctionSchema& schema = op.schema();
   FallbackOperator& record = fallback_operator(op);
   const std::string& name = record.name;
+  // Marks the fallback in profiler traces: a scope inside the op's own, to
+  // which queued device work is linked too.
+  RECORD_USER_SCOPE("sunrise::cpu_fallback<" + name + ">");
 
   const auto& arguments = schema.arguments();
   const size_t num_args = arguments.size();

@@ -4,6 +4,7 @@
 #include "aten/SunriseCpuFallback.h"
 #include "distributed/ProcessGroupSCCL.h"
 #include "kernels/CompiledKernel.h"
+#include "python/MemorySnapshot.h"
 
 #include <torch_sunrise/SunriseCachingAllocator.h>
 #include <torch_sunrise/SunriseException.h>
@@ -75,35 +76,6 @@ py::dict device_stats(c10::DeviceIndex device) {
   return d;
 }
 
-py::list memory_snapshot() {
-  py::list segments;
-  for (const auto& seg : caching_allocator::snapshot()) {
-    py::dict d;
-    d["device"] = static_cast<int>(seg.device);
-    d["address"] = seg.address;
-    d["total_size"] = seg.total_size;
-    d["allocated_size"] = seg.allocated_size;
-    d["active_size"] = seg.active_size;
-    d["requested_size"] = seg.requested_size;
-    d["stream"] = reinterpret_cast<uintptr_t>(seg.stream);
-    d["segment_type"] = seg.is_large ? "large" : "small";
-    py::list blocks;
-    size_t address = seg.address;
-    for (const auto& b : seg.blocks) {
-      py::dict bd;
-      bd["address"] = address;
-      bd["size"] = b.size;
-      bd["requested_size"] = b.requested_size;
-      bd["state"] = b.allocated ? "active_allocated" : (b.active ? "active_pending_free" : "inactive");
-      blocks.append(bd);
-      address += b.size;
-    }
-    d["blocks"] = blocks;
-    segments.append(d);
-  }
-  return segments;
-}
-
 py::tuple stream_tuple(const SunriseStream& s) {
   return py::make_tuple(s.id(), static_cast<int>(s.device_index()), static_cast<int>(s.device().type()));
 }
@@ -158,6 +130,11 @@ void bind_runtime(py::module_& m) {
         });
       },
       py::arg("device"), py::arg("message"), py::arg("holding") = std::nullopt, py::arg("std_exception") = true);
+  rt.def("device_busy_ns", [](int d) {
+    long long ns = 0;
+    SUNRISE_CHECK(srDeviceGetBusyTime(index_arg(d), &ns));
+    return ns;
+  });
   rt.def("pointer_type", [](uintptr_t p) {
     srPointerAttributes attr{};
     SUNRISE_CHECK(srPointerGetAttributes(&attr, reinterpret_cast<const void*>(p)));
@@ -323,7 +300,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("_stream_priority_range", [] { return SunriseStream::priority_range(); });
 
   m.def("_memory_stats", [](int d) { return device_stats(index_arg(d)); });
-  m.def("_memory_snapshot", &memory_snapshot);
+  bind_memory_snapshot(m);
   m.def("_empty_cache", [] {
     py::gil_scoped_release no_gil;
     caching_allocator::emptyCache();

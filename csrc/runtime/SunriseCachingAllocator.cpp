@@ -42,6 +42,12 @@
 // join the ordinary pools (under memcheck: go back to the runtime); blocks still allocated (a graph's outputs the user
 // holds) come back to the ordinary pools when freed.
 //
+// Memory history (_record_memory_history): while on, each device keeps the
+// last max_entries allocator events (CUDA's TraceEntry actions) and blocks keep
+// the stack that allocated them. Stacks are gathered before taking the lock:
+// gathering Python frames takes the GIL, and a thread holding the GIL may be
+// waiting for this lock.
+//
 // Locking: one mutex per device guards all of that device's blocks and stats.
 // Nothing that waits for device work runs under it: device tasks drop tensors,
 // which frees into this allocator, so such a wait could deadlock. Releasing
@@ -68,6 +74,7 @@
 namespace torch_sunrise::caching_allocator {
 namespace {
 
+using c10::GatheredContext;
 using c10::CachingAllocator::Stat;
 using c10::CachingAllocator::StatArray;
 using c10::CachingAllocator::StatType;
@@ -94,6 +101,10 @@ struct Block {
   Block* next = nullptr;
   std::vector<srStream_t> stream_uses;  // other streams that used it (record_stream)
   int pending_events = 0;
+  // Memory history: the stack that allocated the block, and for a segment's
+  // first block the one that reserved the segment.
+  std::shared_ptr<GatheredContext> context;
+  std::shared_ptr<GatheredContext> segment_context;
 
   bool is_split() const { return prev != nullptr || next != nullptr; }
 };
@@ -160,15 +171,18 @@ class DeviceCachingAllocator {
     // Checked memory: the exact size, so that the runtime's guard page follows it.
     const size_t size = no_cache_ ? requested : round_size(requested);
     if (no_cache_) release_unreleased();
+    const auto context = gather_context(RecordContext::STATE);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       process_events_locked();
-      if (Block* block = take_or_reserve_locked(size, stream)) return finish_alloc_locked(block, size, requested);
+      if (Block* block = take_or_reserve_locked(size, stream, context)) {
+        return finish_alloc_locked(block, size, requested, context);
+      }
       stats_.num_alloc_retries += 1;
       // Nothing can be released while a capture is underway (see the note).
       if (detail::captures_underway()) {
         stats_.num_ooms += 1;
-        throw_oom_locked(requested);
+        throw_oom_locked(requested, stream, context);
       }
     }
     // Free what we can and retry once before giving up. Done without the lock:
@@ -177,12 +191,15 @@ class DeviceCachingAllocator {
     release_cached();
     std::lock_guard<std::mutex> lock(mutex_);
     process_events_locked();
-    if (Block* block = take_or_reserve_locked(size, stream)) return finish_alloc_locked(block, size, requested);
+    if (Block* block = take_or_reserve_locked(size, stream, context)) {
+      return finish_alloc_locked(block, size, requested, context);
+    }
     stats_.num_ooms += 1;
-    throw_oom_locked(requested);
+    throw_oom_locked(requested, stream, context);
   }
 
   void free(void* ptr) {
+    const auto context = gather_context(RecordContext::ALL);
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = allocated_.find(ptr);
     TORCH_INTERNAL_ASSERT(it != allocated_.end(), "sunrise allocator: freeing unknown pointer ", ptr);
@@ -197,6 +214,10 @@ class DeviceCachingAllocator {
     c10::reportMemoryUsageToProfiler(block->ptr, -static_cast<int64_t>(block->size),
                                      stats_.allocated_bytes[0].current, stats_.reserved_bytes[0].current,
                                      c10::Device(c10::DeviceType::PrivateUse1, device_));
+    if (C10_UNLIKELY(history_.record_events)) {
+      record_trace_locked(TraceEntry::FREE_REQUESTED, block->ptr, block->requested_size, block->stream,
+                          context ? context : block->context);
+    }
     if (block->stream_uses.empty()) {
       release_block_locked(block);
     } else if (detail::captures_underway()) {
@@ -217,6 +238,30 @@ class DeviceCachingAllocator {
   }
 
   void empty_cache() { release_cached(); }
+
+  void record_history(bool record_events, CreateContextFn gather, size_t max_entries, RecordContext when,
+                      bool clear_history) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    history_.record_events = record_events;
+    history_.gather = when != RecordContext::NEVER ? gather : nullptr;
+    history_.max_entries = std::max<size_t>(max_entries, 1);
+    history_.when.store(history_.gather != nullptr ? when : RecordContext::NEVER, std::memory_order_relaxed);
+    if (clear_history || !record_events) {
+      history_.entries.clear();
+      history_.next = 0;
+    }
+    if (history_.entries.size() > history_.max_entries) {
+      std::vector<TraceEntry> kept = trace_locked();
+      history_.entries.assign(kept.end() - static_cast<std::ptrdiff_t>(history_.max_entries), kept.end());
+      history_.next = 0;
+    }
+  }
+
+  // The history, oldest first.
+  std::vector<TraceEntry> trace() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return trace_locked();
+  }
 
   // Allocations on streams `filter` accepts go to pool `id` (created, or
   // shared with the graphs already using it) until end_allocate_to_pool.
@@ -344,12 +389,15 @@ class DeviceCachingAllocator {
       seg.address = reinterpret_cast<size_t>(head->ptr);
       seg.stream = head->stream;
       seg.is_large = !head->pool->is_small;
+      seg.context_when_allocated = head->segment_context;
+      if (head->pool->owner != nullptr) seg.owner_private_pool_id = head->pool->owner->id;
       for (Block* b = head; b != nullptr; b = b->next) {
         c10::CachingDeviceAllocator::BlockInfo info;
         info.size = b->size;
         info.requested_size = b->allocated ? b->requested_size : 0;
         info.allocated = b->allocated;
         info.active = b->allocated || b->pending_events > 0 || !b->stream_uses.empty();
+        if (info.allocated) info.context_when_allocated = b->context;
         seg.total_size += b->size;
         if (info.allocated) {
           seg.allocated_size += b->size;
@@ -377,18 +425,23 @@ class DeviceCachingAllocator {
     return size <= kSmallSize ? small_ : large_;
   }
 
-  Block* take_or_reserve_locked(size_t size, srStream_t stream) {
+  Block* take_or_reserve_locked(size_t size, srStream_t stream, const std::shared_ptr<GatheredContext>& context) {
     BlockPool& pool = pool_for_locked(size, stream);
-    if (no_cache_) return reserve_segment_locked(pool, stream, size);
+    if (no_cache_) return reserve_segment_locked(pool, stream, size, context);
     Block* block = take_free_block_locked(pool, stream, size);
-    if (block == nullptr) block = reserve_segment_locked(pool, stream, segment_size_for(size));
+    if (block == nullptr) block = reserve_segment_locked(pool, stream, segment_size_for(size), context);
     return block;
   }
 
-  Block* finish_alloc_locked(Block* block, size_t size, size_t requested) {
+  Block* finish_alloc_locked(Block* block, size_t size, size_t requested,
+                             const std::shared_ptr<GatheredContext>& context) {
     block = split_locked(block, size);
     block->allocated = true;
     block->requested_size = requested;
+    block->context = context;
+    if (C10_UNLIKELY(history_.record_events)) {
+      record_trace_locked(TraceEntry::ALLOC, block->ptr, requested, block->stream, context);
+    }
     allocated_.emplace(block->ptr, block);
     for_each_stat(block->pool, [&](size_t t) {
       stats_.allocation[t].increase(1);
@@ -477,7 +530,8 @@ class DeviceCachingAllocator {
     return block;
   }
 
-  Block* reserve_segment_locked(BlockPool& pool, srStream_t stream, size_t size) {
+  Block* reserve_segment_locked(BlockPool& pool, srStream_t stream, size_t size,
+                                const std::shared_ptr<GatheredContext>& context) {
     int64_t reserved = stats_.reserved_bytes[0].current;
     if (fraction_ < 1.0) {
       const auto cap = static_cast<int64_t>(fraction_ * static_cast<double>(capacity()));
@@ -504,6 +558,10 @@ class DeviceCachingAllocator {
       stats_.segment[t].increase(1);
       stats_.reserved_bytes[t].increase(size);
     });
+    block->segment_context = context;
+    if (C10_UNLIKELY(history_.record_events)) {
+      record_trace_locked(TraceEntry::SEGMENT_ALLOC, block->ptr, size, stream, context);
+    }
     return block;
   }
 
@@ -623,6 +681,11 @@ class DeviceCachingAllocator {
   // A block nothing uses any more: cached, or (checked memory outside a
   // private pool) handed back to the runtime.
   void release_block_locked(Block* block) {
+    if (C10_UNLIKELY(history_.record_events)) {
+      record_trace_locked(TraceEntry::FREE_COMPLETED, block->ptr, block->requested_size, block->stream,
+                          block->context);
+    }
+    block->context.reset();
     if (no_cache_ && block->pool->owner == nullptr) {
       unlink_segment_locked(block);
     } else {
@@ -663,6 +726,9 @@ class DeviceCachingAllocator {
   // Moves a whole segment (one unsplit block) out of the allocator's records
   // into `out`, for srFree once the lock is released.
   void take_segment_locked(Block* block, std::vector<std::unique_ptr<Block>>& out) {
+    if (C10_UNLIKELY(history_.record_events)) {
+      record_trace_locked(TraceEntry::SEGMENT_FREE, block->ptr, block->size, block->stream, nullptr);
+    }
     stats_.num_device_free += 1;
     for_each_stat(block->pool, [&](size_t t) {
       stats_.segment[t].decrease(1);
@@ -679,11 +745,48 @@ class DeviceCachingAllocator {
     return prop.totalGlobalMem;
   }
 
-  [[noreturn]] void throw_oom_locked(size_t requested) {
+  // Memory history: the stack for an event of level `when`, if recorded.
+  std::shared_ptr<GatheredContext> gather_context(RecordContext when) {
+    if (C10_LIKELY(history_.when.load(std::memory_order_relaxed) < when)) return nullptr;
+    CreateContextFn gather = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      gather = history_.gather;
+    }
+    return gather != nullptr ? gather() : nullptr;
+  }
+
+  void record_trace_locked(TraceEntry::Action action, const void* addr, size_t size, srStream_t stream,
+                           std::shared_ptr<GatheredContext> context) {
+    const bool keep_context = history_.when.load(std::memory_order_relaxed) >= RecordContext::ALLOC;
+    const c10::MempoolId_t pool{0, 0};
+    TraceEntry entry(action, device_, reinterpret_cast<size_t>(addr), size, stream, pool,
+                     static_cast<c10::approx_time_t>(c10::getTime()), keep_context ? std::move(context) : nullptr);
+    if (history_.entries.size() < history_.max_entries) {
+      history_.entries.push_back(std::move(entry));
+    } else {
+      history_.entries[history_.next] = std::move(entry);
+      history_.next = (history_.next + 1) % history_.max_entries;
+    }
+  }
+
+  std::vector<TraceEntry> trace_locked() const {
+    std::vector<TraceEntry> out;
+    out.reserve(history_.entries.size());
+    const size_t n = history_.entries.size();
+    for (size_t i = 0; i < n; ++i) out.push_back(history_.entries[(history_.next + i) % n]);
+    return out;
+  }
+
+  [[noreturn]] void throw_oom_locked(size_t requested, srStream_t stream,
+                                     const std::shared_ptr<GatheredContext>& context) {
     size_t free_bytes = 0, total = 0;
     {
       const SunriseGuard guard(static_cast<c10::DeviceIndex>(device_));
       SUNRISE_CHECK(srMemGetInfo(&free_bytes, &total));
+    }
+    if (history_.record_events) {
+      record_trace_locked(TraceEntry::OOM, reinterpret_cast<const void*>(free_bytes), requested, stream, context);
     }
     const auto allocated = static_cast<uint64_t>(stats_.allocated_bytes[0].current);
     const auto reserved = static_cast<uint64_t>(stats_.reserved_bytes[0].current);
@@ -724,6 +827,15 @@ class DeviceCachingAllocator {
     return s;
   }();
   double fraction_ = 1.0;
+  struct History {
+    bool record_events = false;
+    // Read without the lock by gather_context, to keep the common path free.
+    std::atomic<RecordContext> when{RecordContext::NEVER};
+    CreateContextFn gather = nullptr;
+    size_t max_entries = 1;
+    std::vector<TraceEntry> entries;  // a ring once full: `next` is the oldest
+    size_t next = 0;
+  } history_;
 };
 
 void free_sunrise_memory(void* ctx);
@@ -824,6 +936,20 @@ void emptyCache() { instance().emptyCache({0, 0}); }
 DeviceStats getDeviceStats(c10::DeviceIndex device) { return instance().getDeviceStats(device); }
 void resetAccumulatedStats(c10::DeviceIndex device) { instance().resetAccumulatedStats(device); }
 void resetPeakStats(c10::DeviceIndex device) { instance().resetPeakStats(device); }
+
+void recordHistory(bool record_events, CreateContextFn gather, size_t max_entries, RecordContext when,
+                   bool clear_history) {
+  for (c10::DeviceIndex i = 0; i < device_count(); ++i) {
+    instance().device(i).record_history(record_events, gather, max_entries, when, clear_history);
+  }
+}
+
+std::vector<std::vector<TraceEntry>> traces() {
+  release_finished_tasks();
+  std::vector<std::vector<TraceEntry>> out;
+  for (c10::DeviceIndex i = 0; i < device_count(); ++i) out.push_back(instance().device(i).trace());
+  return out;
+}
 
 std::vector<SegmentInfo> snapshot() {
   release_finished_tasks();

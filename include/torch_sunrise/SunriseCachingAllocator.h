@@ -15,8 +15,11 @@
 
 namespace torch_sunrise::caching_allocator {
 
+using c10::CachingDeviceAllocator::CreateContextFn;
 using c10::CachingDeviceAllocator::DeviceStats;
+using c10::CachingDeviceAllocator::RecordContext;
 using c10::CachingDeviceAllocator::SegmentInfo;
+using c10::CachingDeviceAllocator::TraceEntry;
 
 TORCH_SUNRISE_API c10::DeviceAllocator* get();
 
@@ -36,6 +39,14 @@ TORCH_SUNRISE_API void resetAccumulatedStats(c10::DeviceIndex device);
 TORCH_SUNRISE_API void resetPeakStats(c10::DeviceIndex device);
 // Segments and their blocks, for memory_snapshot().
 TORCH_SUNRISE_API std::vector<SegmentInfo> snapshot();
+// Memory history (torch.sunrise.memory._record_memory_history): with
+// `record_events` every device keeps its last `max_entries` allocator events
+// (turning it off forgets them); `gather` makes the stacks kept with live
+// blocks and with events of level `when` or below (NEVER: none).
+TORCH_SUNRISE_API void recordHistory(bool record_events, CreateContextFn gather, size_t max_entries, RecordContext when,
+                                     bool clear_history);
+// Each device's history, oldest first.
+TORCH_SUNRISE_API std::vector<std::vector<TraceEntry>> traces();
 // Caps what this process may reserve on `device` to fraction * capacity.
 TORCH_SUNRISE_API void setMemoryFraction(double fraction, c10::DeviceIndex device);
 TORCH_SUNRISE_API double getMemoryFraction(c10::DeviceIndex device);

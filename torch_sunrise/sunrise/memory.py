@@ -14,6 +14,8 @@ meaning for the emulated device.
 from __future__ import annotations
 
 import collections
+import pickle
+import sys
 import threading
 import warnings
 from typing import Any, Optional, Union
@@ -217,13 +219,89 @@ def memory_snapshot(mempool_id: Optional[tuple[int, int]] = None, include_traces
 
     Each segment has ``device``, ``address``, ``total_size``, ``allocated_size``,
     ``active_size``, ``requested_size``, ``stream``, ``segment_type``
-    (``"large"``/``"small"``) and ``blocks`` (``address``, ``size``,
-    ``requested_size``, ``state`` in ``active_allocated`` / ``active_pending_free``
-    / ``inactive``). Memory pools and allocation traces are not recorded, so
-    ``mempool_id`` must be ``None`` and ``include_traces`` has no effect."""
+    (``"large"``/``"small"``), ``segment_pool_id`` (a graph's private pool, or
+    ``(0, 0)``), ``frames`` and ``blocks`` (``address``, ``size``,
+    ``requested_size``, ``state`` in ``active_allocated`` /
+    ``active_pending_free`` / ``inactive``, ``frames``). ``frames`` is the
+    stack that allocated the segment or block while :func:`_record_memory_history`
+    is on (empty otherwise). ``mempool_id`` selects the segments of one pool;
+    ``include_traces`` is accepted for torch.cuda's signature (the history is in
+    :func:`_snapshot`)."""
+    segments = _C._memory_snapshot()["segments"]
     if mempool_id is not None:
-        raise ValueError("the sunrise caching allocator has no memory pools: mempool_id must be None")
+        segments = [s for s in segments if tuple(s["segment_pool_id"]) == tuple(mempool_id)]
+    return segments
+
+
+_HISTORY_ENABLED = (None, "state", "all")
+_HISTORY_CONTEXT = (None, "state", "alloc", "all")
+
+
+def _record_memory_history(
+    enabled: Union[bool, str, None] = "all",
+    context: Optional[str] = "all",
+    stacks: str = "all",
+    max_entries: int = sys.maxsize,
+    device: _DeviceLike = None,
+    clear_history: bool = False,
+) -> None:
+    """Record the stacks of allocations and a history of allocator events, as
+    ``torch.cuda.memory._record_memory_history``.
+
+    ``enabled``: ``"all"`` keeps a history of the last ``max_entries`` events
+    per device (allocations, frees requested and completed, segments reserved
+    and released, out-of-memory) besides the stack of each live block;
+    ``"state"`` keeps only the stacks of live blocks; ``None`` stops and forgets.
+    ``context``: which events keep a stack (``"state"``: live blocks only,
+    ``"alloc"``: also allocations in the history, ``"all"``: also frees).
+    ``stacks``: ``"python"`` for Python frames, ``"all"`` for Python and C++.
+    Stacks are taken on threads that hold the GIL (the thread that runs your
+    model); allocations made on other threads (autograd's backward threads)
+    have C++ frames only, with ``stacks="all"``. ``device`` is accepted for
+    torch.cuda's signature: the history covers every sunrise device.
+    The legacy form ``enabled=True/False`` means ``"all"`` / ``None``.
+
+    Read it with :func:`_snapshot` or :func:`_dump_snapshot`; PyTorch's
+    ``torch.cuda._memory_viz`` and the memory_viz page show it.
+    """
+    if enabled is True:
+        enabled = "all"
+    elif enabled is False:
+        enabled = None
+    if enabled not in _HISTORY_ENABLED:
+        raise ValueError(f"enabled must be one of {_HISTORY_ENABLED}, not {enabled!r}")
+    if context not in _HISTORY_CONTEXT:
+        raise ValueError(f"context must be one of {_HISTORY_CONTEXT}, not {context!r}")
+    if stacks not in ("python", "all"):
+        raise ValueError(f"stacks must be 'python' or 'all', not {stacks!r}")
+    if max_entries < 1:
+        raise ValueError(f"max_entries must be at least 1, not {max_entries}")
+    if device is not None:
+        _index(device)  # validates it
+    if enabled is None:
+        context = None
+    elif enabled == "state" or context is None:
+        context = "state"  # live blocks keep their stacks whenever recording is on, as on CUDA
+    _C._record_memory_history(enabled == "all", context or "", stacks == "all", min(max_entries, 2**62), clear_history)
+
+
+def _snapshot(device: _DeviceLike = None) -> dict[str, Any]:
+    """The allocator's state and history, as ``torch.cuda.memory._snapshot()``:
+    ``{"segments": [...], "device_traces": [[...] per device], "allocator_settings":
+    {...}, "external_annotations": []}``. ``device_traces[d]`` lists device
+    ``d``'s events, oldest first, each with ``action``, ``addr``, ``size``,
+    ``stream``, ``time_us`` and ``frames`` (empty when history is off)."""
+    if device is not None:
+        _index(device)
     return _C._memory_snapshot()
+
+
+def _dump_snapshot(filename: str = "dump_snapshot.pickle") -> None:
+    """Pickle :func:`_snapshot` to ``filename``, for the memory_viz page or
+    ``python -m torch.cuda._memory_viz trace_plot FILE -o out.html``."""
+    snapshot = _snapshot()
+    with open(filename, "wb") as f:
+        pickle.dump(snapshot, f)
 
 
 # --------------------------------------------------------------------------

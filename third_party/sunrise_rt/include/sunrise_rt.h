@@ -118,6 +118,10 @@ SR_API srError_t srGetDeviceProperties(srDeviceProp* prop, int device);
 /* Waits for every stream of the current device; returns its sticky error. */
 SR_API srError_t srDeviceSynchronize(void);
 /* free = capacity - bytes held by srMalloc on the current device. */
+/* Nanoseconds the device's stream threads have spent running work (not waiting
+ * for it) since the runtime started; counted each time a stream's queue runs
+ * dry, so a stream still busy adds its current run when it next goes idle. */
+SR_API srError_t srDeviceGetBusyTime(int device, long long* ns);
 SR_API srError_t srMemGetInfo(size_t* free_bytes, size_t* total_bytes);
 
 /* ---------------------------------------------------------------- memory */
@@ -303,6 +307,48 @@ SR_API srError_t srGraphInstantiate(srGraphExec_t* exec, srGraph_t graph);
 SR_API srError_t srGraphLaunch(srGraphExec_t exec, srStream_t stream);
 /* Waits for the graph's launches that have not run yet, then releases it. */
 SR_API srError_t srGraphExecDestroy(srGraphExec_t exec);
+
+/* ------------------------------------------------------ activity tracing
+ *
+ * What a profiler reads of the device's timeline (CUPTI's activity API,
+ * reduced). While enabled, each kernel, host function, copy and set that a
+ * stream runs, also as a node of a replayed graph, is recorded with its device
+ * timestamps and with the host side of its launch. Timestamps are nanoseconds
+ * of the system clock since the Unix epoch. Tracing costs the launch path
+ * nothing measurable while disabled. */
+typedef enum srActivityKind {
+  srActivityKindKernel = 0,
+  srActivityKindHostFunc = 1,
+  srActivityKindMemcpy = 2,
+  srActivityKindMemset = 3
+} srActivityKind;
+
+typedef struct srActivityRecord {
+  srActivityKind kind;
+  int device;
+  srStream_t stream;
+  /* The external id the launching thread had pushed (0: none); a graph's
+   * nodes carry the id of the srGraphLaunch that ran them. */
+  unsigned long long correlationId;
+  long long startNs, endNs;             /* on the device */
+  long long launchStartNs, launchEndNs; /* the launching call, on the host */
+  unsigned long long launchThread;      /* the launching thread's kernel id */
+  int inGraph;                          /* 1: ran as a node of a replayed graph */
+  srDim3 grid;                          /* kernels */
+  size_t bytes;                         /* copies and sets */
+  srMemcpyKind copyKind;                /* copies: resolved, never srMemcpyDefault */
+} srActivityRecord;
+
+/* Starts (1) or stops (0) recording. Work launched while recording is
+ * recorded when it runs, even after recording stopped. */
+SR_API srError_t srActivityEnable(int enable);
+/* A per-thread stack of ids that launches made by this thread carry. */
+SR_API srError_t srActivityPushExternalCorrelationId(unsigned long long id);
+SR_API srError_t srActivityPopExternalCorrelationId(unsigned long long* id);
+/* Hands every record taken so far to `callback` (in one or more batches, each
+ * in the order the work ran on its stream) and forgets them. */
+typedef void (*srActivityCallback_t)(const srActivityRecord* records, size_t count, void* user_data);
+SR_API srError_t srActivityFlush(srActivityCallback_t callback, void* user_data);
 
 /* Called from inside a kernel or host function: marks the launch failed. The
  * error becomes the device's sticky error with `message` as its detail. */

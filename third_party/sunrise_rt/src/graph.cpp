@@ -384,9 +384,34 @@ srError_t check_event_not_captured(srEvent* event, const char* call) {
                                         ", which is still underway; it completes only when a graph launch runs");
 }
 
+namespace {
+
+void trace_node(const GraphNodeTracer& tracer, const GraphNode& node, int64_t start_ns) {
+  switch (node.kind) {
+    case Task::Kind::Kernel:
+      tracer.record(srActivityKindKernel, start_ns, node.grid, 0, srMemcpyDefault);
+      break;
+    case Task::Kind::HostFn:
+      tracer.record(srActivityKindHostFunc, start_ns, srDim3{1, 1, 1}, 0, srMemcpyDefault);
+      break;
+    case Task::Kind::Copy:
+      tracer.record(srActivityKindMemcpy, start_ns, srDim3{1, 1, 1}, node.count, node.value);
+      break;
+    case Task::Kind::Set:
+      tracer.record(srActivityKindMemset, start_ns, srDim3{1, 1, 1}, node.count, srMemcpyDefault);
+      break;
+    default:
+      break;
+  }
+}
+
+}  // namespace
+
 void execute_graph(Device* dev, srGraphExec* exec) {
+  const GraphNodeTracer* tracer = t_graph_tracer;
   for (GraphNode& node : exec->nodes) {
     bool ok = true;
+    const int64_t start_ns = tracer ? wall_now_ns() : 0;
     switch (node.kind) {
       case Task::Kind::Kernel:
         ok = run_kernel(dev, node.kernel, node.grid, node.block, node.args.data());
@@ -403,6 +428,7 @@ void execute_graph(Device* dev, srGraphExec* exec) {
       default:
         break;
     }
+    if (tracer) trace_node(*tracer, node, start_ns);
     // As a failed kernel aborts a CUDA graph: what depends on it is not run.
     if (!ok) return;
   }

@@ -88,6 +88,9 @@ struct Device {
   srDeviceProp prop{};
   size_t capacity = 0;
   std::atomic<size_t> used{0};  // bytes mapped for srMalloc on this device
+  // Nanoseconds its streams' device threads spent outside waiting for work
+  // (srDeviceGetBusyTime); added when a thread's queue runs dry.
+  alignas(64) std::atomic<int64_t> busy_ns{0};
 
   // Sticky error from asynchronous work; guarded by error_mutex.
   std::mutex error_mutex;
@@ -148,6 +151,32 @@ void* memcheck_map(int device, size_t size, size_t* mapped);
 void memcheck_unmap(void* ptr);
 void* memcheck_access(const void* ptr);
 
+// ---------------------------------------------------------------- activity
+
+// The host side of a launch made while activity tracing was on.
+struct LaunchTrace {
+  unsigned long long correlation = 0;
+  int64_t start_ns = 0, end_ns = 0;  // system clock
+  uint64_t thread = 0;
+};
+
+struct Task;
+extern std::atomic<bool> g_activity_enabled;
+inline bool activity_enabled() { return g_activity_enabled.load(std::memory_order_relaxed); }
+// Fills the launch's trace (submit, while tracing); `end` once it is queued.
+void begin_launch_trace(LaunchTrace& trace);
+void end_launch_trace(LaunchTrace& trace);
+// Records a traced task that ran from start_ns until now (device thread).
+void record_task(srStream* stream, const Task& task, int64_t start_ns);
+// While a traced graph launch runs on this thread: its nodes are recorded.
+struct GraphNodeTracer {
+  srStream* stream;
+  const LaunchTrace* launch;
+  void record(int kind, int64_t start_ns, srDim3 grid, size_t bytes, int copy_kind) const;
+};
+extern thread_local const GraphNodeTracer* t_graph_tracer;
+int64_t wall_now_ns();
+
 // ----------------------------------------------------------------- streams
 
 // Executed by the stream's device thread. Kept as a tagged struct rather than a
@@ -155,12 +184,14 @@ void* memcheck_access(const void* ptr);
 struct Task {
   enum class Kind : uint8_t { Kernel, HostFn, Copy, Set, EventRecord, WaitStream, Graph };
   Kind kind = Kind::HostFn;
+  bool traced = false;  // launched while activity tracing was on (activity.cpp)
   uint64_t seq = 0;
 
   // What every kind uses comes first: a host function's task, the common
   // case, then fills one cache line of its slot, not the kernel arguments'.
   srHostFn_t host_fn = nullptr;
   void* user_data = nullptr;
+  LaunchTrace trace;  // read only when traced
 
   srKernel_t kernel = nullptr;
   srDim3 grid{1, 1, 1};
@@ -197,6 +228,8 @@ struct Task {
   void take(Task&& other) noexcept {
     kind = other.kind;
     seq = other.seq;
+    traced = other.traced;
+    if (traced) trace = other.trace;
     switch (kind) {
       case Kind::HostFn:
         host_fn = other.host_fn;

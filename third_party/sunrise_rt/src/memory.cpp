@@ -142,10 +142,12 @@ struct CopyPlan {
   Device* dev = nullptr;        // the device whose threads perform the copy
   Device* other_dev = nullptr;  // the source's device when it differs (cross-device)
   bool pageable = false;        // a host side is ordinary memory: copy must finish before returning
+  srMemcpyKind kind = srMemcpyDefault;  // resolved from the pointers when given as srMemcpyDefault
 };
 
 srError_t plan_copy(void* dst, const void* src, size_t count, srMemcpyKind kind, CopyPlan* plan) {
   if (srError_t e = resolve_kind(dst, src, &kind)) return e;
+  plan->kind = kind;
   const bool dst_dev = kind == srMemcpyHostToDevice || kind == srMemcpyDeviceToDevice;
   const bool src_dev = kind == srMemcpyDeviceToHost || kind == srMemcpyDeviceToDevice;
   // Direction mismatches are reported before range problems, whichever side has them.
@@ -332,6 +334,7 @@ srError_t srMemcpyAsync(void* dst, const void* src, size_t count, srMemcpyKind k
   t.dst = dst;
   t.src = src;
   t.count = count;
+  t.value = plan.kind;  // for activity records
   uint64_t seq = 0;
   if (srError_t e = submit(stream, std::move(t), &seq)) return e;
   // Pageable host memory may be reused as soon as we return: finish first.

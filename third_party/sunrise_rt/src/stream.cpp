@@ -67,9 +67,28 @@ void execute(srStream* s, Task& t) {
   }
 }
 
+// A task launched while activity tracing was on: timed and recorded; a
+// graph's nodes are recorded one by one (execute_graph).
+void execute_traced(srStream* s, Task& t) {
+  if (t.kind == Task::Kind::Graph) {
+    const GraphNodeTracer tracer{s, &t.trace};
+    t_graph_tracer = &tracer;
+    execute(s, t);
+    t_graph_tracer = nullptr;
+    return;
+  }
+  const int64_t start_ns = wall_now_ns();
+  execute(s, t);
+  record_task(s, t, start_ns);
+}
+
 // Runs a slot's task; returns its sequence number.
 uint64_t run_slot(srStream* s, TaskSlot& slot) {
-  execute(s, slot.task);
+  if (__builtin_expect(slot.task.traced, 0)) {
+    execute_traced(s, slot.task);
+  } else {
+    execute(s, slot.task);
+  }
   // Release what the task owns before announcing completion, so a waiter
   // that frees memory afterwards never races with the task's destructor.
   if (slot.task.heap_args) slot.task.heap_args.reset();
@@ -120,9 +139,15 @@ bool wait_for_task(srStream* s, const TaskSlot& slot, int64_t spin_ns) {
 
 void worker_loop(srStream* s) {
   const int64_t spin_ns = config().spin_ns;
+  int64_t busy_since = now_ns();
   for (;;) {
     TaskSlot& slot = s->head_segment->slots[s->head_index];
-    if (!published(slot, s->head_seq, std::memory_order_acquire) && !wait_for_task(s, slot, spin_ns)) return;
+    if (!published(slot, s->head_seq, std::memory_order_acquire)) {
+      // Busy time is counted per run of work, so a busy queue pays no clock reads.
+      s->device->busy_ns.fetch_add(now_ns() - busy_since, std::memory_order_relaxed);
+      if (!wait_for_task(s, slot, spin_ns)) return;
+      busy_since = now_ns();
+    }
     const uint64_t seq = run_slot(s, slot);
     ++s->head_seq;
     if (++s->head_index == TaskSegment::kSlots) {
@@ -225,6 +250,10 @@ srError_t create_stream(Device* dev, int priority, unsigned flags, bool is_defau
 
 srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
   uint64_t seq = 0;
+  if (__builtin_expect(activity_enabled(), 0)) {
+    task.traced = true;
+    begin_launch_trace(task.trace);
+  }
   {
     std::lock_guard<std::mutex> lock(s->submit_mutex);
     if (s->stopping) return fail(srErrorInvalidResourceHandle, "stream is being destroyed");
@@ -255,6 +284,7 @@ srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
       s->tail_segment = next;
       s->tail_index = 0;
     }
+    if (task.traced) end_launch_trace(task.trace);
     slot.task.take(std::move(task));
     slot.published.store(seq, std::memory_order_seq_cst);
     s->submitted.store(seq, std::memory_order_seq_cst);
