@@ -175,9 +175,10 @@ def test_cpu_only_profiling_traces_no_device_work(tmp_path: Path) -> None:
     assert any(e.get("name") == "aten::mm" for e in events)
 
 
-def test_legacy_profiler_with_use_device() -> None:
+@pytest.mark.parametrize("use_kineto", [True, False], ids=["kineto", "timing-events"])
+def test_legacy_profiler_with_use_device(use_kineto: bool) -> None:
     x = torch.randn(128, 128, device=D, requires_grad=True)
-    with torch.autograd.profiler.profile(use_device=D, record_shapes=True) as prof:
+    with torch.autograd.profiler.profile(use_device=D, record_shapes=True, use_kineto=use_kineto) as prof:
         y = (x @ x).relu().sum()
         y.backward()
         torch.sunrise.synchronize()
@@ -206,6 +207,21 @@ def test_graph_replays_show_their_nodes(tmp_path: Path) -> None:
     nodes = [e for e in events if e.get("cat") == "kernel" and e.get("args", {}).get("graph node") == 1]
     assert len(nodes) >= 2
     torch.testing.assert_close(out.cpu(), (x.cpu() @ x.cpu()).relu(), rtol=0, atol=0)
+
+
+def test_compiled_kernels_are_named_after_themselves(tmp_path: Path) -> None:
+    torch._dynamo.reset()
+    fn = torch.compile(lambda a, b: (a * b + 1).sin())
+    x = torch.randn(1000, device=D)
+    fn(x, x)  # compiles
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.PrivateUse1]) as prof:
+        y = fn(x, x)
+        torch.sunrise.synchronize()
+    events = _trace_events(prof, tmp_path)
+    work = [e["name"] for e in events if e.get("cat") in DEVICE_TYPES and e.get("ph") == "X"]
+    assert any(n.startswith("sunrise::") and "cpp_fused" in n for n in work), work
+    cpu = torch.compile(lambda a, b: (a * b + 1).sin())(x.cpu(), x.cpu())
+    torch.testing.assert_close(y.cpu(), cpu, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------

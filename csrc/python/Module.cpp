@@ -16,6 +16,7 @@
 #include <torch_sunrise/SunriseStream.h>
 
 #include <ATen/Context.h>
+#include <ATen/record_function.h>
 #include <torch/csrc/Generator.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/device_lazy_init.h>
@@ -151,10 +152,15 @@ void bind_runtime(py::module_& m) {
 // `library` keeps the shared object that holds the entry point loaded.
 class CompiledKernel {
  public:
-  CompiledKernel(uintptr_t entry, py::object library)
-      : entry_(reinterpret_cast<kernels::CompiledKernelEntry>(entry)), library_(std::move(library)) {}
+  CompiledKernel(uintptr_t entry, py::object library, std::string name)
+      : entry_(reinterpret_cast<kernels::CompiledKernelEntry>(entry)),
+        library_(std::move(library)),
+        name_(std::move(name)) {}
 
   void operator()(const py::args& args) const {
+    // Inductor's wrapper calls kernels outside any op: a scope of the kernel's
+    // name, so that profiler traces name its device work after it.
+    RECORD_USER_SCOPE(name_);
     std::vector<kernels::CompiledKernelArg> parsed(args.size());
     for (size_t i = 0; i < args.size(); ++i) {
       PyObject* obj = args[i].ptr();
@@ -179,6 +185,7 @@ class CompiledKernel {
  private:
   kernels::CompiledKernelEntry entry_;
   py::object library_;
+  std::string name_;
 };
 
 // The c10d backend's class, a subclass of torch's c10d Backend binding: bound
@@ -204,7 +211,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "torch_sunrise native extension";
 
   py::class_<CompiledKernel>(m, "_CompiledKernel")
-      .def(py::init<uintptr_t, py::object>(), py::arg("entry"), py::arg("library"))
+      .def(py::init<uintptr_t, py::object, std::string>(), py::arg("entry"), py::arg("library"), py::arg("name"))
       .def("__call__", &CompiledKernel::operator());
 
   // torch.sunrise.SunriseGraph's base, as torch._C._CUDAGraph is torch.cuda.CUDAGraph's.

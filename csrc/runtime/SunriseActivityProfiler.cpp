@@ -117,8 +117,13 @@ class SunriseProfilerSession final : public libkineto::IActivityProfilerSession 
 
   std::vector<std::string> errors() override { return {}; }
 
+  // Ops push ids, user scopes (record_function, compiled kernels, the CPU
+  // fallback) push "user" ids; both go on the one runtime stack, so device
+  // work is linked to the innermost of them.
   void pushCorrelationId(uint64_t id) override { SUNRISE_WARN(srActivityPushExternalCorrelationId(id)); }
   void popCorrelationId() override { SUNRISE_WARN(srActivityPopExternalCorrelationId(nullptr)); }
+  void pushUserCorrelationId(uint64_t id) override { pushCorrelationId(id); }
+  void popUserCorrelationId() override { popCorrelationId(); }
 
   void processTrace(libkineto::ActivityLogger& logger) override {
     processTrace(logger, [](int32_t) -> const libkineto::ITraceActivity* { return nullptr; }, 0, 0);

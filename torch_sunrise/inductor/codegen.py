@@ -78,7 +78,9 @@ class _SunriseKernels:
                     "torch_sunrise: Inductor's C++ wrapper (torch._inductor.config.cpp_wrapper) is not "
                     "supported on sunrise; compile with the default Python wrapper"
                 )
-            kernel_body = "sunrise_cpp_kernel(async_compile, " + kernel_body[len(_CPU_KERNEL_DEFINITION) :]
+            kernel_body = (
+                f"sunrise_cpp_kernel(async_compile, {kernel_name!r}, " + kernel_body[len(_CPU_KERNEL_DEFINITION) :]
+            )
         super().define_kernel(kernel_name, kernel_body, *args, **kwargs)  # type: ignore[misc]
 
     def make_allocation(self, name: str, device: torch.device, *args: Any, **kwargs: Any) -> str:

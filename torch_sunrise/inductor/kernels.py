@@ -63,17 +63,18 @@ class SunriseKernelCodeCache(CppCodeCache):
         return _get_cpp_prefix_header("cpu")
 
 
-def _launcher(library: ctypes.CDLL) -> Any:
+def _launcher(library: ctypes.CDLL, name: str) -> Any:
     entry = ctypes.cast(getattr(library, ENTRY_POINT), ctypes.c_void_p).value
-    return _C._CompiledKernel(entry, library)
+    return _C._CompiledKernel(entry, library, name)
 
 
-def cpp_kernel(async_compile: AsyncCompile, arg_types: Sequence[str], source_code: str) -> Any:
+def cpp_kernel(async_compile: AsyncCompile, name: str, arg_types: Sequence[str], source_code: str) -> Any:
     """What the generated wrapper calls for each sunrise kernel (in place of
     ``async_compile.cpp_pybinding``): the kernel's launcher, or a future of it
-    when Inductor compiles in parallel."""
+    when Inductor compiles in parallel. ``name`` (``cpp_fused_add_0``) is what
+    profiler traces call its launches."""
     source = source_code + entry_point_source(arg_types)
     if get_compile_threads() <= 1:
-        return _launcher(SunriseKernelCodeCache.load(source, "cpu"))
+        return _launcher(SunriseKernelCodeCache.load(source, "cpu"), name)
     load = SunriseKernelCodeCache.load_async(source, "cpu", submit_fn=async_compile.submit)
-    return LambdaFuture(lambda: _launcher(load()))
+    return LambdaFuture(lambda: _launcher(load(), name))
