@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 # What each layer may include by rooted path (besides its own folder's files).
 ALLOWED = {"runtime": set(), "kernels": {"kernels"}, "aten": {"kernels", "aten"},
-           "distributed": {"kernels", "distributed"}, "python": {"kernels", "aten", "distributed"}}
+           "distributed": {"kernels", "distributed"}, "python": {"kernels", "aten", "distributed", "python"}}
 
 
 def _includes(folder: str) -> list[tuple[Path, str]]:
