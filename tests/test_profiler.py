@@ -254,6 +254,11 @@ def test_memory_history_records_a_training_step(memory_history, tmp_path: Path) 
     # live blocks too
     live = [b for s in snapshot["segments"] for b in s["blocks"] if b["state"] == "active_allocated"]
     assert live and any(b["frames"] for b in live)
+    # the default stream is stream 0, as CUDA's null stream (the visualizer then shows no stream)
+    assert {e["stream"] for e in trace} == {0}
+    # the visualizer leaves out the frames that gather the stack
+    assert not any("gather" in f["name"] and "torch_sunrise" in f["name"] and "gather_with_cpp" not in f["name"]
+                   for e in allocs for f in e["frames"])
     # time goes forward and sizes are positive
     times = [e["time_us"] for e in trace]
     assert times == sorted(times) and all(e["size"] > 0 for e in allocs)
@@ -301,6 +306,47 @@ def test_memory_history_limits_and_off(memory_history) -> None:
     with pytest.raises(ValueError):
         torch.sunrise.memory._record_memory_history(enabled="sometimes")
     del keep, t, u
+
+
+def test_memory_history_ring_keeps_its_order_when_resized(memory_history) -> None:
+    torch.sunrise.memory._record_memory_history(max_entries=4, clear_history=True)
+    keep = [torch.empty(1000 + 10 * i, device=D) for i in range(6)]
+    torch.sunrise.memory._record_memory_history(max_entries=10)  # a larger ring, history kept
+    keep += [torch.empty(2000 + 10 * i, device=D) for i in range(2)]
+    trace = torch.sunrise.memory._snapshot()["device_traces"][0]
+    assert [e["addr"] for e in trace] == [t.data_ptr() for t in keep[2:]]
+    torch.sunrise.memory._record_memory_history(max_entries=3)  # smaller: the newest three
+    assert [e["addr"] for e in torch.sunrise.memory._snapshot()["device_traces"][0]] == [
+        t.data_ptr() for t in keep[5:]]
+    del keep
+
+
+def test_a_segment_keeps_its_stack_when_its_blocks_merge(memory_history) -> None:
+    torch.sunrise.memory._record_memory_history(clear_history=True)
+    torch.sunrise.empty_cache()
+    a = torch.empty(300_000, dtype=torch.uint8, device=D)  # a fresh small-pool segment
+    b = torch.empty(300_000, dtype=torch.uint8, device=D)  # split from it
+    address = a.data_ptr()
+    del a, b  # b merges into a's block, which leads the segment
+    (seg,) = [s for s in torch.sunrise.memory_snapshot() if s["address"] == address]
+    assert seg["frames"] and any(Path(__file__).name in f["filename"] for f in seg["frames"])
+
+
+def test_memory_history_arguments_as_on_cuda(memory_history) -> None:
+    # the legacy form: live blocks' stacks, and a history of trace_alloc_max_entries
+    torch.sunrise.memory._record_memory_history(True, trace_alloc_max_entries=3, clear_history=True)
+    keep = [torch.empty(1000 + 10 * i, device=D) for i in range(5)]
+    assert len(torch.sunrise.memory._snapshot()["device_traces"][0]) == 3
+    (block,) = [b for s in torch.sunrise.memory_snapshot() for b in s["blocks"] if b["address"] == keep[0].data_ptr()]
+    assert block["frames"]
+    torch.sunrise.memory._record_memory_history(False)
+    assert torch.sunrise.memory._snapshot()["device_traces"][0] == []
+    # context=None: a history without stacks
+    torch.sunrise.memory._record_memory_history("all", context=None)
+    t = torch.empty(3000, device=D)
+    (entry,) = [e for e in torch.sunrise.memory._snapshot()["device_traces"][0] if e["addr"] == t.data_ptr()]
+    assert entry["action"] == "alloc" and entry["frames"] == []
+    del keep, t
 
 
 def test_out_of_memory_is_in_the_history(memory_history) -> None:

@@ -29,10 +29,11 @@ namespace {
 using caching_allocator::RecordContext;
 using caching_allocator::TraceEntry;
 
-// Python frames come from Python's own threads only (gathering takes the
-// GIL, as on CUDA, since ops run with it released). Threads that never ran
-// Python — device threads, autograd's backward threads — must not take it:
-// the host may hold it while it waits for them.
+// Python frames come from threads with a Python thread state only (gathering
+// takes the GIL, as on CUDA, since ops run with it released). Device threads
+// never had one and must not take the GIL: the host may hold it while it
+// waits for them. (autograd's backward threads have one, and no Python frames
+// while they run the engine.)
 bool python_thread() { return PyGILState_GetThisThreadState() != nullptr; }
 
 std::shared_ptr<c10::GatheredContext> gather_python() {
@@ -40,7 +41,8 @@ std::shared_ptr<c10::GatheredContext> gather_python() {
   return torch::CapturedTraceback::gather(/*python=*/true, /*script=*/true, /*cpp=*/false);
 }
 
-std::shared_ptr<c10::GatheredContext> gather_python_and_cpp() {
+// Named as torch.cuda's gatherer, which the memory visualizer leaves out of stacks.
+std::shared_ptr<c10::GatheredContext> gather_with_cpp() {
   return torch::CapturedTraceback::gather(/*python=*/python_thread(), /*script=*/true, /*cpp=*/true);
 }
 
@@ -87,9 +89,33 @@ class Frames {
   std::vector<py::object> symbolized_;
 };
 
-py::dict snapshot() {
+// Streams as torch.cuda's snapshots name them: a device's default stream is
+// 0 (CUDA's is the null stream), others their handle.
+class StreamNames {
+ public:
+  StreamNames() {
+    int count = 0;
+    if (srGetDeviceCount(&count) != srSuccess) return;
+    for (int d = 0; d < count; ++d) {
+      srStream_t s = nullptr;
+      if (srDeviceGetDefaultStream(d, &s) == srSuccess) defaults_.push_back(s);
+    }
+  }
+  uintptr_t operator()(const void* stream) const {
+    for (srStream_t s : defaults_) {
+      if (s == stream) return 0;
+    }
+    return reinterpret_cast<uintptr_t>(stream);
+  }
+
+ private:
+  std::vector<srStream_t> defaults_;
+};
+
+py::dict snapshot(bool include_traces) {
+  const StreamNames stream_name;
   const auto segments = caching_allocator::snapshot();
-  const auto traces = caching_allocator::traces();
+  const auto traces = include_traces ? caching_allocator::traces() : std::vector<std::vector<TraceEntry>>();
   Frames frames;
   for (const auto& seg : segments) {
     frames.want(seg.context_when_allocated);
@@ -109,7 +135,7 @@ py::dict snapshot() {
     d["allocated_size"] = seg.allocated_size;
     d["active_size"] = seg.active_size;
     d["requested_size"] = seg.requested_size;
-    d["stream"] = reinterpret_cast<uintptr_t>(seg.stream);
+    d["stream"] = stream_name(seg.stream);
     d["segment_type"] = seg.is_large ? "large" : "small";
     d["segment_pool_id"] = py::make_tuple(seg.owner_private_pool_id.first, seg.owner_private_pool_id.second);
     d["is_expandable"] = false;
@@ -138,7 +164,7 @@ py::dict snapshot() {
       d["action"] = action_name(e.action_);
       d[e.action_ == TraceEntry::OOM ? "device_free" : "addr"] = e.addr_;
       d["size"] = e.size_;
-      d["stream"] = reinterpret_cast<uintptr_t>(e.stream_);
+      d["stream"] = stream_name(e.stream_);
       d["time_us"] = static_cast<int64_t>(e.time_.approx_t_ / 1000);  // recorded as c10::getTime()'s ns
       d["frames"] = frames.of(e.context_);
       d["compile_context"] = e.compile_context_;
@@ -159,13 +185,13 @@ py::dict snapshot() {
 }  // namespace
 
 void bind_memory_snapshot(py::module_& m) {
-  m.def("_memory_snapshot", &snapshot);
+  m.def("_memory_snapshot", &snapshot, py::arg("include_traces") = true);
   m.def("_record_memory_history",
         [](bool record_events, const std::string& context, bool cpp_stacks, size_t max_entries,
            bool clear_history) {
           // Lets CapturedTraceback see Python frames (torch.cuda does the same).
           torch::installCapturedTracebackPython();
-          caching_allocator::recordHistory(record_events, cpp_stacks ? &gather_python_and_cpp : &gather_python,
+          caching_allocator::recordHistory(record_events, cpp_stacks ? &gather_with_cpp : &gather_python,
                                            max_entries, parse_context(context), clear_history);
         });
 }

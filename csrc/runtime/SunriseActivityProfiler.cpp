@@ -66,10 +66,14 @@ const char* launch_call(srActivityKind kind) {
 // A trace lane per stream: torch's stream id for the streams torch hands out.
 class StreamLanes {
  public:
-  StreamLanes() {
-    for (c10::DeviceIndex d = 0; d < device_count(); ++d) {
+  // The devices that ran recorded work have their stream pools already.
+  explicit StreamLanes(const std::vector<srActivityRecord>& records) {
+    std::set<int> devices;
+    for (const srActivityRecord& r : records) devices.insert(r.device);
+    for (int d : devices) {
       for (c10::StreamId id = 0; id <= 2 * kStreamsPerPool; ++id) {
-        const SunriseStream s(c10::Stream(c10::Stream::UNSAFE, c10::Device(c10::DeviceType::PrivateUse1, d), id));
+        const SunriseStream s(c10::Stream(c10::Stream::UNSAFE,
+                                          c10::Device(c10::DeviceType::PrivateUse1, static_cast<c10::DeviceIndex>(d)), id));
         ids_.emplace(s.handle(), id);
       }
     }
@@ -87,6 +91,18 @@ class StreamLanes {
   std::unordered_map<srStream_t, c10::StreamId> ids_;
 };
 
+// Lets this thread wait for the device while a capture is underway.
+class RelaxedCaptureMode {
+ public:
+  RelaxedCaptureMode() { SUNRISE_CHECK(srThreadExchangeStreamCaptureMode(&previous_)); }
+  ~RelaxedCaptureMode() { SUNRISE_WARN(srThreadExchangeStreamCaptureMode(&previous_)); }
+  RelaxedCaptureMode(const RelaxedCaptureMode&) = delete;
+  RelaxedCaptureMode& operator=(const RelaxedCaptureMode&) = delete;
+
+ private:
+  srStreamCaptureMode previous_ = srStreamCaptureModeRelaxed;
+};
+
 void collect_records(const srActivityRecord* records, size_t count, void* user_data) {
   auto* out = static_cast<std::vector<srActivityRecord>*>(user_data);
   out->insert(out->end(), records, records + count);
@@ -94,7 +110,8 @@ void collect_records(const srActivityRecord* records, size_t count, void* user_d
 
 class SunriseProfilerSession final : public libkineto::IActivityProfilerSession {
  public:
-  explicit SunriseProfilerSession(std::set<ActivityType> types) : types_(std::move(types)) {}
+  explicit SunriseProfilerSession(std::set<ActivityType> types)
+      : types_(std::move(types)), buffer_(std::make_unique<libkineto::CpuTraceBuffer>()) {}
 
   void start() override {
     // Records left from work launched during an earlier session are not ours.
@@ -106,7 +123,10 @@ class SunriseProfilerSession final : public libkineto::IActivityProfilerSession 
 
   void stop() override {
     SUNRISE_CHECK(srActivityEnable(0));
-    // What was launched while recording is recorded when it runs: wait for it.
+    // What was launched while recording is recorded when it runs: wait for it,
+    // in relaxed capture mode, so that a capture underway (on this thread or
+    // another) is left alone, as the work it records never runs.
+    const RelaxedCaptureMode relaxed;
     for (c10::DeviceIndex d = 0; d < device_count(); ++d) {
       const SunriseGuard guard(d);
       SUNRISE_WARN(srDeviceSynchronize());
@@ -120,8 +140,9 @@ class SunriseProfilerSession final : public libkineto::IActivityProfilerSession 
   // Ops push ids, user scopes (record_function, compiled kernels, the CPU
   // fallback) push "user" ids; both go on the one runtime stack, so device
   // work is linked to the innermost of them.
-  void pushCorrelationId(uint64_t id) override { SUNRISE_WARN(srActivityPushExternalCorrelationId(id)); }
-  void popCorrelationId() override { SUNRISE_WARN(srActivityPopExternalCorrelationId(nullptr)); }
+  // A pop with nothing pushed (an op that began before the session) is ignored.
+  void pushCorrelationId(uint64_t id) override { (void)srActivityPushExternalCorrelationId(id); }
+  void popCorrelationId() override { (void)srActivityPopExternalCorrelationId(nullptr); }
   void pushUserCorrelationId(uint64_t id) override { pushCorrelationId(id); }
   void popUserCorrelationId() override { popCorrelationId(); }
 
@@ -131,9 +152,9 @@ class SunriseProfilerSession final : public libkineto::IActivityProfilerSession 
 
   void processTrace(libkineto::ActivityLogger& logger, libkineto::getLinkedActivityCallback linked_op,
                     int64_t window_start, int64_t window_end) override {
-    StreamLanes lanes;
+    StreamLanes lanes(records_);
     const bool want_runtime = types_.count(ActivityType::PRIVATEUSE1_RUNTIME) != 0;
-    buffer_.span = libkineto::TraceSpan(window_start, window_end, "sunrise");
+    buffer_->span = libkineto::TraceSpan(window_start, window_end, "sunrise");
     for (const srActivityRecord& r : records_) {
       const ActivityType type = r.kind == srActivityKindMemcpy   ? ActivityType::GPU_MEMCPY
                                 : r.kind == srActivityKindMemset ? ActivityType::GPU_MEMSET
@@ -143,7 +164,8 @@ class SunriseProfilerSession final : public libkineto::IActivityProfilerSession 
           r.correlationId != 0 ? linked_op(static_cast<int32_t>(r.correlationId)) : nullptr;
       const uint32_t flow_id = ++flow_ids_;
       const int32_t lane = lanes.lane(r.stream);
-      if (want_runtime && !r.inGraph) {
+      const bool launch_event = want_runtime && !r.inGraph;
+      if (launch_event) {
         auto& launch = add_activity(ActivityType::PRIVATEUSE1_RUNTIME, launch_call(r.kind));
         launch.startTime = r.launchStartNs;
         launch.endTime = std::max(r.launchEndNs, r.launchStartNs + 1);
@@ -166,7 +188,7 @@ class SunriseProfilerSession final : public libkineto::IActivityProfilerSession 
       work.threadId = lane;
       work.id = static_cast<int32_t>(r.correlationId);
       work.linked = op;
-      if (!r.inGraph || !want_runtime) {
+      if (launch_event) {
         work.flow.id = flow_id;
         work.flow.type = libkineto::kLinkAsyncCpuGpu;
         work.flow.start = 0;
@@ -197,14 +219,13 @@ class SunriseProfilerSession final : public libkineto::IActivityProfilerSession 
     return out;
   }
 
-  std::unique_ptr<libkineto::CpuTraceBuffer> getTraceBuffer() override {
-    return std::make_unique<libkineto::CpuTraceBuffer>(std::move(buffer_));
-  }
+  // The buffer moves whole: its activities point at its span.
+  std::unique_ptr<libkineto::CpuTraceBuffer> getTraceBuffer() override { return std::move(buffer_); }
 
  private:
   libkineto::GenericTraceActivity& add_activity(ActivityType type, std::string name) {
-    buffer_.emplace_activity(buffer_.span, type, std::move(name));
-    return *buffer_.activities.back();
+    buffer_->emplace_activity(buffer_->span, type, std::move(name));
+    return *buffer_->activities.back();
   }
 
   // Device work is named after the op that launched it ("aten::mm"), as CUDA
@@ -225,7 +246,7 @@ class SunriseProfilerSession final : public libkineto::IActivityProfilerSession 
 
   const std::set<ActivityType> types_;
   std::vector<srActivityRecord> records_;
-  libkineto::CpuTraceBuffer buffer_;
+  std::unique_ptr<libkineto::CpuTraceBuffer> buffer_;
   std::set<std::pair<int32_t, int32_t>> lanes_seen_;
   uint32_t flow_ids_ = 0;
 };

@@ -66,6 +66,7 @@
 #include <atomic>
 #include <functional>
 #include <iomanip>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -248,13 +249,14 @@ class DeviceCachingAllocator {
     history_.when.store(history_.gather != nullptr ? when : RecordContext::NEVER, std::memory_order_relaxed);
     if (clear_history || !record_events) {
       history_.entries.clear();
-      history_.next = 0;
-    }
-    if (history_.entries.size() > history_.max_entries) {
+    } else if (history_.next != 0 || history_.entries.size() > history_.max_entries) {
+      // Oldest first again, keeping the newest max_entries: a ring of another size.
       std::vector<TraceEntry> kept = trace_locked();
-      history_.entries.assign(kept.end() - static_cast<std::ptrdiff_t>(history_.max_entries), kept.end());
-      history_.next = 0;
+      const size_t keep = std::min(kept.size(), history_.max_entries);
+      history_.entries.assign(std::make_move_iterator(kept.end() - static_cast<std::ptrdiff_t>(keep)),
+                              std::make_move_iterator(kept.end()));
     }
+    history_.next = 0;
   }
 
   // The history, oldest first.
@@ -607,6 +609,7 @@ class DeviceCachingAllocator {
       stats_.inactive_split_bytes[t].decrease(src->size);
     });
     if (dst->prev == src) {
+      dst->segment_context = std::move(src->segment_context);  // dst becomes the segment's first block
       dst->ptr = src->ptr;
       dst->prev = src->prev;
       if (dst->prev != nullptr) dst->prev->next = dst;

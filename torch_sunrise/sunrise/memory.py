@@ -4,9 +4,12 @@ Everything here reads or drives the C++ caching device allocator
 (``csrc/runtime/SunriseCachingAllocator.cpp``) and the pinned host allocator
 (``csrc/runtime/SunriseHostAllocator.cpp``) through ``torch_sunrise._C``.
 
+Memory history (``_record_memory_history``, ``_snapshot``, ``_dump_snapshot``)
+has torch.cuda's formats, which PyTorch's memory visualizer reads; a device's
+default stream is stream 0 there, as CUDA's null stream is.
+
 Not provided: ``caching_allocator_enable`` / ``caching_allocator_disabled``,
-memory pools (``MemPool``, ``use_mem_pool``), pluggable allocators and the
-memory-history recorder. ``list_gpu_processes``,
+memory pools (``MemPool``, ``use_mem_pool``) and pluggable allocators. ``list_gpu_processes``,
 ``memory_usage`` and ``utilization`` query NVML about physical GPUs and have no
 meaning for the emulated device.
 """
@@ -227,7 +230,7 @@ def memory_snapshot(mempool_id: Optional[tuple[int, int]] = None, include_traces
     is on (empty otherwise). ``mempool_id`` selects the segments of one pool;
     ``include_traces`` is accepted for torch.cuda's signature (the history is in
     :func:`_snapshot`)."""
-    segments = _C._memory_snapshot()["segments"]
+    segments = _C._memory_snapshot(include_traces=False)["segments"]
     if mempool_id is not None:
         segments = [s for s in segments if tuple(s["segment_pool_id"]) == tuple(mempool_id)]
     return segments
@@ -237,37 +240,45 @@ _HISTORY_ENABLED = (None, "state", "all")
 _HISTORY_CONTEXT = (None, "state", "alloc", "all")
 
 
-def _record_memory_history(
-    enabled: Union[bool, str, None] = "all",
+def _record_memory_history(enabled: Union[bool, str, None] = "all", *args: Any, **kwargs: Any) -> None:
+    """Record the stacks of allocations and a history of allocator events, as
+    ``torch.cuda.memory._record_memory_history``:
+    ``_record_memory_history(enabled="all", context="all", stacks="all", max_entries=sys.maxsize,
+    device=None, clear_history=False)``.
+
+    ``enabled``: ``"all"`` keeps a history of the last ``max_entries`` events
+    per device (allocations, frees requested and completed, segments reserved
+    and released, out-of-memory) besides the stack of each live block;
+    ``"state"`` keeps only the stacks of live blocks; ``None`` stops and forgets.
+    ``context``: which get a stack (``"state"``: live blocks, ``"alloc"``: also
+    allocations in the history, ``"all"``: also frees, ``None``: nothing).
+    ``stacks``: ``"python"`` for Python frames, ``"all"`` for Python and C++.
+    Python frames come from the threads that run Python (your model's);
+    allocations on autograd's backward threads have C++ frames only, with
+    ``stacks="all"``. ``device`` is accepted for torch.cuda's signature: the
+    history covers every sunrise device.
+
+    The legacy form, ``enabled=True/False`` with ``record_context``,
+    ``trace_alloc_max_entries``, ``trace_alloc_record_context`` and
+    ``record_context_cpp``, means what it means on CUDA.
+
+    Read it with :func:`_snapshot` or :func:`_dump_snapshot`; PyTorch's
+    ``torch.cuda._memory_viz`` and the memory_viz page show it.
+    """
+    if isinstance(enabled, bool):
+        _record_memory_history_legacy(enabled, *args, **kwargs)
+    else:
+        _record_memory_history_impl(enabled, *args, **kwargs)
+
+
+def _record_memory_history_impl(
+    enabled: Optional[str] = "all",
     context: Optional[str] = "all",
     stacks: str = "all",
     max_entries: int = sys.maxsize,
     device: _DeviceLike = None,
     clear_history: bool = False,
 ) -> None:
-    """Record the stacks of allocations and a history of allocator events, as
-    ``torch.cuda.memory._record_memory_history``.
-
-    ``enabled``: ``"all"`` keeps a history of the last ``max_entries`` events
-    per device (allocations, frees requested and completed, segments reserved
-    and released, out-of-memory) besides the stack of each live block;
-    ``"state"`` keeps only the stacks of live blocks; ``None`` stops and forgets.
-    ``context``: which events keep a stack (``"state"``: live blocks only,
-    ``"alloc"``: also allocations in the history, ``"all"``: also frees).
-    ``stacks``: ``"python"`` for Python frames, ``"all"`` for Python and C++.
-    Stacks are taken on threads that hold the GIL (the thread that runs your
-    model); allocations made on other threads (autograd's backward threads)
-    have C++ frames only, with ``stacks="all"``. ``device`` is accepted for
-    torch.cuda's signature: the history covers every sunrise device.
-    The legacy form ``enabled=True/False`` means ``"all"`` / ``None``.
-
-    Read it with :func:`_snapshot` or :func:`_dump_snapshot`; PyTorch's
-    ``torch.cuda._memory_viz`` and the memory_viz page show it.
-    """
-    if enabled is True:
-        enabled = "all"
-    elif enabled is False:
-        enabled = None
     if enabled not in _HISTORY_ENABLED:
         raise ValueError(f"enabled must be one of {_HISTORY_ENABLED}, not {enabled!r}")
     if context not in _HISTORY_CONTEXT:
@@ -280,26 +291,48 @@ def _record_memory_history(
         _index(device)  # validates it
     if enabled is None:
         context = None
-    elif enabled == "state" or context is None:
-        context = "state"  # live blocks keep their stacks whenever recording is on, as on CUDA
+    elif enabled == "state" and context is not None:
+        context = "state"  # no history: only live blocks can keep a stack
     _C._record_memory_history(enabled == "all", context or "", stacks == "all", min(max_entries, 2**62), clear_history)
 
 
-def _snapshot(device: _DeviceLike = None) -> dict[str, Any]:
+def _record_memory_history_legacy(
+    enabled: bool,
+    record_context: bool = True,
+    trace_alloc_max_entries: int = 1,
+    trace_alloc_record_context: bool = False,
+    device: _DeviceLike = None,
+    record_context_cpp: bool = False,
+    clear_history: bool = False,
+) -> None:
+    if device is not None:
+        _index(device)
+    context = ("alloc" if trace_alloc_record_context else "state") if enabled and record_context else ""
+    _C._record_memory_history(enabled, context, record_context_cpp, max(1, trace_alloc_max_entries), clear_history)
+
+
+def _snapshot(device: _DeviceLike = None, augment_with_fx_traces: bool = False) -> dict[str, Any]:
     """The allocator's state and history, as ``torch.cuda.memory._snapshot()``:
     ``{"segments": [...], "device_traces": [[...] per device], "allocator_settings":
     {...}, "external_annotations": []}``. ``device_traces[d]`` lists device
     ``d``'s events, oldest first, each with ``action``, ``addr``, ``size``,
-    ``stream``, ``time_us`` and ``frames`` (empty when history is off)."""
+    ``stream`` (0: the device's default stream), ``time_us`` and ``frames``.
+    ``augment_with_fx_traces`` maps frames in code that ``torch.compile``
+    generated back to the model's source, as on CUDA."""
     if device is not None:
         _index(device)
-    return _C._memory_snapshot()
+    snapshot = _C._memory_snapshot()
+    if augment_with_fx_traces:
+        from torch._utils import _augment_memory_snapshot_stack_traces
+
+        snapshot = _augment_memory_snapshot_stack_traces(snapshot)
+    return snapshot
 
 
-def _dump_snapshot(filename: str = "dump_snapshot.pickle") -> None:
+def _dump_snapshot(filename: str = "dump_snapshot.pickle", augment_with_fx_traces: bool = False) -> None:
     """Pickle :func:`_snapshot` to ``filename``, for the memory_viz page or
     ``python -m torch.cuda._memory_viz trace_plot FILE -o out.html``."""
-    snapshot = _snapshot()
+    snapshot = _snapshot(augment_with_fx_traces=augment_with_fx_traces)
     with open(filename, "wb") as f:
         pickle.dump(snapshot, f)
 

@@ -117,11 +117,12 @@ SR_API srError_t srSetDevice(int device);
 SR_API srError_t srGetDeviceProperties(srDeviceProp* prop, int device);
 /* Waits for every stream of the current device; returns its sticky error. */
 SR_API srError_t srDeviceSynchronize(void);
-/* free = capacity - bytes held by srMalloc on the current device. */
-/* Nanoseconds the device's stream threads have spent running work (not waiting
- * for it) since the runtime started; counted each time a stream's queue runs
- * dry, so a stream still busy adds its current run when it next goes idle. */
+/* Nanoseconds the device's stream threads have spent running work since the
+ * runtime started, summed over its streams (so up to streams x wall time):
+ * from the moment a stream's queue has work until it runs dry, including a
+ * stream's waits for another stream's events. */
 SR_API srError_t srDeviceGetBusyTime(int device, long long* ns);
+/* free = capacity - bytes held by srMalloc on the current device. */
 SR_API srError_t srMemGetInfo(size_t* free_bytes, size_t* total_bytes);
 
 /* ---------------------------------------------------------------- memory */
@@ -342,7 +343,8 @@ typedef struct srActivityRecord {
 /* Starts (1) or stops (0) recording. Work launched while recording is
  * recorded when it runs, even after recording stopped. */
 SR_API srError_t srActivityEnable(int enable);
-/* A per-thread stack of ids that launches made by this thread carry. */
+/* A per-thread stack of ids that launches made by this thread carry (the
+ * innermost id pushed since recording last started). */
 SR_API srError_t srActivityPushExternalCorrelationId(unsigned long long id);
 SR_API srError_t srActivityPopExternalCorrelationId(unsigned long long* id);
 /* Hands every record taken so far to `callback` (in one or more batches, each

@@ -16,8 +16,16 @@ thread_local const GraphNodeTracer* t_graph_tracer = nullptr;
 
 namespace {
 
-thread_local std::vector<unsigned long long> t_correlation_ids;
+// Each id is pushed with the recording session it belongs to: a session that
+// ended while an id was pushed (a profiler stopped mid-op) leaves it on some
+// thread's stack, and later launches must not carry it.
+struct PushedId {
+  unsigned long long id;
+  uint64_t session;
+};
+thread_local std::vector<PushedId> t_correlation_ids;
 thread_local uint64_t t_thread_id = 0;
+std::atomic<uint64_t> g_session{0};
 
 std::mutex g_records_mutex;
 std::vector<srActivityRecord>& records() {
@@ -58,7 +66,14 @@ int64_t wall_now_ns() {
 }
 
 void begin_launch_trace(LaunchTrace& trace) {
-  trace.correlation = t_correlation_ids.empty() ? 0 : t_correlation_ids.back();
+  const uint64_t session = g_session.load(std::memory_order_relaxed);
+  trace.correlation = 0;
+  for (auto it = t_correlation_ids.rbegin(); it != t_correlation_ids.rend(); ++it) {
+    if (it->session == session) {
+      trace.correlation = it->id;
+      break;
+    }
+  }
   trace.thread = this_thread_id();
   trace.start_ns = wall_now_ns();
 }
@@ -106,12 +121,13 @@ using namespace sunrise_rt;
 extern "C" {
 
 srError_t srActivityEnable(int enable) {
+  if (enable != 0) g_session.fetch_add(1, std::memory_order_relaxed);
   g_activity_enabled.store(enable != 0, std::memory_order_seq_cst);
   return ok();
 }
 
 srError_t srActivityPushExternalCorrelationId(unsigned long long id) {
-  t_correlation_ids.push_back(id);
+  t_correlation_ids.push_back(PushedId{id, g_session.load(std::memory_order_relaxed)});
   return ok();
 }
 
@@ -119,7 +135,7 @@ srError_t srActivityPopExternalCorrelationId(unsigned long long* id) {
   if (t_correlation_ids.empty()) {
     return fail(srErrorInvalidValue, "srActivityPopExternalCorrelationId: this thread pushed no id");
   }
-  if (id != nullptr) *id = t_correlation_ids.back();
+  if (id != nullptr) *id = t_correlation_ids.back().id;
   t_correlation_ids.pop_back();
   return ok();
 }

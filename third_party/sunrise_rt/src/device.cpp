@@ -142,14 +142,6 @@ srError_t srDeviceSynchronize(void) {
   return ok();
 }
 
-srError_t srDeviceGetBusyTime(int device, long long* ns) {
-  if (ns == nullptr) return fail(srErrorInvalidValue, "srDeviceGetBusyTime: ns is NULL");
-  Device* dev = nullptr;
-  if (srError_t e = get_device(device, &dev)) return e;
-  *ns = dev->busy_ns.load(std::memory_order_relaxed);
-  return ok();
-}
-
 srError_t srMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   if (free_bytes == nullptr || total_bytes == nullptr)
     return fail(srErrorInvalidValue, "srMemGetInfo: output pointer is NULL");

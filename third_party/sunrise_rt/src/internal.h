@@ -88,9 +88,6 @@ struct Device {
   srDeviceProp prop{};
   size_t capacity = 0;
   std::atomic<size_t> used{0};  // bytes mapped for srMalloc on this device
-  // Nanoseconds its streams' device threads spent outside waiting for work
-  // (srDeviceGetBusyTime); added when a thread's queue runs dry.
-  alignas(64) std::atomic<int64_t> busy_ns{0};
 
   // Sticky error from asynchronous work; guarded by error_mutex.
   std::mutex error_mutex;
@@ -324,6 +321,11 @@ struct srStream {
   alignas(64) sunrise_rt::TaskSegment* head_segment = nullptr;
   size_t head_index = 0;
   uint64_t head_seq = 1;  // the sequence number of the next task to run
+  // Busy time (srDeviceGetBusyTime): written by the device thread when it
+  // starts or stops running work, read by others under the sequence count.
+  std::atomic<uint32_t> busy_seq{0};
+  std::atomic<int64_t> busy_ns{0};     // runs that ended
+  std::atomic<int64_t> busy_since{0};  // start of the current run; 0 while waiting for work
 
   // Segments the device thread finished, for the host to reuse.
   alignas(64) std::atomic<sunrise_rt::TaskSegment*> returned_segments{nullptr};

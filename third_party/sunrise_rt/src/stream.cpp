@@ -137,16 +137,47 @@ bool wait_for_task(srStream* s, const TaskSlot& slot, int64_t spin_ns) {
   return published(slot, seq, std::memory_order_acquire);
 }
 
+// Marks the start (running) or the end of a run of work: busy time is
+// counted per run, so a queue that stays busy pays no clock reads.
+void set_busy(srStream* s, bool running) {
+  const int64_t now = now_ns();
+  const uint32_t seq = s->busy_seq.load(std::memory_order_relaxed);
+  s->busy_seq.store(seq + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  if (running) {
+    s->busy_since.store(now, std::memory_order_relaxed);
+  } else {
+    const int64_t since = s->busy_since.load(std::memory_order_relaxed);
+    s->busy_ns.store(s->busy_ns.load(std::memory_order_relaxed) + (now - since), std::memory_order_relaxed);
+    s->busy_since.store(0, std::memory_order_relaxed);
+  }
+  s->busy_seq.store(seq + 2, std::memory_order_release);
+}
+
+// Any thread: the stream's busy time, with the run in progress.
+int64_t busy_time(const srStream* s) {
+  for (;;) {
+    const uint32_t seq = s->busy_seq.load(std::memory_order_acquire);
+    if ((seq & 1u) != 0) {
+      cpu_relax();
+      continue;
+    }
+    const int64_t done = s->busy_ns.load(std::memory_order_relaxed);
+    const int64_t since = s->busy_since.load(std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (s->busy_seq.load(std::memory_order_relaxed) == seq) return done + (since != 0 ? now_ns() - since : 0);
+  }
+}
+
 void worker_loop(srStream* s) {
   const int64_t spin_ns = config().spin_ns;
-  int64_t busy_since = now_ns();
+  set_busy(s, true);
   for (;;) {
     TaskSlot& slot = s->head_segment->slots[s->head_index];
     if (!published(slot, s->head_seq, std::memory_order_acquire)) {
-      // Busy time is counted per run of work, so a busy queue pays no clock reads.
-      s->device->busy_ns.fetch_add(now_ns() - busy_since, std::memory_order_relaxed);
+      set_busy(s, false);
       if (!wait_for_task(s, slot, spin_ns)) return;
-      busy_since = now_ns();
+      set_busy(s, true);
     }
     const uint64_t seq = run_slot(s, slot);
     ++s->head_seq;
@@ -485,6 +516,19 @@ srError_t srLaunchHostFunc(srStream_t stream, srHostFn_t fn, void* user_data) {
   t.host_fn = fn;
   t.user_data = user_data;
   if (srError_t e = submit(stream, std::move(t))) return e;
+  return ok();
+}
+
+srError_t srDeviceGetBusyTime(int device, long long* ns) {
+  if (ns == nullptr) return fail(srErrorInvalidValue, "srDeviceGetBusyTime: ns is NULL");
+  Device* dev = nullptr;
+  if (srError_t e = get_device(device, &dev)) return e;
+  int64_t total = 0;
+  std::lock_guard<std::mutex> lock(g_graveyard_mutex);  // destroyed streams' time counts too
+  for (const auto& s : all_streams()) {
+    if (s->device == dev) total += busy_time(s.get());
+  }
+  *ns = total;
   return ok();
 }
 

@@ -83,6 +83,27 @@ TEST(activity_records_each_launch_in_stream_order) {
   CHECK_SR(srStreamDestroy(s));
 }
 
+TEST(activity_ignores_ids_pushed_before_recording_started) {
+  srStream_t s = nullptr;
+  CHECK_SR(srStreamCreate(&s));
+  int sleep_ms = 0;
+  flush();
+  CHECK_SR(srActivityPushExternalCorrelationId(5));  // an op that began before the session
+  CHECK_SR(srActivityEnable(1));
+  CHECK_SR(srLaunchHostFunc(s, &sleep_host_fn, &sleep_ms));
+  CHECK_SR(srActivityPushExternalCorrelationId(6));
+  CHECK_SR(srLaunchHostFunc(s, &sleep_host_fn, &sleep_ms));
+  CHECK_SR(srActivityPopExternalCorrelationId(nullptr));
+  CHECK_SR(srActivityPopExternalCorrelationId(nullptr));
+  CHECK_SR(srActivityEnable(0));
+  CHECK_SR(srStreamSynchronize(s));
+  const auto records = flush();
+  CHECK_EQ(records.size(), size_t{2});
+  CHECK_EQ(records[0].correlationId, 0ull);
+  CHECK_EQ(records[1].correlationId, 6ull);
+  CHECK_SR(srStreamDestroy(s));
+}
+
 TEST(activity_records_the_nodes_of_a_replayed_graph) {
   srStream_t s = nullptr;
   CHECK_SR(srStreamCreate(&s));
