@@ -34,10 +34,14 @@ def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, ids: torch.T
     return loss.detach()
 
 
-def _trace_events(prof: profile, tmp_path: Path) -> list[dict]:
+def _trace(prof: profile, tmp_path: Path) -> dict:
     path = tmp_path / "trace.json"
     prof.export_chrome_trace(str(path))
-    return json.loads(path.read_text())["traceEvents"]
+    return json.loads(path.read_text())
+
+
+def _trace_events(prof: profile, tmp_path: Path) -> list[dict]:
+    return _trace(prof, tmp_path)["traceEvents"]
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +131,16 @@ def test_device_events_lie_in_launch_order_within_a_stream(gpt2_step_profile) ->
     # and in the order they were launched
     flow_ts = sorted((f["ts"], launches[i]) for i, f in ends_by_flow.items() if i in launches)
     assert [launch for _, launch in flow_ts] == sorted(launch for _, launch in flow_ts)
+
+
+def test_trace_names_the_devices(tmp_path: Path) -> None:
+    x = torch.randn(8, device=D)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.PrivateUse1]) as prof:
+        (x + 1).sum().item()
+    props = _trace(prof, tmp_path)["deviceProperties"]
+    assert [p["id"] for p in props] == list(range(torch.sunrise.device_count()))
+    expected = torch.sunrise.get_device_properties(0)
+    assert props[0]["name"] == expected.name and props[0]["totalGlobalMem"] == expected.total_memory
 
 
 def test_streams_get_their_own_lanes(tmp_path: Path) -> None:

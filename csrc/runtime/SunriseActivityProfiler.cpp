@@ -207,6 +207,22 @@ class SunriseProfilerSession final : public libkineto::IActivityProfilerSession 
     records_.clear();
   }
 
+  // The trace's "deviceProperties", with the keys CUDA traces use.
+  std::string getDeviceProperties() override {
+    std::string out;
+    for (c10::DeviceIndex d = 0; d < device_count(); ++d) {
+      srDeviceProp p{};
+      if (srGetDeviceProperties(&p, d) != srSuccess) continue;
+      if (!out.empty()) out += ",\n";
+      out += fmt::format(
+          R"JSON(    {{"id": {}, "name": "{}", "totalGlobalMem": {}, "computeMajor": {}, "computeMinor": {}, )JSON"
+          R"JSON("maxThreadsPerBlock": {}, "warpSize": {}, "sharedMemPerBlock": {}, "numSms": {}}})JSON",
+          d, p.name, p.totalGlobalMem, p.major, p.minor, p.maxThreadsPerBlock, p.warpSize, p.sharedMemPerBlock,
+          p.multiProcessorCount);
+    }
+    return out;
+  }
+
   std::unique_ptr<libkineto::DeviceInfo> getDeviceInfo() override {
     return std::make_unique<libkineto::DeviceInfo>(0, 0, "sunrise 0", "sunrise 0");
   }

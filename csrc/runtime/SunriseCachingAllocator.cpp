@@ -102,10 +102,7 @@ struct Block {
   Block* next = nullptr;
   std::vector<srStream_t> stream_uses;  // other streams that used it (record_stream)
   int pending_events = 0;
-  // Memory history: the stack that allocated the block, and for a segment's
-  // first block the one that reserved the segment.
-  std::shared_ptr<GatheredContext> context;
-  std::shared_ptr<GatheredContext> segment_context;
+  std::shared_ptr<GatheredContext> context;  // memory history: the stack that allocated it
 
   bool is_split() const { return prev != nullptr || next != nullptr; }
 };
@@ -172,7 +169,8 @@ class DeviceCachingAllocator {
     // Checked memory: the exact size, so that the runtime's guard page follows it.
     const size_t size = no_cache_ ? requested : round_size(requested);
     if (no_cache_) release_unreleased();
-    const auto context = gather_context(RecordContext::STATE);
+    std::shared_ptr<GatheredContext> context;
+    if (C10_UNLIKELY(history_wants(RecordContext::STATE))) context = gather_context();
     {
       std::lock_guard<std::mutex> lock(mutex_);
       process_events_locked();
@@ -200,7 +198,8 @@ class DeviceCachingAllocator {
   }
 
   void free(void* ptr) {
-    const auto context = gather_context(RecordContext::ALL);
+    std::shared_ptr<GatheredContext> context;
+    if (C10_UNLIKELY(history_wants(RecordContext::ALL))) context = gather_context();
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = allocated_.find(ptr);
     TORCH_INTERNAL_ASSERT(it != allocated_.end(), "sunrise allocator: freeing unknown pointer ", ptr);
@@ -247,6 +246,7 @@ class DeviceCachingAllocator {
     history_.gather = when != RecordContext::NEVER ? gather : nullptr;
     history_.max_entries = std::max<size_t>(max_entries, 1);
     history_.when.store(history_.gather != nullptr ? when : RecordContext::NEVER, std::memory_order_relaxed);
+    if (history_.gather == nullptr) segment_contexts_.clear();
     if (clear_history || !record_events) {
       history_.entries.clear();
     } else if (history_.next != 0 || history_.entries.size() > history_.max_entries) {
@@ -391,7 +391,10 @@ class DeviceCachingAllocator {
       seg.address = reinterpret_cast<size_t>(head->ptr);
       seg.stream = head->stream;
       seg.is_large = !head->pool->is_small;
-      seg.context_when_allocated = head->segment_context;
+      if (C10_UNLIKELY(!segment_contexts_.empty())) {
+        auto found = segment_contexts_.find(head->ptr);
+        if (found != segment_contexts_.end()) seg.context_when_allocated = found->second;
+      }
       if (head->pool->owner != nullptr) seg.owner_private_pool_id = head->pool->owner->id;
       for (Block* b = head; b != nullptr; b = b->next) {
         c10::CachingDeviceAllocator::BlockInfo info;
@@ -440,7 +443,7 @@ class DeviceCachingAllocator {
     block = split_locked(block, size);
     block->allocated = true;
     block->requested_size = requested;
-    block->context = context;
+    if (C10_UNLIKELY(context != nullptr)) block->context = context;
     if (C10_UNLIKELY(history_.record_events)) {
       record_trace_locked(TraceEntry::ALLOC, block->ptr, requested, block->stream, context);
     }
@@ -560,7 +563,8 @@ class DeviceCachingAllocator {
       stats_.segment[t].increase(1);
       stats_.reserved_bytes[t].increase(size);
     });
-    block->segment_context = context;
+    // Kept by the segment's address, which its first block keeps through merges.
+    if (C10_UNLIKELY(context != nullptr)) segment_contexts_[block->ptr] = context;
     if (C10_UNLIKELY(history_.record_events)) {
       record_trace_locked(TraceEntry::SEGMENT_ALLOC, block->ptr, size, stream, context);
     }
@@ -609,7 +613,6 @@ class DeviceCachingAllocator {
       stats_.inactive_split_bytes[t].decrease(src->size);
     });
     if (dst->prev == src) {
-      dst->segment_context = std::move(src->segment_context);  // dst becomes the segment's first block
       dst->ptr = src->ptr;
       dst->prev = src->prev;
       if (dst->prev != nullptr) dst->prev->next = dst;
@@ -688,7 +691,7 @@ class DeviceCachingAllocator {
       record_trace_locked(TraceEntry::FREE_COMPLETED, block->ptr, block->requested_size, block->stream,
                           block->context);
     }
-    block->context.reset();
+    if (C10_UNLIKELY(block->context != nullptr)) block->context.reset();
     if (no_cache_ && block->pool->owner == nullptr) {
       unlink_segment_locked(block);
     } else {
@@ -732,6 +735,7 @@ class DeviceCachingAllocator {
     if (C10_UNLIKELY(history_.record_events)) {
       record_trace_locked(TraceEntry::SEGMENT_FREE, block->ptr, block->size, block->stream, nullptr);
     }
+    if (C10_UNLIKELY(!segment_contexts_.empty())) segment_contexts_.erase(block->ptr);
     stats_.num_device_free += 1;
     for_each_stat(block->pool, [&](size_t t) {
       stats_.segment[t].decrease(1);
@@ -748,9 +752,10 @@ class DeviceCachingAllocator {
     return prop.totalGlobalMem;
   }
 
-  // Memory history: the stack for an event of level `when`, if recorded.
-  std::shared_ptr<GatheredContext> gather_context(RecordContext when) {
-    if (C10_LIKELY(history_.when.load(std::memory_order_relaxed) < when)) return nullptr;
+  // Memory history: whether events of level `when` keep a stack (no lock:
+  // checked on every allocation and free), and that stack.
+  bool history_wants(RecordContext when) const { return history_.when.load(std::memory_order_relaxed) >= when; }
+  std::shared_ptr<GatheredContext> gather_context() {
     CreateContextFn gather = nullptr;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -839,6 +844,7 @@ class DeviceCachingAllocator {
     std::vector<TraceEntry> entries;  // a ring once full: `next` is the oldest
     size_t next = 0;
   } history_;
+  ska::flat_hash_map<char*, std::shared_ptr<GatheredContext>> segment_contexts_;  // by segment address
 };
 
 void free_sunrise_memory(void* ctx);
