@@ -69,7 +69,11 @@ setup(
         "torch.backends": ["sunrise = torch_sunrise:_autoload"],
         # torch.compile(backend="sunrise_graphs"): Inductor's code replayed as sunrise graphs.
         "torch_dynamo_backends": ["sunrise_graphs = torch_sunrise.inductor.graphs_backend:sunrise_graphs"],
-        "console_scripts": ["sunrise-fallback-report = torch_sunrise.tools.fallback_report:main"],
+        "console_scripts": [
+            "sunrise-fallback-report = torch_sunrise.tools.fallback_report:main",
+            # CUDA scripts on sunrise, unchanged (torch_sunrise/transfer_to_sunrise.py).
+            "sunrise-run = torch_sunrise.transfer_to_sunrise:main",
+        ],
     },
     zip_safe=False,
 )

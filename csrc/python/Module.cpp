@@ -31,9 +31,7 @@ namespace {
 
 // Python ints are range-checked before they narrow to c10::DeviceIndex (int8).
 c10::DeviceIndex index_arg(int d) {
-  const int count = static_cast<int>(device_count());
-  TORCH_CHECK_INDEX(d >= 0 && d < count, "sunrise:", d, " is not a valid device: there ", count == 1 ? "is " : "are ",
-                    count, " sunrise device", count == 1 ? "" : "s", " (SUNRISE_DEVICE_COUNT sets how many)");
+  check_device_index(d);
   return static_cast<c10::DeviceIndex>(d);
 }
 

@@ -14,12 +14,15 @@ c10::DeviceIndex device_count() noexcept {
   return count;
 }
 
-void check_device_index(c10::DeviceIndex device) {
-  const c10::DeviceIndex count = device_count();
-  TORCH_CHECK_INDEX(device >= 0 && device < count, "sunrise:", static_cast<int>(device),
-                    " is not a valid device: there ", count == 1 ? "is " : "are ", static_cast<int>(count),
-                    " sunrise device", count == 1 ? "" : "s", " (indices 0..", static_cast<int>(count) - 1,
-                    "; SUNRISE_DEVICE_COUNT sets how many)");
+// An invalid index is CUDA's "invalid device ordinal": torch.AcceleratorError,
+// a RuntimeError, which code written for CUDA catches.
+void check_device_index(int64_t device) {
+  const int64_t count = device_count();
+  if (C10_LIKELY(device >= 0 && device < count)) return;
+  throw c10::AcceleratorError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)}, srErrorInvalidDevice,
+                              c10::str("invalid device ordinal: sunrise:", device, " is not a valid device: there ",
+                                       count == 1 ? "is " : "are ", count, " sunrise device", count == 1 ? "" : "s",
+                                       " (indices 0..", count - 1, "; SUNRISE_DEVICE_COUNT sets how many)"));
 }
 
 c10::DeviceIndex current_device() {

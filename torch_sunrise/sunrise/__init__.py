@@ -193,6 +193,7 @@ from .streams import *  # noqa: E402,F401,F403
 from .streams import __all__ as _streams_all  # noqa: E402
 from .graphs import *  # noqa: E402,F401,F403
 from .graphs import __all__ as _graphs_all  # noqa: E402
+from . import amp  # noqa: E402,F401  (torch.sunrise.amp, as torch.cuda.amp)
 
 __all__ = [
     "current_device",
