@@ -201,3 +201,55 @@ def test_sunrise_amp_mirrors_cuda_amp() -> None:
     with pytest.warns(FutureWarning, match="custom_fwd"):
         decorate = torch.sunrise.amp.custom_fwd(cast_inputs=torch.float32)
     assert callable(decorate)
+
+
+HF_SCRIPT = """
+import sys, torch, transformers
+path, mode = sys.argv[1], sys.argv[2]
+if mode == "save":
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=64,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+                                  pad_token_id=0)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["a b c d e f g h"], trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"]))
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(path)
+    sys.exit(0)
+cuda = torch.cuda.is_available()
+model = transformers.AutoModelForCausalLM.from_pretrained(path)
+# a pipeline on "GPU 0", as CUDA code writes it
+pipe = transformers.pipeline("text-generation", model=model, tokenizer=path, device=0 if cuda else -1)
+generated = pipe("a b c", max_new_tokens=8, do_sample=False, return_tensors=True)
+print("device", pipe.device.type if cuda else "cpu")
+print("tokens", list(generated[0]["generated_token_ids"]))
+# a Trainer run: TrainingArguments picks the GPU when there is one
+data = [{"input_ids": torch.arange(i, i + 16) % 128, "labels": torch.arange(i, i + 16) % 128} for i in range(8)]
+args = transformers.TrainingArguments(output_dir=path + "/out", per_device_train_batch_size=4, max_steps=3,
+                                      learning_rate=1e-3, logging_steps=1, report_to=[], save_strategy="no",
+                                      use_cpu=not cuda, seed=0, data_seed=0, dataloader_num_workers=0)
+trainer = transformers.Trainer(model=model, args=args, train_dataset=data)
+trainer.train()
+print("trainer_device", next(trainer.model.parameters()).device.type)
+print("losses", [round(h["loss"], 6) for h in trainer.state.log_history if "loss" in h])
+"""
+
+
+def test_huggingface_pipeline_on_device_0_and_trainer(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    script = tmp_path / "hf.py"
+    script.write_text(HF_SCRIPT)
+    model_dir = str(tmp_path / "model")
+    saved = _run([sys.executable, str(script), model_dir, "save"])
+    assert saved.returncode == 0, describe(saved)
+    cpu = _run([sys.executable, str(script), model_dir, "run"])
+    assert cpu.returncode == 0, describe(cpu)
+    launched = _run([_sunrise_run(), str(script), model_dir, "run"])
+    assert launched.returncode == 0, describe(launched)
+    got = dict(line.split(" ", 1) for line in launched.stdout.splitlines() if " " in line)
+    expected = dict(line.split(" ", 1) for line in cpu.stdout.splitlines() if " " in line)
+    assert got["device"] == "sunrise" and got["trainer_device"] == "sunrise", launched.stdout
+    assert got["tokens"] == expected["tokens"]
+    assert got["losses"] == expected["losses"]

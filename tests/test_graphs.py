@@ -812,6 +812,7 @@ def test_compiled_code_that_cannot_be_captured_runs_without_graphs(replays) -> N
 def test_reset_in_the_middle_of_a_capture_ends_it() -> None:
     s = torch.sunrise.Stream()
     x = torch.zeros(4, device=D)
+    s.wait_stream(torch.sunrise.current_stream())  # x is written on the default stream
     g = SunriseGraph()
     with torch.sunrise.stream(s):
         g.capture_begin()
@@ -819,6 +820,7 @@ def test_reset_in_the_middle_of_a_capture_ends_it() -> None:
         g.reset()  # as when the graph is garbage-collected mid-capture
         assert not torch.sunrise.is_current_stream_capturing()
         y = torch.ones(4, device=D) + x  # allocates and runs on the stream again
+    torch.sunrise.current_stream().wait_stream(s)  # y is read on the default stream
     assert_same_as_cpu(y, torch.ones(4))
     del g
     gc.collect()

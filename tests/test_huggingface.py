@@ -27,7 +27,7 @@ import torch
 import torch_sunrise
 from torch_sunrise.integrations import huggingface as hf_integration
 
-from conftest import describe
+from conftest import assert_same_as_cpu, describe
 
 DEV = "sunrise"
 VOCAB = 1000
@@ -279,6 +279,45 @@ def test_from_pretrained_device_map_sunrise_warms_the_allocator(hf, models, chec
 
 
 @needs_transformers
+def test_from_pretrained_device_map_sunrise_matches_cpu_bitwise(hf, tmp_path):
+    """The issue's reproduction: transformers 5.25 kernelizes every model it loads (``use_kernels``
+    defaults to true, ``kernels`` is one of its dependencies) and kernels refused the device name
+    "sunrise". Loading works, and with no hub kernel built for sunrise every layer keeps its torch
+    forward: CPU eager's bits. train()/eval() kernelize again for the new mode on the model's device,
+    also for a model loaded on the CPU and then moved (what ``Trainer`` does)."""
+    torch.manual_seed(0)
+    cpu = hf.AutoModelForCausalLM.from_config(_config(hf, "llama")).eval()
+    cpu.save_pretrained(tmp_path)
+    with torch.no_grad():
+        expected = cpu(PROMPT).logits
+    for how in ("device_map", "moved"):
+        if how == "device_map":
+            model = hf.AutoModelForCausalLM.from_pretrained(tmp_path, device_map=DEV)
+        else:
+            model = hf.AutoModelForCausalLM.from_pretrained(tmp_path).to(DEV)
+        assert {p.device for p in model.parameters()} == {torch.device(DEV, 0)}, how
+        model.train()
+        model.eval()
+        with torch.no_grad():
+            assert_same_as_cpu(model(PROMPT.to(DEV)).logits, expected, path=how)
+
+
+@requires("kernels", "transformers", "accelerate", "tokenizers")
+def test_hub_kernels_keep_the_torch_forward_on_sunrise(hf, models, checkpoint):
+    """``use_kernels=True`` and transformers' ``kernelize`` on a sunrise model: no hub kernel is
+    mapped for sunrise, so the layers run their torch forward (and nothing is downloaded)."""
+    from kernels import Mode
+    from transformers.integrations.hub_kernels import kernelize
+
+    model = hf.AutoModelForCausalLM.from_pretrained(checkpoint, device_map=DEV, use_kernels=True)
+    assert model.use_kernels
+    kernelize(model, mode=Mode.INFERENCE)
+    with torch.no_grad():
+        assert_same_as_cpu(model(PROMPT.to(DEV)).logits, models["llama"](PROMPT).logits)
+    assert "transformers hub_kernels kernels.kernelize device" in hf_integration.applied_patches()
+
+
+@needs_transformers
 def test_caching_allocator_warmup_direct(models):
     from transformers.modeling_utils import caching_allocator_warmup
 
@@ -292,9 +331,15 @@ def test_caching_allocator_warmup_direct(models):
 
 @needs_transformers
 def test_device_map_auto_uses_sunrise_mem_get_info(hf, models, checkpoint, monkeypatch):
+    # Free memory per device: the integration asks torch.sunrise.mem_get_info; accelerate >= 1.16
+    # asks torch.accelerator.get_memory_info itself (and the integration keeps its answer).
     asked = []
-    mem_get_info = torch.sunrise.mem_get_info
-    monkeypatch.setattr(torch.sunrise, "mem_get_info", lambda device=None: (asked.append(device), mem_get_info(device))[1])
+    for module, name in ((torch.sunrise, "mem_get_info"), (torch.accelerator, "get_memory_info")):
+        def spy(device=None, _original=getattr(module, name)):
+            asked.append(device if isinstance(device, int) else torch.device(device).index)
+            return _original(device)
+
+        monkeypatch.setattr(module, name, spy)
     model = hf.AutoModelForCausalLM.from_pretrained(checkpoint, device_map="auto")
     assert set(asked) == set(range(torch.sunrise.device_count()))
     assert {p.device.type for p in model.parameters()} == {DEV}
@@ -472,6 +517,29 @@ def test_peft_lora_forward_backward_merge_save_load(models):
     torch.testing.assert_close(logits, cpu_logits, rtol=1e-4, atol=1e-4)
 
 
+@requires("peft", "transformers", "accelerate", "tokenizers")
+def test_peft_adapter_weights_load_onto_sunrise(models, tmp_path):
+    """safetensors refuses the device name "sunrise"; peft asks for it when told to
+    (``torch_device=``) and, from peft 0.22, when it infers the device (``torch.accelerator``)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft.utils import load_peft_weights
+
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(copy.deepcopy(models["llama"]), config).save_pretrained(str(tmp_path))
+    expected = load_peft_weights(str(tmp_path), device="cpu")
+    devices = [DEV, f"{DEV}:1"] if torch.sunrise.device_count() >= 2 else [DEV]
+    for device in devices:
+        got = load_peft_weights(str(tmp_path), device=device)
+        assert sorted(got) == sorted(expected)
+        for name in expected:
+            assert_same_as_cpu(got[name], expected[name], device=device if ":" in device else DEV, path=name)
+    with torch.no_grad():
+        reference = PeftModel.from_pretrained(copy.deepcopy(models["llama"]), str(tmp_path), torch_device="cpu")
+        model = PeftModel.from_pretrained(copy.deepcopy(models["llama"]).to(DEV), str(tmp_path), torch_device=DEV)
+        assert_same_as_cpu(model(PROMPT.to(DEV)).logits, reference(PROMPT).logits)
+
+
 # --------------------------------------------------------------------------- everyday PyTorch
 
 
@@ -585,8 +653,10 @@ def test_env_switch_disables_and_enable_applies_after_import(run_python):
         import torch_sunrise.integrations.huggingface as hf
         assert not hf.is_enabled() and hf.applied_patches() == []
         out = tempfile.mkdtemp()
-        # stock behaviour: the CPU, and bf16 refused
+        # stock behaviour: the CPU, and bf16 refused; accelerate's own device is kept for the check
+        # after disable() (the CPU before accelerate 1.16, which asks torch.accelerator: sunrise)
         assert TrainingArguments(output_dir=out, report_to=[]).device.type == "cpu"
+        stock_accelerate_device = PartialState().device
         try:
             TrainingArguments(output_dir=out, report_to=[], bf16=True)
         except ValueError:
@@ -598,7 +668,7 @@ def test_env_switch_disables_and_enable_applies_after_import(run_python):
         hf.disable()
         assert hf.applied_patches() == []
         AcceleratorState._reset_state(reset_partial_state=True)
-        assert PartialState().device.type == "cpu"
+        assert PartialState().device == stock_accelerate_device
         print("OK")
         """,
         env={"SUNRISE_HF_INTEGRATION": "0", "HF_HUB_OFFLINE": "1"},

@@ -110,11 +110,13 @@ def _by_caller(original: Callable[..., Any], replacement: Callable[..., Any]) ->
     """``torch.cuda.X`` under the shim: sunrise's X for your code, the real one (which says there is
     no CUDA) for PyTorch's internals and CUDA-only libraries."""
 
+    mapped = _with_devices_mapped(replacement)  # torch.cuda.set_device(torch.device("cuda", 1)), ...
+
     @functools.wraps(replacement)
     def dispatch(*args: Any, **kwargs: Any) -> Any:
         if _cuda_only_caller():
             return original(*args, **kwargs)
-        return replacement(*args, **kwargs)
+        return mapped(*args, **kwargs)
 
     dispatch.__sunrise_wrapped__ = original  # type: ignore[attr-defined]
     return dispatch

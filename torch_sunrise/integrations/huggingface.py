@@ -35,6 +35,11 @@ The patches (see ``docs/huggingface.md`` for the why of each):
 ``transformers...PreTrainedModel``                 ``mode="reduce-overhead"`` (generate's default)
 ``.get_compiled_call``                            replays graphs: backend ``sunrise_graphs``
 ``sentence_transformers...get_device_name``       "sunrise" instead of "cpu" (``SentenceTransformer()``)
+``transformers.integrations.hub_kernels``         ``kernels.kernelize`` gets ``torch.device("sunrise")``,
+``._kernels_kernelize``                           not the name its fixed device list refuses: layers
+                                                  with no sunrise hub kernel keep their torch forward
+``peft.utils.save_and_load.load_peft_weights``    adapter weights for sunrise read on the CPU, then
+                                                  moved (safetensors knows no "sunrise" device)
 ===============================================  ====================================================
 
 Usage: nothing. ``import torch`` loads torch_sunrise, which installs the import
@@ -86,6 +91,18 @@ def _sunrise_is_accelerator() -> bool:
     except RuntimeError:
         return False
     return accelerator is not None and accelerator.type == _BACKEND
+
+
+def _device_type(device: Any) -> Optional[str]:
+    """The type of a device given as a ``torch.device`` or a string ("sunrise:1"); None otherwise."""
+    if isinstance(device, torch.device):
+        return device.type
+    if isinstance(device, str):
+        try:
+            return torch.device(device).type
+        except RuntimeError:  # not a device string torch knows
+            return None
+    return None
 
 
 def _set_attr(owner: Any, attr: str, value: Any, what: str) -> None:
@@ -268,6 +285,29 @@ def _patch_accelerator(module: Any) -> None:
 # --------------------------------------------------------------------------- transformers
 
 
+def _patch_hub_kernels(module: Any) -> None:
+    """transformers' ``kernels`` hub integration (with the ``kernels`` package installed; from 5.25
+    ``from_pretrained`` kernelizes every model by default) passes the model's device *type* to
+    ``kernels.kernelize`` as a string, and kernels checks device strings against a fixed list
+    (cpu, cuda, mps, neuron, npu, rocm, tpu, xpu): ``ValueError: Unsupported device type 'sunrise'``.
+    kernels also takes a ``torch.device`` (documented), which it does not check against that list:
+    it selects kernels for ``Device(type="sunrise")``, finds none in the mapping and keeps each
+    layer's torch forward (transformers asks for ``KernelizeFallback.ALL``), and would use a hub kernel
+    built for sunrise if one were mapped. So the string "sunrise" becomes ``torch.device("sunrise")``
+    at transformers' one call of ``kernels.kernelize``; every other call is passed on unchanged."""
+    original = module.__dict__.get("_kernels_kernelize")  # absent without the kernels package
+    if original is None or getattr(original, "__sunrise_patch__", False):
+        return
+
+    def _kernels_kernelize(model: Any, *args: Any, device: Any = None, **kwargs: Any) -> Any:
+        if isinstance(device, str) and _device_type(device) == _BACKEND:
+            device = torch.device(device)
+        return original(model, *args, device=device, **kwargs)
+
+    _install(module, "_kernels_kernelize", _kernels_kernelize, original,
+             "transformers hub_kernels kernels.kernelize device")
+
+
 def _patch_transformers_import_utils(module: Any) -> None:
     def make(original: Callable) -> Callable:
         def is_torch_bf16_gpu_available() -> bool:
@@ -278,6 +318,12 @@ def _patch_transformers_import_utils(module: Any) -> None:
         return is_torch_bf16_gpu_available
 
     _patch_function(module, "is_torch_bf16_gpu_available", make, "transformers is_torch_bf16_gpu_available")
+
+
+def _cuda_means_sunrise() -> bool:
+    """Whether torch_sunrise.transfer_to_sunrise is active in this process."""
+    shim = sys.modules.get("torch_sunrise.transfer_to_sunrise")
+    return bool(getattr(shim, "_applied", False))
 
 
 def _patch_training_args(module: Any) -> None:
@@ -302,6 +348,11 @@ def _patch_training_args(module: Any) -> None:
             device = torch.device(_BACKEND, index)
             torch.sunrise.set_device(device)
             self._n_gpu = 1  # one device per process, like xpu/npu (no nn.DataParallel)
+        elif device.type == "cuda" and _cuda_means_sunrise():
+            # transfer_to_sunrise: transformers took its CUDA branch, which counts every device
+            # for nn.DataParallel; sunrise trains on one device per process, as without the shim.
+            device = torch.device(_BACKEND, device.index if device.index is not None else 0)
+            self._n_gpu = 1
         return device
 
     functools.update_wrapper(_setup_devices, setup)
@@ -350,6 +401,29 @@ def _patch_sentence_transformers(module: Any) -> None:
         return get_device_name
 
     _patch_function(module, "get_device_name", make, "sentence_transformers get_device_name")
+
+
+def _patch_peft_save_and_load(module: Any) -> None:
+    """peft reads adapter weights with ``safetensors.torch.load_file(path, device=...)`` onto the
+    device it is given or infers (peft >= 0.22 infers ``torch.accelerator``'s, sunrise); safetensors
+    checks device strings against the devices it knows and refuses "sunrise" ("device sunrise is
+    invalid"). For a sunrise device the weights are read on the CPU and moved, the portable spelling
+    of the same load; other devices are passed on unchanged."""
+
+    def make(original: Callable) -> Callable:
+        def load_peft_weights(model_id: str, device: Any = None, *args: Any, **kwargs: Any) -> dict:
+            target = device
+            if target is None and callable(getattr(module, "infer_device", None)):
+                target = module.infer_device()  # what the stock function would use
+            if _device_type(target) != _BACKEND:
+                return original(model_id, device, *args, **kwargs)
+            weights = original(model_id, "cpu", *args, **kwargs)
+            return {name: value.to(target) if isinstance(value, torch.Tensor) else value
+                    for name, value in weights.items()}
+
+        return load_peft_weights
+
+    _patch_function(module, "load_peft_weights", make, "peft load_peft_weights onto sunrise")
 
 
 def _patch_generation_utils(module: Any) -> None:
@@ -414,7 +488,9 @@ _PATCHERS: dict[str, Callable[[Any], None]] = {
     "transformers.pipelines.base": _patch_pipelines,
     "transformers.generation.utils": _patch_generation_utils,
     "transformers.modeling_utils": _patch_modeling_utils,
+    "transformers.integrations.hub_kernels": _patch_hub_kernels,
     "sentence_transformers.util.environment": _patch_sentence_transformers,
+    "peft.utils.save_and_load": _patch_peft_save_and_load,
 }
 
 
