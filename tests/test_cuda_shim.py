@@ -133,6 +133,12 @@ assert torch.cuda.memory_stats()["allocated_bytes.all.current"] > 0
 with torch.cuda.amp.autocast():
     assert torch.mm(x0.view(3, 1), x0.view(1, 3)).dtype == torch.float16
 assert isinstance(torch.cuda.amp.GradScaler(), torch.amp.GradScaler)
+from torch.profiler import profile, ProfilerActivity
+with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    (x0 + 1).sum().item()
+assert prof.key_averages().table().count("sunrise::") > 0
+with torch.cuda.nvtx.range("step"):
+    pass
 g2 = torch.cuda.CUDAGraph()
 assert type(g2).__name__ == "SunriseGraph"
 m = torch.nn.Linear(2, 2).cuda()
@@ -234,6 +240,11 @@ trainer = transformers.Trainer(model=model, args=args, train_dataset=data)
 trainer.train()
 print("trainer_device", next(trainer.model.parameters()).device.type)
 print("losses", [round(h["loss"], 6) for h in trainer.state.log_history if "loss" in h])
+# loading straight onto "the GPU"
+placed = transformers.AutoModelForCausalLM.from_pretrained(path, device_map="cuda" if cuda else None).eval()
+ids = torch.tensor([[3, 1, 4, 1, 5]], device=placed.device)
+with torch.no_grad():
+    print("logits", placed(ids).logits.float().sum().item().hex(), placed.device.type)
 """
 
 
@@ -253,3 +264,20 @@ def test_huggingface_pipeline_on_device_0_and_trainer(tmp_path: Path) -> None:
     assert got["device"] == "sunrise" and got["trainer_device"] == "sunrise", launched.stdout
     assert got["tokens"] == expected["tokens"]
     assert got["losses"] == expected["losses"]
+    assert got["logits"].split()[0] == expected["logits"].split()[0] and got["logits"].endswith("sunrise")
+
+
+def test_nccl_backend_means_sunrise_collectives(tmp_path: Path) -> None:
+    code = SHIM + f"""
+import torch, torch.distributed as dist
+dist.init_process_group(backend="nccl", init_method="file://{tmp_path}/store", rank=0, world_size=1)
+assert dist.get_backend() == "sccl"
+x = torch.arange(4.0, device="cuda")
+dist.all_reduce(x)
+torch.cuda.synchronize()
+assert x.device.type == "sunrise" and torch.equal(x.cpu(), torch.arange(4.0))
+dist.destroy_process_group()
+print("ok")
+"""
+    proc = _run([sys.executable, "-c", code])
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", describe(proc)

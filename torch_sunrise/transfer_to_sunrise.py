@@ -34,6 +34,7 @@ import warnings
 from typing import Any, Callable, Optional, Sequence
 
 import torch
+import torch.profiler
 import torch.utils._device
 import torch.utils.data
 
@@ -72,10 +73,6 @@ def _map(device: Any) -> Any:
     if isinstance(device, torch.device) and device.type == _CUDA:
         return torch.device(_SUNRISE, device.index)
     return device
-
-
-def _map_location(location: str) -> str:
-    return _map(location) if isinstance(location, str) else location
 
 
 def _with_devices_mapped(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -138,7 +135,7 @@ class _Generator(torch._C.Generator, metaclass=_GeneratorType):
 
 
 def _restore_location(storage: Any, location: str) -> Any:
-    return torch.serialization.default_restore_location(storage, _map_location(location))
+    return torch.serialization.default_restore_location(storage, _map(location))
 
 
 def _load(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -170,6 +167,23 @@ def _distributed_backend(original: Callable[..., Any]) -> Callable[..., Any]:
 
     call.__sunrise_wrapped__ = original  # type: ignore[attr-defined]
     return call
+
+
+def _profiler_activities(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.profiler.profile(activities=[ProfilerActivity.CUDA, ...])``: the device's activity."""
+
+    def mapped(activities: Any) -> Any:
+        if activities is None:
+            return None
+        cuda, device = torch.profiler.ProfilerActivity.CUDA, torch.profiler.ProfilerActivity.PrivateUse1
+        return [device if a == cuda else a for a in activities]
+
+    @functools.wraps(original)
+    def init(self: Any, *, activities: Any = None, **kwargs: Any) -> None:
+        original(self, activities=mapped(activities), **kwargs)
+
+    init.__sunrise_wrapped__ = original  # type: ignore[attr-defined]
+    return init
 
 
 class _Nvtx:
@@ -278,6 +292,7 @@ def apply() -> None:
     _patch(torch.utils._device.DeviceContext, "__init__", _with_devices_mapped)
     _patch(torch.utils.data.DataLoader, "__init__", _with_devices_mapped)
     _patch(torch, "load", _load)
+    _patch(torch.profiler.profile, "__init__", _profiler_activities)
     import torch.distributed as dist
 
     if dist.is_available():
