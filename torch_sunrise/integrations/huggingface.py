@@ -302,7 +302,7 @@ def _patch_hub_kernels(module: Any) -> None:
     def _kernels_kernelize(model: Any, *args: Any, device: Any = None, **kwargs: Any) -> Any:
         if isinstance(device, str) and _device_type(device) == _BACKEND:
             device = torch.device(device)
-        elif _cuda_means_sunrise() and device is not None and torch.device(device).type == "cuda":
+        elif _device_type(device) == "cuda" and _cuda_means_sunrise():
             # transfer_to_sunrise: the model's "cuda" is sunrise, for which no CUDA kernel is fetched
             device = torch.device(_BACKEND)
         return original(model, *args, device=device, **kwargs)
