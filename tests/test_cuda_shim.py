@@ -276,6 +276,10 @@ x = torch.arange(4.0, device="cuda")
 dist.all_reduce(x)
 torch.cuda.synchronize()
 assert x.device.type == "sunrise" and torch.equal(x.cpu(), torch.arange(4.0))
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 2).cuda(), device_ids=[torch.device("cuda", 0)],
+                                                  output_device=torch.device("cuda", 0))
+model(x).sum().backward()
+assert next(model.parameters()).grad.device.type == "sunrise"
 dist.destroy_process_group()
 print("ok")
 """

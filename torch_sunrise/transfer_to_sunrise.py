@@ -81,9 +81,11 @@ def _with_devices_mapped(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         args = tuple(_map(a) for a in args)
-        for key in ("device", "device_type", "pin_memory_device"):
+        for key in ("device", "device_type", "pin_memory_device", "output_device"):
             if key in kwargs:
                 kwargs[key] = _map(kwargs[key])
+        if isinstance(kwargs.get("device_ids"), (list, tuple)):
+            kwargs["device_ids"] = [_map(d) for d in kwargs["device_ids"]]
         return fn(*args, **kwargs)
 
     wrapper.__sunrise_wrapped__ = fn  # type: ignore[attr-defined]
@@ -300,6 +302,7 @@ def apply() -> None:
 
         _patch(dist, "init_process_group", _distributed_backend)
         _patch(dist, "new_group", _distributed_backend)
+        _patch(torch.nn.parallel.DistributedDataParallel, "__init__", _with_devices_mapped)
     _map_torch_cuda()
     warnings.warn(
         "torch_sunrise.transfer_to_sunrise is active: 'cuda' devices, torch.cuda and backend='nccl' now mean "
