@@ -88,15 +88,17 @@ def _with_devices_mapped(fn: Callable[..., Any]) -> Callable[..., Any]:
             kwargs["device_ids"] = [_map(d) for d in kwargs["device_ids"]]
         return fn(*args, **kwargs)
 
-    wrapper.__sunrise_wrapped__ = fn  # type: ignore[attr-defined]
     return wrapper
 
 
 def _patch(owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+    """``owner.name = make(owner.name)``, once: the wrapper keeps the original as ``__sunrise_wrapped__``."""
     original = getattr(owner, name, None)
     if original is None or getattr(original, "__sunrise_wrapped__", None) is not None:
         return
-    setattr(owner, name, make(original))
+    wrapper = make(original)
+    wrapper.__sunrise_wrapped__ = original
+    setattr(owner, name, wrapper)
 
 
 def _cuda_only_caller(depth: int = 2) -> bool:
@@ -117,7 +119,6 @@ def _by_caller(original: Callable[..., Any], replacement: Callable[..., Any]) ->
             return original(*args, **kwargs)
         return mapped(*args, **kwargs)
 
-    dispatch.__sunrise_wrapped__ = original  # type: ignore[attr-defined]
     return dispatch
 
 
@@ -151,7 +152,6 @@ def _load(original: Callable[..., Any]) -> Callable[..., Any]:
             map_location = _map(map_location)
         return original(f, map_location, *args, **kwargs)
 
-    load.__sunrise_wrapped__ = original  # type: ignore[attr-defined]
     return load
 
 
@@ -167,7 +167,6 @@ def _distributed_backend(original: Callable[..., Any]) -> Callable[..., Any]:
             kwargs["device_id"] = _map(kwargs["device_id"])
         return original(*args, **kwargs)
 
-    call.__sunrise_wrapped__ = original  # type: ignore[attr-defined]
     return call
 
 
@@ -184,7 +183,6 @@ def _profiler_activities(original: Callable[..., Any]) -> Callable[..., Any]:
     def init(self: Any, *, activities: Any = None, **kwargs: Any) -> None:
         original(self, activities=mapped(activities), **kwargs)
 
-    init.__sunrise_wrapped__ = original  # type: ignore[attr-defined]
     return init
 
 

@@ -10,6 +10,7 @@
 
 #include <Python.h>
 
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -189,8 +190,10 @@ void bind_memory_snapshot(py::module_& m) {
   m.def("_record_memory_history",
         [](bool record_events, const std::string& context, bool cpp_stacks, size_t max_entries,
            bool clear_history) {
-          // Lets CapturedTraceback see Python frames (torch.cuda does the same).
-          torch::installCapturedTracebackPython();
+          // Lets CapturedTraceback see Python frames (torch.cuda does the same); each
+          // install adds an unwinder, so once.
+          static std::once_flag python_frames;
+          std::call_once(python_frames, [] { torch::installCapturedTracebackPython(); });
           caching_allocator::recordHistory(record_events, cpp_stacks ? &gather_with_cpp : &gather_python,
                                            max_entries, parse_context(context), clear_history);
         });
