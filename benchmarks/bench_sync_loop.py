@@ -1,6 +1,6 @@
 """A training loop that reads the loss every step (`loss.item()`), sunrise beside CPU eager.
 
-Run: .venv/bin/python -m benchmarks.bench_sync_loop [--runs 3] [--steps 210] [--loader] [--background]
+Run: .venv/bin/python -m benchmarks.bench_sync_loop [--runs 3] [--steps 210] [--loader] [--background] [--wide]
 
 Each step waits for the device (`loss.item()`), the pattern of nearly every
 training script's logging. What matters there is not throughput but how long
@@ -12,8 +12,10 @@ of steps over 5 ms, for CPU eager and sunrise in the same process.
 
 --loader feeds the batches from a DataLoader with 2 worker processes (as
 training scripts do); --background runs a busy process beside the benchmark
-(one core's worth of other load). --runs N repeats in N fresh processes and
-prints each one.
+(one core's worth of other load); --wide makes the hidden layers 256 wide, so
+that the products are large enough for the device thread's OpenMP team (the
+quickstart's run on the device thread alone). --runs N repeats in N fresh
+processes and prints each one.
 """
 
 from __future__ import annotations
@@ -87,9 +89,9 @@ def busy(stop: mp.Event) -> None:
             x += i
 
 
-def run_once(steps: int, loader: bool, background: bool) -> dict:
+def run_once(steps: int, loader: bool, background: bool, width: int) -> dict:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 4))
+    model = nn.Sequential(nn.Linear(32, width), nn.GELU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, 4))
     stop = mp.get_context("spawn").Event() if background else None
     load = mp.get_context("spawn").Process(target=busy, args=(stop,), daemon=True) if background else None
     if load:
@@ -122,11 +124,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="fresh processes")
     parser.add_argument("--loader", action="store_true", help="a DataLoader with 2 worker processes feeds the batches")
     parser.add_argument("--background", action="store_true", help="a busy process runs beside the benchmark")
+    parser.add_argument("--wide", action="store_true", help="hidden layers 256 wide (products on the device's team)")
     parser.add_argument("--json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.runs > 1:
-        flags = ["--steps", str(args.steps)] + (["--loader"] if args.loader else []) + (
-            ["--background"] if args.background else [])
+        flags = ["--steps", str(args.steps)] + [f"--{name}" for name in ("loader", "background", "wide")
+                                                 if getattr(args, name)]
         rows = results_of_fresh_processes("benchmarks.bench_sync_loop", flags, args.runs, timeout_s=600)
         print("\n| process | CPU eager median / p99 / max (ms) | sunrise median / p99 / max (ms) | sunrise steps > 5 ms "
               "| median ratio | p99 ratio | losses bitwise equal |\n| --- | --- | --- | --- | --- | --- | --- |")
@@ -136,7 +139,7 @@ def main() -> None:
                   f"{s['p99']:.2f} / {s['max']:.2f} | {s['stalls']} of {s['steps']} | "
                   f"{s['median'] / c['median']:.2f} | {s['p99'] / c['p99']:.2f} | {r['same_losses']} |")
         return
-    result = run_once(args.steps, args.loader, args.background)
+    result = run_once(args.steps, args.loader, args.background, 256 if args.wide else 64)
     print(fmt("cpu", result["cpu"]))
     print(fmt("sunrise", result["sunrise"]))
     print(f"ratio    median {result['sunrise']['median'] / result['cpu']['median']:.2f}  "

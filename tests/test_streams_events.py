@@ -475,3 +475,18 @@ def test_all_public_stream_names_are_exported() -> None:
         assert hasattr(torch.sunrise.Stream, name), name
     for name in ("record", "wait", "query", "synchronize", "elapsed_time", "sunrise_event"):
         assert hasattr(torch.sunrise.Event, name), name
+
+
+def test_sleep_keeps_the_stream_busy_without_a_core() -> None:
+    """torch.sunrise._sleep, torch.cuda._sleep's counterpart: the stream is busy for that many cycles (1 GHz)."""
+    stream = torch.sunrise.current_stream()
+    start, end = torch.sunrise.Event(enable_timing=True), torch.sunrise.Event(enable_timing=True)
+    cpu_before = time.process_time()
+    start.record()
+    torch.sunrise._sleep(100_000_000)
+    end.record()
+    assert not stream.query()
+    end.synchronize()
+    assert start.elapsed_time(end) >= 95
+    # The device thread sleeps: the process spends far less CPU time than the 100 ms.
+    assert time.process_time() - cpu_before < 0.05

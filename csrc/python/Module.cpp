@@ -22,7 +22,9 @@
 #include <torch/csrc/utils/device_lazy_init.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 namespace py = pybind11;
 
@@ -129,6 +131,12 @@ void bind_runtime(py::module_& m) {
         });
       },
       py::arg("device"), py::arg("message"), py::arg("holding") = std::nullopt, py::arg("std_exception") = true);
+  // torch.cuda._sleep's counterpart: the current stream is busy for `ns`
+  // nanoseconds without taking a core (a GPU's spin kernel holds no host core).
+  rt.def("sleep", [](int d, int64_t ns) {
+    launch_task(getCurrentSunriseStream(index_arg(d)),
+                [ns] { std::this_thread::sleep_for(std::chrono::nanoseconds(ns)); });
+  });
   rt.def("device_busy_ns", [](int d) {
     long long ns = 0;
     SUNRISE_CHECK(srDeviceGetBusyTime(index_arg(d), &ns));

@@ -126,6 +126,16 @@ def synchronize(device: _DeviceLike = None) -> None:
     _C._synchronize(_device_index(device))
 
 
+def _sleep(cycles: int) -> None:
+    """Keep the current stream busy for ``cycles`` device clock cycles (1 GHz: nanoseconds).
+
+    ``torch.cuda._sleep``'s counterpart for tests and benchmarks that need a busy
+    stream; the emulated device waits without taking a host core.
+    """
+    _lazy_init()
+    _C._runtime.sleep(torch.sunrise.current_device(), int(cycles))
+
+
 @dataclass(frozen=True)
 class _SunriseDeviceProperties:
     name: str

@@ -36,6 +36,23 @@ HandleRegistry<srStream>& stream_registry() {
 
 std::atomic<srSleepHook_t> g_sleep_hook{nullptr};
 
+// The sleep hook releases the sleeping thread's OpenMP team, and a released
+// team costs its next parallel region 7-15 ms on the 2-core machines (libgomp
+// creates the workers again, and the master spins at the barrier on the core
+// where the kernel queued them). Run at every sleep, it made any loop that
+// waits for the device after team-sized work stall on every step (a 128x128
+// product and `.item()`: 4-16 ms a step against 0.04-0.4 ms on the CPU).
+// Teams are released only after idling long enough that this cost is small
+// beside the idle time: a device thread's after 100 ms, when it has stopped
+// running work, so that CPU eager work in the same process gets its cores
+// back (while both teams live, libgomp counts more threads than cores and
+// every region of either team wakes its workers through the kernel); a host
+// thread's after waiting 10 ms for the device, long enough to say that it is
+// not running CPU work of its own between short waits, short enough that a
+// decoding loop (one wait per token) drops its team on the first token.
+constexpr std::chrono::milliseconds kDeviceTeamIdle{100};
+constexpr std::chrono::milliseconds kHostTeamIdle{10};
+
 void before_sleep() {
   if (srSleepHook_t hook = g_sleep_hook.load(std::memory_order_acquire)) hook();
 }
@@ -124,14 +141,19 @@ bool published(const TaskSlot& slot, uint64_t seq, std::memory_order order) {
 bool wait_for_task(srStream* s, const TaskSlot& slot, int64_t spin_ns) {
   const uint64_t seq = s->head_seq;
   if (spin_until([&] { return published(slot, seq, std::memory_order_acquire); }, spin_ns)) return true;
-  before_sleep();
   std::unique_lock<std::mutex> lock(s->sleep_mutex);
   // seq_cst on both sides (this flag then the slot here; the slot then this
   // flag in submit): either the host sees the device thread asleep, or the
   // device thread sees the task.
   s->worker_sleeping.store(true, std::memory_order_seq_cst);
-  while (!published(slot, seq, std::memory_order_seq_cst) && !s->stop_requested.load(std::memory_order_acquire)) {
-    s->sleep_cv.wait(lock);
+  const auto woken = [&] {
+    return published(slot, seq, std::memory_order_seq_cst) || s->stop_requested.load(std::memory_order_acquire);
+  };
+  if (!s->sleep_cv.wait_for(lock, kDeviceTeamIdle, woken)) {
+    lock.unlock();
+    before_sleep();
+    lock.lock();
+    s->sleep_cv.wait(lock, woken);
   }
   s->worker_sleeping.store(false, std::memory_order_relaxed);
   return published(slot, seq, std::memory_order_acquire);
@@ -345,7 +367,8 @@ srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
 void wait_for(srStream* s, uint64_t seq, bool allow_spin) {
   auto done = [s, seq] { return s->completed.load(std::memory_order_seq_cst) >= seq; };
   if (allow_spin ? spin_until(done, config().spin_ns) : done()) return;
-  before_sleep();
+  const auto release_team_at = std::chrono::steady_clock::now() + kHostTeamIdle;
+  bool released = false;
   s->waiters.fetch_add(1, std::memory_order_seq_cst);
   {
     std::unique_lock<std::mutex> lock(s->done_mutex);
@@ -354,7 +377,14 @@ void wait_for(srStream* s, uint64_t seq, bool allow_spin) {
       while (seq < target && !s->wake_at.compare_exchange_weak(target, seq, std::memory_order_seq_cst)) {
       }
       if (done()) break;  // completed between the check and the registration
-      s->done_cv.wait(lock);
+      if (released) {
+        s->done_cv.wait(lock);
+      } else if (s->done_cv.wait_until(lock, release_team_at) == std::cv_status::timeout) {
+        lock.unlock();
+        before_sleep();
+        released = true;
+        lock.lock();
+      }
     }
   }
   s->waiters.fetch_sub(1, std::memory_order_seq_cst);

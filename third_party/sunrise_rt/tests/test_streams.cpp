@@ -977,3 +977,44 @@ TEST(stream_wait_event_across_devices) {
   CHECK_SR(srFree(src));
   CHECK_SR(srFree(dst));
 }
+
+namespace {
+
+// Who called the sleep hook: this test's thread (the host) or another one (a
+// device thread).
+std::atomic<std::thread::id> g_hook_host_thread{};
+std::atomic<int> g_hook_host_calls{0};
+std::atomic<int> g_hook_other_calls{0};
+
+void counting_sleep_hook() {
+  if (std::this_thread::get_id() == g_hook_host_thread.load()) g_hook_host_calls.fetch_add(1);
+  else g_hook_other_calls.fetch_add(1);
+}
+
+void sleep_ms_host_fn(void* ms) { std::this_thread::sleep_for(std::chrono::milliseconds(*static_cast<int*>(ms))); }
+
+}  // namespace
+
+TEST(sleep_hook_runs_after_idling_a_while) {
+  // Releasing an OpenMP team costs its next parallel region milliseconds, so
+  // the hook runs only once a thread has idled a while: a host after waiting
+  // 10 ms for the device, a device thread after 100 ms with nothing queued.
+  Stream s;
+  g_hook_host_thread.store(std::this_thread::get_id());
+  srSetSleepHook(&counting_sleep_hook);
+  int short_ms = 2, long_ms = 40;
+  for (int i = 0; i < 5; ++i) {  // short waits: the host keeps its team
+    CHECK_SR(srLaunchHostFunc(s, sleep_ms_host_fn, &short_ms));
+    CHECK_SR(srStreamSynchronize(s));
+  }
+  // Before, both ran it at every sleep (5 each here); one is allowed for a
+  // machine that stalls this test for 10 or 100 ms.
+  const int host_calls = g_hook_host_calls.load();
+  CHECK(host_calls <= 1);
+  CHECK(g_hook_other_calls.load() <= 1);
+  CHECK_SR(srLaunchHostFunc(s, sleep_ms_host_fn, &long_ms));
+  CHECK_SR(srStreamSynchronize(s));
+  CHECK_EQ(g_hook_host_calls.load(), host_calls + 1);  // once per wait that lasted
+  CHECK(wait_until([] { return g_hook_other_calls.load() >= 1; }, 2000));
+  srSetSleepHook(nullptr);
+}
