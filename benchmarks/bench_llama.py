@@ -23,6 +23,7 @@ import torch
 import torch_sunrise  # noqa: F401  (registers the device)
 
 from benchmarks._processes import results_of_fresh_processes
+from benchmarks._settle import settle_before_cpu
 
 
 def build_model():
@@ -35,15 +36,9 @@ def build_model():
     return LlamaForCausalLM(config).to(torch.bfloat16).eval()
 
 
-# The device thread keeps its OpenMP team for 100 ms after its queue empties
-# (README, "Threads"); while both teams live, libgomp wakes every region's
-# workers through the kernel, which would slow the CPU eager measurement.
-SETTLE_S = 0.2
-
-
 def timed(fn, device: str) -> tuple[float, object]:
     if device == "cpu":
-        time.sleep(SETTLE_S)
+        settle_before_cpu()
     else:
         torch.sunrise.synchronize()
     start = time.perf_counter()

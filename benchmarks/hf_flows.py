@@ -6,6 +6,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore")
 import torch, torch_sunrise
+from benchmarks._settle import settle_before_cpu
 torch_sunrise.set_fallback_mode("silent")
 import transformers
 transformers.logging.set_verbosity_error()
@@ -54,6 +55,7 @@ def run(name, fn, compare):
         row["fallback"] = {k.replace("aten::", ""): v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
         for _ in range(REPEATS):
             for dev in ("cpu", "sunrise"):
+                if dev == "cpu": settle_before_cpu()
                 t = time.perf_counter(); outs[dev] = fn(dev); sync(dev); times[dev].append(time.perf_counter() - t)
         if REPEATS:
             row["cpu"] = statistics.median(times["cpu"]); row["sunrise"] = statistics.median(times["sunrise"])

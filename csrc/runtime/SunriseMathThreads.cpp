@@ -8,11 +8,10 @@
 // parallel region of the other team pays for waking its workers through the
 // kernel. Measured on 2 cores: an 8-layer MLP on sunrise went from 147 to
 // ~400 µs per forward after the same process had run CPU eager code, and CPU
-// eager slowed 6x after sunrise had run. A thread that has been idle a while
-// (a device thread with nothing queued for 100 ms, a host thread that has
-// waited 10 ms for the device; stream.cpp says why not sooner) releases its
-// team, as OpenMP 5's omp_pause_resource_all allows; the next parallel region
-// starts a new one.
+// eager slowed 6x after sunrise had run. A host thread about to block waiting
+// for the device, and a device thread with nothing queued for 100 ms
+// (stream.cpp says why not sooner), release their team, as OpenMP 5's
+// omp_pause_resource_all allows; the next parallel region starts a new one.
 #include <torch_sunrise/SunriseMathThreads.h>
 
 #include <sunrise_rt.h>

@@ -356,11 +356,12 @@ SR_API srError_t srActivityFlush(srActivityCallback_t callback, void* user_data)
  * error becomes the device's sticky error with `message` as its detail. */
 SR_API void srReportAsyncError(srError_t error, const char* message);
 
-/* Called by a thread of the runtime's that has been idle a while: a device
- * thread whose queue has been empty for 100 ms, a host thread that has waited
- * 10 ms for a stream. Lets the embedding release per-thread resources that
- * would otherwise compete with the threads still running (e.g. an OpenMP
- * team, which costs the next parallel region its re-creation). NULL removes it. */
+/* Called by a thread of the runtime's that stops computing for a while: a
+ * host thread about to block waiting for a stream (after spinning), a device
+ * thread whose queue has been empty for 100 ms. Lets the embedding release
+ * per-thread resources that would otherwise compete with the threads still
+ * running (e.g. an OpenMP team, which costs the next parallel region its
+ * re-creation). NULL removes it. */
 typedef void (*srSleepHook_t)(void);
 SR_API void srSetSleepHook(srSleepHook_t hook);
 

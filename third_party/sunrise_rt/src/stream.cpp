@@ -39,19 +39,18 @@ std::atomic<srSleepHook_t> g_sleep_hook{nullptr};
 // The sleep hook releases the sleeping thread's OpenMP team, and a released
 // team costs its next parallel region 7-15 ms on the 2-core machines (libgomp
 // creates the workers again, and the master spins at the barrier on the core
-// where the kernel queued them). Run at every sleep, it made any loop that
-// waits for the device after team-sized work stall on every step (a 128x128
-// product and `.item()`: 4-16 ms a step against 0.04-0.4 ms on the CPU).
-// Teams are released only after idling long enough that this cost is small
-// beside the idle time: a device thread's after 100 ms, when it has stopped
-// running work, so that CPU eager work in the same process gets its cores
-// back (while both teams live, libgomp counts more threads than cores and
-// every region of either team wakes its workers through the kernel); a host
-// thread's after waiting 10 ms for the device, long enough to say that it is
-// not running CPU work of its own between short waits, short enough that a
-// decoding loop (one wait per token) drops its team on the first token.
+// where the kernel queued them). A device thread that ran it at every sleep
+// re-created its team on every step of any loop that waits for the device
+// after team-sized work (a 128x128 product and `.item()`: 4-16 ms a step
+// against 0.04-0.4 ms on the CPU), and spent 3-4 ms per decoded token in it.
+// So a device thread releases its team only after 100 ms with nothing queued:
+// then CPU eager work in the same process gets its cores back (while both
+// teams live, libgomp counts more threads than cores and every region of
+// either wakes its workers through the kernel). A host thread still releases
+// its team whenever it sleeps waiting for the device: kept, it throttled the
+// device's team in every loop that alternates CPU eager and device work
+// (accelerate's training loops 1.7x slower).
 constexpr std::chrono::milliseconds kDeviceTeamIdle{100};
-constexpr std::chrono::milliseconds kHostTeamIdle{10};
 
 void before_sleep() {
   if (srSleepHook_t hook = g_sleep_hook.load(std::memory_order_acquire)) hook();
@@ -367,8 +366,7 @@ srError_t submit(srStream* s, Task&& task, uint64_t* seq_out) {
 void wait_for(srStream* s, uint64_t seq, bool allow_spin) {
   auto done = [s, seq] { return s->completed.load(std::memory_order_seq_cst) >= seq; };
   if (allow_spin ? spin_until(done, config().spin_ns) : done()) return;
-  const auto release_team_at = std::chrono::steady_clock::now() + kHostTeamIdle;
-  bool released = false;
+  before_sleep();
   s->waiters.fetch_add(1, std::memory_order_seq_cst);
   {
     std::unique_lock<std::mutex> lock(s->done_mutex);
@@ -377,14 +375,7 @@ void wait_for(srStream* s, uint64_t seq, bool allow_spin) {
       while (seq < target && !s->wake_at.compare_exchange_weak(target, seq, std::memory_order_seq_cst)) {
       }
       if (done()) break;  // completed between the check and the registration
-      if (released) {
-        s->done_cv.wait(lock);
-      } else if (s->done_cv.wait_until(lock, release_team_at) == std::cv_status::timeout) {
-        lock.unlock();
-        before_sleep();
-        released = true;
-        lock.lock();
-      }
+      s->done_cv.wait(lock);
     }
   }
   s->waiters.fetch_sub(1, std::memory_order_seq_cst);

@@ -995,26 +995,24 @@ void sleep_ms_host_fn(void* ms) { std::this_thread::sleep_for(std::chrono::milli
 
 }  // namespace
 
-TEST(sleep_hook_runs_after_idling_a_while) {
+TEST(sleep_hook_on_device_threads_runs_after_idling_a_while) {
   // Releasing an OpenMP team costs its next parallel region milliseconds, so
-  // the hook runs only once a thread has idled a while: a host after waiting
-  // 10 ms for the device, a device thread after 100 ms with nothing queued.
+  // a device thread runs the hook only after 100 ms with nothing queued, not
+  // each time its queue runs dry; a host thread runs it whenever it sleeps
+  // waiting for the device.
   Stream s;
   g_hook_host_thread.store(std::this_thread::get_id());
   srSetSleepHook(&counting_sleep_hook);
-  int short_ms = 2, long_ms = 40;
-  for (int i = 0; i < 5; ++i) {  // short waits: the host keeps its team
-    CHECK_SR(srLaunchHostFunc(s, sleep_ms_host_fn, &short_ms));
+  int ms = 2;
+  for (int i = 0; i < 5; ++i) {
+    CHECK_SR(srLaunchHostFunc(s, sleep_ms_host_fn, &ms));
     CHECK_SR(srStreamSynchronize(s));
   }
-  // Before, both ran it at every sleep (5 each here); one is allowed for a
-  // machine that stalls this test for 10 or 100 ms.
-  const int host_calls = g_hook_host_calls.load();
-  CHECK(host_calls <= 1);
+  CHECK(g_hook_host_calls.load() >= 1);
+  // Before, the device thread ran it at every sleep (5 times here); one is
+  // allowed for a machine that stalls this test for 100 ms.
   CHECK(g_hook_other_calls.load() <= 1);
-  CHECK_SR(srLaunchHostFunc(s, sleep_ms_host_fn, &long_ms));
-  CHECK_SR(srStreamSynchronize(s));
-  CHECK_EQ(g_hook_host_calls.load(), host_calls + 1);  // once per wait that lasted
-  CHECK(wait_until([] { return g_hook_other_calls.load() >= 1; }, 2000));
+  const int device_calls = g_hook_other_calls.load();
+  CHECK(wait_until([&] { return g_hook_other_calls.load() > device_calls; }, 2000));
   srSetSleepHook(nullptr);
 }
