@@ -155,14 +155,19 @@ def _load(original: Callable[..., Any]) -> Callable[..., Any]:
     return load
 
 
+def _map_backend(backend: str) -> str:
+    """``"nccl"`` (also in ``"cpu:gloo,cuda:nccl"``) is sunrise's collective backend, ``"sccl"``."""
+    return backend.replace("nccl", "sccl").replace("cuda:", "sunrise:")
+
+
 def _distributed_backend(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def call(*args: Any, **kwargs: Any) -> Any:
         backend = kwargs.get("backend")
         if isinstance(backend, str):
-            kwargs["backend"] = backend.replace("nccl", "sccl").replace("cuda:", "sunrise:")
+            kwargs["backend"] = _map_backend(backend)
         elif args and isinstance(args[0], str):
-            args = (args[0].replace("nccl", "sccl").replace("cuda:", "sunrise:"),) + args[1:]
+            args = (_map_backend(args[0]),) + args[1:]
         if "device_id" in kwargs:
             kwargs["device_id"] = _map(kwargs["device_id"])
         return original(*args, **kwargs)
@@ -193,16 +198,21 @@ class _Nvtx:
     _open = threading.local()
 
     @staticmethod
+    def _stack() -> list:
+        """This thread's open ranges."""
+        return _Nvtx._open.__dict__.setdefault("stack", [])
+
+    @staticmethod
     def range_push(msg: str) -> int:
         scope = torch.autograd.profiler.record_function(msg)
         scope.__enter__()
-        stack = _Nvtx._open.__dict__.setdefault("stack", [])
+        stack = _Nvtx._stack()
         stack.append(scope)
         return len(stack) - 1
 
     @staticmethod
     def range_pop() -> int:
-        stack = _Nvtx._open.__dict__.setdefault("stack", [])
+        stack = _Nvtx._stack()
         if stack:
             stack.pop().__exit__(None, None, None)
         return len(stack)
@@ -238,21 +248,12 @@ _SUBMODULES = ("memory", "random", "graphs", "streams")
 def _map_torch_cuda() -> None:
     """``torch.cuda.X = torch.sunrise.X`` for torch.cuda's public API that sunrise has, and _EXTRA."""
     sunrise = torch.sunrise
-    for name in sorted(set(torch.cuda.__all__) | set(_SUBMODULES)):
-        if name in _EXTRA or name == "amp":
-            continue
-        target = getattr(sunrise, name, None)
-        if target is None:
-            continue
-        original = getattr(torch.cuda, name)
-        if callable(target) and not isinstance(target, type) and callable(original):
-            target = _by_caller(original, target)
-        setattr(torch.cuda, name, target)
-        _MAPPED.append(name)
-    for name, make in _EXTRA.items():
+    targets = {name: getattr(sunrise, name) for name in sorted(set(torch.cuda.__all__) | set(_SUBMODULES))
+               if name not in _EXTRA and name != "amp" and getattr(sunrise, name, None) is not None}
+    targets.update((name, make()) for name, make in _EXTRA.items())
+    for name, target in targets.items():
         original = getattr(torch.cuda, name, None)
-        target = make()
-        if callable(original) and not isinstance(target, type) and callable(target):
+        if callable(target) and not isinstance(target, type) and callable(original):
             target = _by_caller(original, target)
         setattr(torch.cuda, name, target)
         _MAPPED.append(name)

@@ -13,7 +13,7 @@ TORCH_SUNRISE_API c10::DeviceIndex current_device();
 TORCH_SUNRISE_API void set_device(c10::DeviceIndex device);
 // Sets the device and returns the previous one.
 TORCH_SUNRISE_API c10::DeviceIndex exchange_device(c10::DeviceIndex device);
-// Throws an IndexError naming the index and the device count.
+// Throws torch.AcceleratorError (CUDA's "invalid device ordinal") naming the index and the device count.
 TORCH_SUNRISE_API void check_device_index(int64_t device);
 // Waits for every stream of the device.
 TORCH_SUNRISE_API void device_synchronize(c10::DeviceIndex device);

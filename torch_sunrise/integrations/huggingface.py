@@ -300,9 +300,10 @@ def _patch_hub_kernels(module: Any) -> None:
         return
 
     def _kernels_kernelize(model: Any, *args: Any, device: Any = None, **kwargs: Any) -> Any:
-        if isinstance(device, str) and _device_type(device) == _BACKEND:
+        device_type = _device_type(device)
+        if isinstance(device, str) and device_type == _BACKEND:
             device = torch.device(device)
-        elif _device_type(device) == "cuda" and _cuda_means_sunrise():
+        elif device_type == "cuda" and _cuda_means_sunrise():
             # transfer_to_sunrise: the model's "cuda" is sunrise, for which no CUDA kernel is fetched
             device = torch.device(_BACKEND)
         return original(model, *args, device=device, **kwargs)

@@ -9,7 +9,6 @@ device-generic ones (``torch.amp.autocast("sunrise")``,
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Optional
 
 import torch
@@ -71,7 +70,7 @@ class GradScaler(torch.amp.GradScaler):
 )
 def custom_fwd(fwd: Optional[Callable[..., Any]] = None, *, cast_inputs: Optional[torch.dtype] = None) -> Any:
     """``torch.amp.custom_fwd(..., device_type="sunrise")``."""
-    return functools.partial(torch.amp.custom_fwd, device_type=_DEVICE)(fwd=fwd, cast_inputs=cast_inputs)
+    return torch.amp.custom_fwd(fwd, device_type=_DEVICE, cast_inputs=cast_inputs)
 
 
 @deprecated(
@@ -81,4 +80,4 @@ def custom_fwd(fwd: Optional[Callable[..., Any]] = None, *, cast_inputs: Optiona
 )
 def custom_bwd(bwd: Callable[..., Any]) -> Any:
     """``torch.amp.custom_bwd(..., device_type="sunrise")``."""
-    return functools.partial(torch.amp.custom_bwd, device_type=_DEVICE)(bwd)
+    return torch.amp.custom_bwd(bwd, device_type=_DEVICE)
