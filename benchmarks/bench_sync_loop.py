@@ -1,6 +1,6 @@
 """A training loop that reads the loss every step (`loss.item()`), sunrise beside CPU eager.
 
-Run: .venv/bin/python -m benchmarks.bench_sync_loop [--runs 3] [--steps 210] [--loader] [--background] [--wide]
+Run: .venv/bin/python -m benchmarks.bench_sync_loop [--runs 3] [--steps 220] [--loader] [--background] [--wide]
 
 Each step waits for the device (`loss.item()`), the pattern of nearly every
 training script's logging. What matters there is not throughput but how long
@@ -8,13 +8,15 @@ each step takes: a device whose threads contend with the host for the cores
 shows it as stalls of a scheduler time slice (tens of milliseconds) on some
 steps. The loop is the README quickstart's (MLP 32-64-64-4 with GELU, AdamW,
 batch 256); per step it prints the median, p99 and max step time and the count
-of steps over 5 ms, for CPU eager and sunrise in the same process.
+of steps over 5 ms, for CPU eager and sunrise in the same process, in 4
+alternating rounds whose first 5 steps are not timed.
 
 --loader feeds the batches from a DataLoader with 2 worker processes (as
-training scripts do); --background runs a busy process beside the benchmark
-(one core's worth of other load); --wide makes the hidden layers 256 wide, so
-that the products are large enough for the device thread's OpenMP team (the
-quickstart's run on the device thread alone). --runs N repeats in N fresh
+training scripts do; pinned for sunrise, as CUDA users pin theirs); a step's
+time includes fetching its batch. --background runs a busy process beside the
+benchmark (one core's worth of other load); --wide makes the hidden layers 256
+wide, so that the products are large enough for the device thread's OpenMP
+team (the quickstart's run on the device thread alone). --runs N repeats in N fresh
 processes and prints each one.
 """
 
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import multiprocessing as mp
 import statistics
 import time
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -33,8 +37,11 @@ import torch.nn as nn
 import torch_sunrise  # noqa: F401  (registers the device)
 
 from benchmarks._processes import results_of_fresh_processes
+from benchmarks._settle import settle_before_cpu
 
 STALL_MS = 5.0
+ROUNDS = 4
+ROUND_WARMUP = 5
 
 
 class RandomBatches(torch.utils.data.Dataset):
@@ -51,33 +58,38 @@ class RandomBatches(torch.utils.data.Dataset):
         return torch.randn(256, 32, generator=g), torch.randint(0, 4, (256,), generator=g)
 
 
-def step_times(model: nn.Module, device: str, steps: int, loader: bool) -> tuple[list[float], list[float]]:
-    """Per-step times (ms) and losses of `steps` sync-every-step training steps."""
+def training_steps(model: nn.Module, device: str, steps: int, loader: bool) -> Iterator[tuple[float, float]]:
+    """Runs `steps` sync-every-step training steps, yielding each one's time (ms) and loss.
+
+    A step's time includes fetching its batch: with a DataLoader, pinning moves that work onto
+    the loader's pin-memory thread, running during the step, for sunrise only. Time spent
+    between a yield and the next step (the other device's rounds) is not counted.
+    """
     model = copy.deepcopy(model).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     if loader:
         batches = iter(torch.utils.data.DataLoader(RandomBatches(steps), batch_size=None, num_workers=2,
-                                                   pin_memory=device != "cpu", pin_memory_device=device
-                                                   if device != "cpu" else ""))
+                                                   pin_memory=device != "cpu"))
     else:
         g = torch.Generator().manual_seed(0)
         data = (torch.randn(256, 32, generator=g).to(device), torch.randint(0, 4, (256,), generator=g).to(device))
-        batches = (data for _ in range(steps))
-    times, losses = [], []
-    for x, y in batches:
+        batches = iter([data] * steps)
+    while True:
         start = time.perf_counter()
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        batch = next(batches, None)
+        if batch is None:
+            return
+        x, y = (t.to(device, non_blocking=True) for t in batch)
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
-        losses.append(loss.item())
-        times.append((time.perf_counter() - start) * 1e3)
-    return times, losses
+        value = loss.item()
+        yield (time.perf_counter() - start) * 1e3, value
 
 
-def summary(times: list[float], warmup: int) -> dict:
-    t = sorted(times[warmup:])
+def summary(times: list[float]) -> dict:
+    t = sorted(times)
     return {"median": statistics.median(t), "p99": t[min(len(t) - 1, int(0.99 * len(t)))], "max": t[-1],
             "stalls": sum(1 for v in t if v > STALL_MS), "steps": len(t)}
 
@@ -97,12 +109,24 @@ def run_once(steps: int, loader: bool, background: bool, width: int) -> dict:
     if load:
         load.start()
     try:
-        warmup = min(10, steps // 10)
-        result = {}
-        losses = {}
-        for device in ("cpu", "sunrise"):
-            times, losses[device] = step_times(model, device, steps, loader)
-            result[device] = summary(times, warmup)
+        devices = ("cpu", "sunrise")
+        runs = {d: training_steps(model, d, steps, loader) for d in devices}
+        times: dict[str, list[float]] = {d: [] for d in devices}
+        losses: dict[str, list[float]] = {d: [] for d in devices}
+        # Rounds alternate the devices: this machine's speed drifts over seconds, and one block
+        # per device would compare two different machines.
+        # A round's first steps find cold caches and the other device's threads just gone idle:
+        # they are run, not timed.
+        per_round = -(-steps // ROUNDS)
+        for _ in range(ROUNDS):
+            for d in devices:
+                if d == "cpu":
+                    settle_before_cpu()
+                for i, (t, loss) in enumerate(itertools.islice(runs[d], per_round)):
+                    if i >= ROUND_WARMUP:
+                        times[d].append(t)
+                    losses[d].append(loss)
+        result = {d: summary(times[d]) for d in devices}
         result["same_losses"] = losses["cpu"] == losses["sunrise"]
         return result
     finally:
@@ -120,7 +144,7 @@ def fmt(name: str, s: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=210)
+    parser.add_argument("--steps", type=int, default=220)
     parser.add_argument("--runs", type=int, default=1, help="fresh processes")
     parser.add_argument("--loader", action="store_true", help="a DataLoader with 2 worker processes feeds the batches")
     parser.add_argument("--background", action="store_true", help="a busy process runs beside the benchmark")
@@ -131,12 +155,12 @@ def main() -> None:
         flags = ["--steps", str(args.steps)] + [f"--{name}" for name in ("loader", "background", "wide")
                                                  if getattr(args, name)]
         rows = results_of_fresh_processes("benchmarks.bench_sync_loop", flags, args.runs, timeout_s=600)
-        print("\n| process | CPU eager median / p99 / max (ms) | sunrise median / p99 / max (ms) | sunrise steps > 5 ms "
+        print("\n| process | CPU eager median / p99 / max (ms) | sunrise median / p99 / max (ms) | steps > 5 ms, CPU / sunrise "
               "| median ratio | p99 ratio | losses bitwise equal |\n| --- | --- | --- | --- | --- | --- | --- |")
         for i, r in enumerate(rows):
             c, s = r["cpu"], r["sunrise"]
             print(f"| {i + 1} | {c['median']:.2f} / {c['p99']:.2f} / {c['max']:.2f} | {s['median']:.2f} / "
-                  f"{s['p99']:.2f} / {s['max']:.2f} | {s['stalls']} of {s['steps']} | "
+                  f"{s['p99']:.2f} / {s['max']:.2f} | {c['stalls']} / {s['stalls']} of {s['steps']} | "
                   f"{s['median'] / c['median']:.2f} | {s['p99'] / c['p99']:.2f} | {r['same_losses']} |")
         return
     result = run_once(args.steps, args.loader, args.background, 256 if args.wide else 64)

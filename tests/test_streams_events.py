@@ -4,6 +4,7 @@ work between streams."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -490,3 +491,19 @@ def test_sleep_keeps_the_stream_busy_without_a_core() -> None:
     assert start.elapsed_time(end) >= 95
     # The device thread sleeps: the process spends far less CPU time than the 100 ms.
     assert time.process_time() - cpu_before < 0.05
+
+
+def test_device_threads_are_named_for_tools() -> None:
+    """top -H, perf and py-spy show a stream's device thread (and the OpenMP workers it starts) by device."""
+    stream = torch.sunrise.Stream(device=1)
+    with torch.sunrise.stream(stream):
+        torch.ones(4, device="sunrise:1").add_(1)
+    stream.synchronize()
+    names = set()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.add(f.read().strip())
+        except OSError:  # a thread that ended meanwhile
+            pass
+    assert "sunrise1:stream" in names

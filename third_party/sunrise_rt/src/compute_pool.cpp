@@ -79,6 +79,7 @@ void ComputePool::run(const std::shared_ptr<KernelJob>& job) {
 }
 
 void ComputePool::helper_loop(int unit) {
+  name_this_thread("sunrise" + std::to_string(device_) + ":cu" + std::to_string(unit));
   const int64_t spin_ns = config().spin_ns;
   for (;;) {
     std::shared_ptr<KernelJob> job;

@@ -4,6 +4,8 @@
 
 #include "sunrise_rt.h"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cstring>
 #include <chrono>
@@ -20,6 +22,11 @@ namespace sunrise_rt {
 
 class ComputePool;
 struct Capture;
+
+// Names the calling thread as tools show it (top -H, perf, gdb, /proc; at
+// most 15 characters). Threads it starts inherit the name: a device thread's
+// OpenMP workers show as its own.
+inline void name_this_thread(const std::string& name) { pthread_setname_np(pthread_self(), name.substr(0, 15).c_str()); }
 
 // ------------------------------------------------------------------ config
 

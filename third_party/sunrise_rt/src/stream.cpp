@@ -191,6 +191,7 @@ int64_t busy_time(const srStream* s) {
 }
 
 void worker_loop(srStream* s) {
+  name_this_thread("sunrise" + std::to_string(s->device->index) + ":stream");
   const int64_t spin_ns = config().spin_ns;
   set_busy(s, true);
   for (;;) {
