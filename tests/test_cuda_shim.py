@@ -141,6 +141,14 @@ with torch.cuda.nvtx.range("step"):
     pass
 g2 = torch.cuda.CUDAGraph()
 assert type(g2).__name__ == "SunriseGraph"
+torch.cuda.set_sync_debug_mode("error")
+try:
+    x0.sum().item()
+    raise AssertionError("set_sync_debug_mode did not reach sunrise")
+except RuntimeError as e:
+    assert "synchronizing sunrise operation" in str(e)
+finally:
+    torch.cuda.set_sync_debug_mode(0)
 m = torch.nn.Linear(2, 2).cuda()
 assert next(m.parameters()).device.type == "sunrise"
 loader = torch.utils.data.DataLoader(torch.arange(4.0), batch_size=2, pin_memory=True, pin_memory_device="cuda")

@@ -27,8 +27,8 @@
 #include <torch_sunrise/SunriseException.h>
 #include <torch_sunrise/SunriseFunctions.h>
 #include <torch_sunrise/SunriseGenerator.h>
-#include <torch_sunrise/SunriseGraph.h>
 #include <torch_sunrise/SunriseGuard.h>
+#include <torch_sunrise/SunriseHostWait.h>
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
@@ -220,7 +220,7 @@ void sunrise_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stac
   {
     const std::string what = "operator '" + name + "' (it has no sunrise kernel and runs on the CPU after "
                              "synchronizing the device)";
-    check_not_capturing(getCurrentSunriseStream(device.index()), what.c_str(), "move it out of the captured region");
+    before_host_wait(getCurrentSunriseStream(device.index()), what.c_str(), "move it out of the captured region");
   }
   announce(record);
 

@@ -5,7 +5,7 @@
 // index out of range surfaces at the next synchronization, as on a GPU.
 #include "SunriseAsyncSupport.h"
 
-#include <torch_sunrise/SunriseGraph.h>
+#include <torch_sunrise/SunriseHostWait.h>
 
 #include <ATen/ExpandUtils.h>
 #include <ATen/WrapDimUtils.h>
@@ -130,7 +130,7 @@ at::Tensor index_select(const at::Tensor& self, int64_t dim, const at::Tensor& i
 // as on CUDA. The device computes the indices, the host waits for that task,
 // allocates the result and the device copies the indices into it.
 at::Tensor nonzero_on_device(const at::Tensor& self, const Capture& c) {
-  check_not_capturing(c.stream, "aten::nonzero (also behind boolean indexing and masked_select: the result's size "
+  before_host_wait(c.stream, "aten::nonzero (also behind boolean indexing and masked_select: the result's size "
                       "depends on the data, which the host must wait for)",
                       "move it out of the captured region, or use a fixed-size form (torch.where, masked_fill)");
   auto indices = std::make_shared<at::Tensor>();

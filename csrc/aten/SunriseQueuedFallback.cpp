@@ -4,8 +4,8 @@
 #include "SunriseCpuFallback.h"
 #include "SunriseHostCompute.h"
 
-#include <torch_sunrise/SunriseGraph.h>
 #include <torch_sunrise/SunriseGuard.h>
+#include <torch_sunrise/SunriseHostWait.h>
 #include <torch_sunrise/SunriseStorage.h>
 
 #include <ATen/EmptyTensor.h>
@@ -781,7 +781,7 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
     const std::string what = "operator '" + schema.operator_name().name + "' (through the CPU fallback, " +
                              (queued.returns_host_value_ ? "returning a value to the host)"
                                                          : "first run with these shapes, checked on the host)");
-    check_not_capturing(stream, what.c_str(),
+    before_host_wait(stream, what.c_str(),
                         queued.returns_host_value_
                             ? "move it out of the captured region"
                             : "run the captured code once before capturing (warm-up), as for CUDA graphs");

@@ -3,7 +3,7 @@
 // result's shape and dtype are known on the host.
 #include "SunriseAsyncSupport.h"
 
-#include <torch_sunrise/SunriseGraph.h>
+#include <torch_sunrise/SunriseHostWait.h>
 
 #include <ATen/OpMathType.h>
 #include <ATen/ops/equal.h>
@@ -94,7 +94,7 @@ bool equal(const at::Tensor& self, const at::Tensor& other) {
   const SunriseGuard guard(device);
   auto result = std::make_shared<bool>(false);
   const Capture c(device);
-  check_not_capturing(c.stream, "torch.equal (which answers on the host)", "move it out of the captured region");
+  before_host_wait(c.stream, "torch.equal (which answers on the host)", "move it out of the captured region");
   c.launch([self = c(self), other = c(other), result] {
     Views v;
     *result = at::equal(v(self), v(other));

@@ -12,9 +12,9 @@
 #include "CpuViews.h"
 
 #include <torch_sunrise/SunriseEvent.h>
-#include <torch_sunrise/SunriseGraph.h>
 #include <torch_sunrise/SunriseGuard.h>
 #include <torch_sunrise/SunriseHostAllocator.h>
+#include <torch_sunrise/SunriseHostWait.h>
 #include <torch_sunrise/SunriseLaunch.h>
 
 #include <c10/core/impl/LocalDispatchKeySet.h>
@@ -48,7 +48,9 @@ void enqueue_strided_copy(const SunriseStream& stream, at::Tensor dst_cpu, at::T
   // ATen's copy_ warns before it copies, on the calling thread (where Python
   // sees it); the device's copy_ would warn again, on the device thread.
   const bool drops_imaginary = src_cpu.is_complex() && !dst_cpu.is_complex();
-  if (drops_imaginary) TORCH_WARN_ONCE("Casting complex values to real discards the imaginary part");
+  if (drops_imaginary) {
+    TORCH_WARN_ONCE("Casting complex values to real discards the imaginary part");
+  }
   launch_task(stream, [dst = std::move(dst_cpu), src = std::move(src_cpu), drops_imaginary]() mutable {
     if (drops_imaginary) {
       DropWarnings warned_on_the_host;
@@ -71,7 +73,7 @@ void copy_host_to_device(const at::Tensor& dst, const at::Tensor& src, bool non_
   const SunriseStream stream = getCurrentSunriseStream(dst.device().index());
   const bool pinned = is_pinned_ptr(src.storage().data());
   if (!(pinned && non_blocking))
-    check_not_capturing(stream, "a copy from CPU memory that is not pinned, or without non_blocking=True (it waits)",
+    before_host_wait(stream, "a copy from CPU memory that is not pinned, or without non_blocking=True (it waits)",
                         "copy from pinned memory with non_blocking=True, or before capturing");
   if (is_memcpy_compatible(dst, src)) {
     SUNRISE_CHECK(srMemcpyAsync(dense_begin(dst), dense_begin(src), dense_nbytes(dst), srMemcpyHostToDevice,
@@ -91,7 +93,7 @@ void copy_device_to_host(const at::Tensor& dst, const at::Tensor& src, bool non_
   const SunriseStream stream = getCurrentSunriseStream(src.device().index());
   const bool pinned = is_pinned_ptr(dst.storage().data());
   if (!(pinned && non_blocking))
-    check_not_capturing(stream, "a copy to CPU memory that is not pinned, or without non_blocking=True (it waits)",
+    before_host_wait(stream, "a copy to CPU memory that is not pinned, or without non_blocking=True (it waits)",
                         "copy into pinned memory with non_blocking=True, or after replaying the graph");
   if (is_memcpy_compatible(dst, src)) {
     SUNRISE_CHECK(srMemcpyAsync(dense_begin(dst), dense_begin(src), dense_nbytes(dst), srMemcpyDeviceToHost,

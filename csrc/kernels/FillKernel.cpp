@@ -1,8 +1,8 @@
 #include "FillKernel.h"
 #include "CpuViews.h"
 
-#include <torch_sunrise/SunriseGraph.h>
 #include <torch_sunrise/SunriseGuard.h>
+#include <torch_sunrise/SunriseHostWait.h>
 #include <torch_sunrise/SunriseLaunch.h>
 
 #include <ATen/Dispatch_v2.h>
@@ -41,7 +41,7 @@ c10::Scalar local_scalar(const at::Tensor& self) {
   TORCH_CHECK(self.numel() == 1, "a Tensor with ", self.numel(), " elements cannot be converted to Scalar");
   SunriseGuard guard(self.device());
   const SunriseStream stream = getCurrentSunriseStream(self.device().index());
-  check_not_capturing(stream, "Tensor.item() (aten::_local_scalar_dense, which reads a device value on the host)",
+  before_host_wait(stream, "Tensor.item() (aten::_local_scalar_dense, which reads a device value on the host)",
                       "read values after replaying the graph, outside the captured region");
   at::Tensor host = at::detail::empty_cpu({}, self.scalar_type(), std::nullopt, std::nullopt, std::nullopt,
                                           std::nullopt);

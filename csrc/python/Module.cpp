@@ -12,6 +12,7 @@
 #include <torch_sunrise/SunriseGenerator.h>
 #include <torch_sunrise/SunriseGraph.h>
 #include <torch_sunrise/SunriseHostAllocator.h>
+#include <torch_sunrise/SunriseHostWait.h>
 #include <torch_sunrise/SunriseLaunch.h>
 #include <torch_sunrise/SunriseStream.h>
 
@@ -248,6 +249,11 @@ PYBIND11_MODULE(_C, m) {
         g.register_generator_state(reinterpret_cast<THPGenerator*>(generator.ptr())->cdata);
       });
   m.def("_graph_pool_handle", &graph_pool_handle);
+  m.def("_set_sync_debug_mode", [](int mode) {
+    TORCH_CHECK(mode >= 0 && mode <= 2, "invalid value of debug_mode, expected one of 0, 1, 2");
+    set_sync_debug_mode(static_cast<SyncDebugMode>(mode));
+  });
+  m.def("_get_sync_debug_mode", [] { return static_cast<int>(sync_debug_mode()); });
   m.def("_is_current_stream_capturing", [](int d) { return getCurrentSunriseStream(index_arg(d)).is_capturing(); });
   m.def("_graph_pool_use_count", [](int d, c10::MempoolId_t pool) {
     return caching_allocator::getPoolUseCount(index_arg(d), pool);

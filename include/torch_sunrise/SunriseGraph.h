@@ -96,10 +96,7 @@ TORCH_SUNRISE_API c10::MempoolId_t graph_pool_handle();
 // Raises when `stream` captures: `what` waits for the device or reads device
 // data on the host, which a capture cannot do. The capture is invalidated, as
 // the runtime invalidates a capture that makes such a call. `remedy` says what
-// to do instead.
+// to do instead. Ops call it through before_host_wait (SunriseHostWait.h).
 TORCH_SUNRISE_API void raise_if_capturing(const SunriseStream& stream, const char* what, const char* remedy);
-inline void check_not_capturing(const SunriseStream& stream, const char* what, const char* remedy) {
-  if (C10_UNLIKELY(detail::captures_underway())) raise_if_capturing(stream, what, remedy);
-}
 
 }  // namespace torch_sunrise

@@ -136,6 +136,32 @@ def _sleep(cycles: int) -> None:
     _C._runtime.sleep(torch.sunrise.current_device(), int(cycles))
 
 
+_SYNC_DEBUG_MODES = {"default": 0, "warn": 1, "error": 2}
+
+
+def set_sync_debug_mode(debug_mode: int | str) -> None:
+    """Warn or raise when an op makes the host wait for the device (``torch.cuda.set_sync_debug_mode``'s twin).
+
+    ``"default"`` / 0: nothing; ``"warn"`` / 1: a UserWarning naming the op; ``"error"`` / 2: a
+    RuntimeError before it waits. Reported: ``Tensor.item()`` and what reads device values on the
+    host, copies to or from memory that is not pinned or without ``non_blocking=True``, results whose
+    size depends on the data (``nonzero``, boolean indexing), ``torch.equal``, and ops that run on the
+    CPU after synchronizing. Explicit waits (``synchronize``, ``Stream``/``Event.synchronize``) are not.
+    """
+    _lazy_init()
+    if isinstance(debug_mode, str):
+        if debug_mode not in _SYNC_DEBUG_MODES:
+            raise RuntimeError("invalid value of debug_mode, expected one of `default`, `warn`, `error`")
+        debug_mode = _SYNC_DEBUG_MODES[debug_mode]
+    _C._set_sync_debug_mode(int(debug_mode))
+
+
+def get_sync_debug_mode() -> int:
+    """The current debug mode for synchronizing operations (0 default, 1 warn, 2 error)."""
+    _lazy_init()
+    return _C._get_sync_debug_mode()
+
+
 @dataclass(frozen=True)
 class _SunriseDeviceProperties:
     name: str
@@ -214,11 +240,13 @@ __all__ = [
     "get_device_capability",
     "get_device_name",
     "get_device_properties",
+    "get_sync_debug_mode",
     "init",
     "is_available",
     "is_bf16_supported",
     "is_initialized",
     "set_device",
+    "set_sync_debug_mode",
     "synchronize",
     *_random_all,
     *_memory_all,

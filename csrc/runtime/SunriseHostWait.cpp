@@ -1,0 +1,34 @@
+#include <torch_sunrise/SunriseHostWait.h>
+
+#include <c10/util/Exception.h>
+
+namespace torch_sunrise {
+
+namespace detail {
+
+std::atomic<int> g_sync_debug_mode{0};
+
+void report_host_wait(const char* what) {
+  switch (static_cast<SyncDebugMode>(g_sync_debug_mode.load(std::memory_order_relaxed))) {
+    case SyncDebugMode::Warn:
+      TORCH_WARN("called a synchronizing sunrise operation: ", what);
+      break;
+    case SyncDebugMode::Error:
+      TORCH_CHECK(false, "called a synchronizing sunrise operation: ", what,
+                  " (torch.sunrise.set_sync_debug_mode('error') is set)");
+    case SyncDebugMode::Default:
+      break;
+  }
+}
+
+}  // namespace detail
+
+void set_sync_debug_mode(SyncDebugMode mode) {
+  detail::g_sync_debug_mode.store(static_cast<int>(mode), std::memory_order_relaxed);
+}
+
+SyncDebugMode sync_debug_mode() noexcept {
+  return static_cast<SyncDebugMode>(detail::g_sync_debug_mode.load(std::memory_order_relaxed));
+}
+
+}  // namespace torch_sunrise
