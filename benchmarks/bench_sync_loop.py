@@ -16,8 +16,8 @@ training scripts do; pinned for sunrise, as CUDA users pin theirs); a step's
 time includes fetching its batch. --background runs a busy process beside the
 benchmark (one core's worth of other load); --wide makes the hidden layers 256
 wide, so that the products are large enough for the device thread's OpenMP
-team (the quickstart's run on the device thread alone). --runs N repeats in N fresh
-processes and prints each one.
+team (the quickstart's run on the device thread alone). --runs N repeats in N
+fresh processes and prints each one.
 """
 
 from __future__ import annotations
@@ -113,10 +113,9 @@ def run_once(steps: int, loader: bool, background: bool, width: int) -> dict:
         runs = {d: training_steps(model, d, steps, loader) for d in devices}
         times: dict[str, list[float]] = {d: [] for d in devices}
         losses: dict[str, list[float]] = {d: [] for d in devices}
-        # Rounds alternate the devices: this machine's speed drifts over seconds, and one block
-        # per device would compare two different machines.
-        # A round's first steps find cold caches and the other device's threads just gone idle:
-        # they are run, not timed.
+        # Rounds alternate the devices: this machine's speed drifts over seconds, and one block per
+        # device would compare two different machines. A round's first steps find cold caches and
+        # the other device's threads just gone idle: they are run, not timed.
         per_round = -(-steps // ROUNDS)
         for _ in range(ROUNDS):
             for d in devices:

@@ -242,21 +242,20 @@ def fallback_calls(prefix: str = "aten::") -> int:
     return sum(v for k, v in torch_sunrise.fallback_stats().items() if k.startswith(prefix))
 
 
-def queue_slow_work(size: int = 1024, matmuls: int = 4) -> None:
-    """Queues a chain of matmuls (tens to hundreds of milliseconds of device work) on the current
-    stream, so that work launched next is still waiting when the host goes on."""
-    w = torch.randn(size, size, device="sunrise")
-    for _ in range(matmuls):
-        w = w @ w / size
+def queue_slow_work(milliseconds: float = 50) -> None:
+    """Keeps the current stream busy for ``milliseconds`` (``torch.sunrise._sleep``, which takes no
+    host core), so that work launched next is still waiting when the host goes on."""
+    torch.sunrise._sleep(int(milliseconds * 1e6))
 
 
 def pending_while(fn: Callable[[], Any]) -> bool:
-    """Whether the stream still had work queued when fn() returned (fn's work is queued behind a
-    slow matmul chain): fn launched device work instead of running on the host."""
-    w = torch.randn(768, 768, device="sunrise")
+    """Whether the stream still had work queued when fn() returned (fn's work is queued behind
+    300 ms of busy stream): fn launched device work instead of running on the host. fn runs once
+    before, unmeasured: an op's first launch with new operand dtypes waits for its kernel (errors
+    at the call), and the answer must not depend on which tests ran first."""
+    fn()
     torch.sunrise.synchronize()
-    for _ in range(6):
-        w = w @ w / 768
+    queue_slow_work(300)
     fn()
     pending = not torch.sunrise.current_stream().query()
     torch.sunrise.synchronize()

@@ -106,7 +106,7 @@ def test_compiled_kernel_is_queued() -> None:
     x = torch.randn(1 << 16, device="sunrise")
     f(x)
     torch.sunrise.synchronize()
-    # The host returns while the kernel waits behind a queued matmul chain.
+    # The host returns while the kernel waits behind a busy stream.
     assert pending_while(lambda: f(x))
 
 

@@ -141,6 +141,12 @@ with torch.cuda.nvtx.range("step"):
     pass
 g2 = torch.cuda.CUDAGraph()
 assert type(g2).__name__ == "SunriseGraph"
+start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+start.record()
+torch.cuda._sleep(20_000_000)
+end.record()
+end.synchronize()
+assert start.elapsed_time(end) >= 19
 torch.cuda.set_sync_debug_mode("error")
 try:
     x0.sum().item()

@@ -240,6 +240,7 @@ _EXTRA = {
     "can_device_access_peer": lambda: _can_device_access_peer,
     "get_arch_list": lambda: (lambda: []),
     "ipc_collect": lambda: (lambda: None),
+    "_sleep": lambda: torch.sunrise._sleep,  # private, but what CUDA tests use to keep a stream busy
 }
 # torch.cuda's submodules that torch.sunrise has too.
 _SUBMODULES = ("memory", "random", "graphs", "streams")

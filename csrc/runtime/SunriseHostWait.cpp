@@ -9,16 +9,10 @@ namespace detail {
 std::atomic<int> g_sync_debug_mode{0};
 
 void report_host_wait(const char* what) {
-  switch (static_cast<SyncDebugMode>(g_sync_debug_mode.load(std::memory_order_relaxed))) {
-    case SyncDebugMode::Warn:
-      TORCH_WARN("called a synchronizing sunrise operation: ", what);
-      break;
-    case SyncDebugMode::Error:
-      TORCH_CHECK(false, "called a synchronizing sunrise operation: ", what,
-                  " (torch.sunrise.set_sync_debug_mode('error') is set)");
-    case SyncDebugMode::Default:
-      break;
-  }
+  const SyncDebugMode mode = sync_debug_mode();
+  TORCH_CHECK(mode != SyncDebugMode::Error, "called a synchronizing sunrise operation: ", what,
+              " (torch.sunrise.set_sync_debug_mode('error') is set)");
+  if (mode == SyncDebugMode::Warn) TORCH_WARN("called a synchronizing sunrise operation: ", what);
 }
 
 }  // namespace detail
