@@ -131,8 +131,8 @@ at::Tensor index_select(const at::Tensor& self, int64_t dim, const at::Tensor& i
 // allocates the result and the device copies the indices into it.
 at::Tensor nonzero_on_device(const at::Tensor& self, const Capture& c) {
   before_host_wait(c.stream, "aten::nonzero (also behind boolean indexing and masked_select: the result's size "
-                      "depends on the data, which the host must wait for)",
-                      "move it out of the captured region, or use a fixed-size form (torch.where, masked_fill)");
+                   "depends on the data, which the host must wait for)",
+                   "move it out of the captured region, or use a fixed-size form (torch.where, masked_fill)");
   auto indices = std::make_shared<at::Tensor>();
   c.launch([self = c(self), indices] {
     Views v;

@@ -782,9 +782,9 @@ bool queue_cpu_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack, c
                              (queued.returns_host_value_ ? "returning a value to the host)"
                                                          : "first run with these shapes, checked on the host)");
     before_host_wait(stream, what.c_str(),
-                        queued.returns_host_value_
-                            ? "move it out of the captured region"
-                            : "run the captured code once before capturing (warm-up), as for CUDA graphs");
+                     queued.returns_host_value_
+                         ? "move it out of the captured region"
+                         : "run the captured code once before capturing (warm-up), as for CUDA graphs");
   }
   if (!wait) {
     for (const c10::Warning& warning : outcome->warnings) c10::warn(warning);

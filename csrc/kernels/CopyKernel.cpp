@@ -74,7 +74,7 @@ void copy_host_to_device(const at::Tensor& dst, const at::Tensor& src, bool non_
   const bool pinned = is_pinned_ptr(src.storage().data());
   if (!(pinned && non_blocking))
     before_host_wait(stream, "a copy from CPU memory that is not pinned, or without non_blocking=True (it waits)",
-                        "copy from pinned memory with non_blocking=True, or before capturing");
+                     "copy from pinned memory with non_blocking=True, or before capturing");
   if (is_memcpy_compatible(dst, src)) {
     SUNRISE_CHECK(srMemcpyAsync(dense_begin(dst), dense_begin(src), dense_nbytes(dst), srMemcpyHostToDevice,
                                 stream.handle()));
@@ -94,7 +94,7 @@ void copy_device_to_host(const at::Tensor& dst, const at::Tensor& src, bool non_
   const bool pinned = is_pinned_ptr(dst.storage().data());
   if (!(pinned && non_blocking))
     before_host_wait(stream, "a copy to CPU memory that is not pinned, or without non_blocking=True (it waits)",
-                        "copy into pinned memory with non_blocking=True, or after replaying the graph");
+                     "copy into pinned memory with non_blocking=True, or after replaying the graph");
   if (is_memcpy_compatible(dst, src)) {
     SUNRISE_CHECK(srMemcpyAsync(dense_begin(dst), dense_begin(src), dense_nbytes(dst), srMemcpyDeviceToHost,
                                 stream.handle()));

@@ -42,7 +42,7 @@ c10::Scalar local_scalar(const at::Tensor& self) {
   SunriseGuard guard(self.device());
   const SunriseStream stream = getCurrentSunriseStream(self.device().index());
   before_host_wait(stream, "Tensor.item() (aten::_local_scalar_dense, which reads a device value on the host)",
-                      "read values after replaying the graph, outside the captured region");
+                   "read values after replaying the graph, outside the captured region");
   at::Tensor host = at::detail::empty_cpu({}, self.scalar_type(), std::nullopt, std::nullopt, std::nullopt,
                                           std::nullopt);
   // A pageable destination: the runtime returns once the stream has reached
